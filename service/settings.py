@@ -1,0 +1,37 @@
+"""Settings: the one reader of DISCOVERY_* environment variables (pydantic-settings)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DISCOVERY_", env_file=".env", extra="ignore")
+
+    database_url: str = "sqlite:///./discovery.db"
+    broker_url: str | None = None  # unset: the local executor (a process pool in this process)
+
+    openai_base_url: str | None = None
+    openai_api_key: SecretStr | None = None
+
+    # Where JAX's persistent compilation cache and the baseline cache live (shared by a host).
+    cache_dir: Path = Path.home() / ".cache" / "discovery"
+
+    # Sandbox: "bwrap" requires bubblewrap isolation and refuses to evaluate without it;
+    # "process" runs a plain child process with rlimits (for machines without namespaces).
+    sandbox_isolation: str = "bwrap"
+    sandbox_timeout_seconds: float = 900.0
+    sandbox_memory_mb: int = 6144
+    sandbox_cpu_seconds: int = 3600
+    sandbox_max_output_bytes: int = 65536
+
+    webhook_allowed_hosts: str = ""  # comma-separated hosts allowed despite resolving to private addresses
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,101 @@
+"""The RL core: PPO with pluggable parts trains, scores honestly and fails cleanly."""
+
+from __future__ import annotations
+
+import pytest
+
+from workers.evaluate import evaluate_in_process
+from workers.results import EvaluationRequest, Outcome
+from workers.rl.envs import ENVIRONMENTS, get_config
+from workers.rl.scoring import normalised_score, random_policy_return
+from workers.targets import TARGETS
+
+SEEDS = [0, 1]
+
+ANTI_GRADIENT_DRIFT = """
+def drift(ratio, advantage, epsilon):
+    return 2.0 * ratio * advantage
+"""
+
+EXPLODING_OPTIMIZER = """
+def update(grad, param, state, iteration, progress, lr):
+    return -lr * 1e30 * grad, state
+"""
+
+
+def run(target: str, code: str, env: str = "CartPole-v1", seeds: list[int] = SEEDS, **kw: object):
+    return evaluate_in_process(
+        EvaluationRequest(target=target, code=code, env=env, profile="smoke", seeds=seeds, **kw)
+    )
+
+
+@pytest.fixture(scope="module")
+def warm_start():
+    result = run("lpo", TARGETS["lpo"].warm_start, with_random_baseline=True)
+    assert result.outcome is Outcome.ok, result.error
+    return result.result
+
+
+def test_warm_start_beats_random_policy_clearly_on_cartpole(warm_start) -> None:
+    random_return = random_policy_return("CartPole-v1", get_config("CartPole-v1", "smoke"), SEEDS)
+    assert 15 < random_return < 30  # a random CartPole policy lasts about 22 steps
+    assert warm_start.random_return == pytest.approx(random_return)
+    assert warm_start.final_return > 3 * random_return
+    assert len(warm_start.returns) == len(warm_start.learning_rates)
+    assert all(len(row) == len(SEEDS) for row in warm_start.returns)
+    assert warm_start.curves[0][-1] > warm_start.curves[0][0]  # it learned during training
+
+
+def test_bad_drift_scores_below_the_warm_start(warm_start) -> None:
+    bad = run("lpo", ANTI_GRADIENT_DRIFT)
+    assert bad.outcome is Outcome.ok, bad.error
+    score = normalised_score(bad.result.final_return, warm_start.random_return, warm_start.final_return)
+    assert score < 0.5
+
+
+def test_every_targets_warm_start_is_the_same_ppo(warm_start) -> None:
+    for name in ("optimizer", "advantage"):
+        result = run(name, TARGETS[name].warm_start)
+        assert result.outcome is Outcome.ok, result.error
+        assert result.result.returns == warm_start.returns
+
+
+def test_training_is_reproducible_for_the_same_seeds(warm_start) -> None:
+    again = run("lpo", TARGETS["lpo"].warm_start)
+    assert again.result.returns == warm_start.returns
+
+
+def test_nan_during_training_is_a_clear_failed_result() -> None:
+    result = run("optimizer", EXPLODING_OPTIMIZER, seeds=[0])
+    assert result.outcome is Outcome.nan
+    assert "NaN" in result.error
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("x = 1\n", "must define a function `def drift(ratio, advantage, epsilon):`"),
+        ("def drift(ratio, advantage):\n    return ratio\n", "expected (ratio, advantage, epsilon)"),
+        ("def drift(ratio, advantage, epsilon):\n    return ratio.sum()\n", "must return the shape of ratio"),
+        ("def drift(ratio, advantage, epsilon):\n    return ratio +\n", "syntax error"),
+        ("def drift(ratio, advantage, epsilon):\n    return float(ratio)\n", "calling drift on random inputs failed"),
+    ],
+)
+def test_unusable_code_is_invalid_with_a_readable_reason(code: str, expected: str) -> None:
+    result = run("lpo", code)
+    assert result.outcome is Outcome.invalid
+    assert expected in result.error
+
+
+@pytest.mark.parametrize("env", [e for e in ENVIRONMENTS if e != "CartPole-v1"])
+def test_every_environment_trains_on_the_smoke_profile(env: str) -> None:
+    result = run("lpo", TARGETS["lpo"].warm_start, env=env, seeds=[0])
+    assert result.outcome is Outcome.ok, result.error
+    assert result.result.env_steps == get_config(env, "smoke").env_steps
+    assert len(result.result.curves[0]) > 1
+
+
+def test_normalised_score_is_one_for_the_warm_start_and_zero_for_random() -> None:
+    assert normalised_score(200.0, 20.0, 200.0) == pytest.approx(1.0)
+    assert normalised_score(20.0, 20.0, 200.0) == pytest.approx(0.0)
+    assert normalised_score(-100.0, -500.0, -100.0) == pytest.approx(1.0)  # negative-return envs (Acrobot)

@@ -1,0 +1,79 @@
+"""Advantage: a learned advantage estimator that replaces GAE in PPO.
+
+Called once per rollout on time-major arrays; the value targets are advantages + values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from workers.targets.base import CandidateError, Target, TargetInput
+
+WARM_START = '''import jax
+import jax.numpy as jnp
+
+
+def advantages(rewards, values, dones, last_value, gamma, lam):
+    """Generalised advantage estimation (Schulman et al. 2016)."""
+    next_values = jnp.concatenate([values[1:], last_value[None]], axis=0)
+    not_done = 1.0 - dones
+    deltas = rewards + gamma * next_values * not_done - values
+
+    def backward(gae, step):
+        delta, nd = step
+        gae = delta + gamma * lam * nd * gae
+        return gae, gae
+
+    _, adv = jax.lax.scan(backward, jnp.zeros_like(last_value), (deltas, not_done), reverse=True)
+    return adv
+'''
+
+
+def probe(fn: Callable[..., Any]) -> None:
+    keys = jax.random.split(jax.random.PRNGKey(0), 4)
+    t, n = 16, 4
+    rewards = jax.random.normal(keys[0], (t, n))
+    values = jax.random.normal(keys[1], (t, n))
+    dones = (jax.random.uniform(keys[2], (t, n)) < 0.1).astype(jnp.float32)
+    last_value = jax.random.normal(keys[3], (n,))
+    try:
+        out = jnp.asarray(fn(rewards, values, dones, last_value, 0.99, 0.95))
+    except Exception as exc:  # noqa: BLE001 - any failure is the candidate's
+        raise CandidateError(f"calling advantages on random inputs failed: {type(exc).__name__}: {exc}") from exc
+    if out.shape != rewards.shape:
+        raise CandidateError(f"advantages must return the shape of rewards {rewards.shape}, got {out.shape}")
+    if not bool(jnp.all(jnp.isfinite(out))):
+        raise CandidateError("advantages returned NaN or Inf on random inputs")
+
+
+TARGET = Target(
+    name="advantage",
+    function_name="advantages",
+    parameters=("rewards", "values", "dones", "last_value", "gamma", "lam"),
+    summary=(
+        "An advantage estimator used instead of GAE in PPO. It turns one rollout of rewards and value "
+        "estimates into an advantage per step; the critic's targets are advantages + values."
+    ),
+    inputs=(
+        TargetInput("rewards", "float array [T, N]: reward after step t in each of N parallel environments."),
+        TargetInput("values", "float array [T, N]: the critic's value estimate of the state at step t."),
+        TargetInput("dones", "float array [T, N]: 1.0 where the episode ended after step t, else 0.0."),
+        TargetInput("last_value", "float array [N]: the value estimate of the state after the last step."),
+        TargetInput("gamma", "a float, the discount factor (0.99)."),
+        TargetInput("lam", "a float, GAE's lambda (0.95); use it or ignore it."),
+    ),
+    returns="a float array [T, N]: the advantage of each step",
+    rules=(
+        "do not bootstrap across an episode boundary (where dones is 1)",
+        "the result must have shape [T, N] and be finite",
+        "use only jax, jax.numpy, jax.nn, jax.lax, math and functools; the function is traced by JAX",
+    ),
+    warm_start=WARM_START,
+    default_train_envs=("CartPole-v1",),
+    default_test_envs=("Acrobot-v1",),
+    probe=probe,
+)

@@ -1,0 +1,71 @@
+"""LPO: a learned drift function that replaces PPO's clip (Lu et al. 2022).
+
+The actor objective is `mean(ratio * A - relu(drift(ratio, A, epsilon)))`. PPO's clipped objective is
+exactly the drift `relu((ratio - clip(ratio, 1 - eps, 1 + eps)) * A)`, which is the warm start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from workers.targets.base import CandidateError, Target, TargetInput
+
+WARM_START = '''import jax
+import jax.numpy as jnp
+
+
+def drift(ratio, advantage, epsilon):
+    """PPO's clipped objective written as a drift: the part of ratio * advantage that clipping removes."""
+    clipped = jnp.clip(ratio, 1.0 - epsilon, 1.0 + epsilon)
+    return jax.nn.relu((ratio - clipped) * advantage)
+'''
+
+
+def probe(fn: Callable[..., Any]) -> None:
+    key_r, key_a = jax.random.split(jax.random.PRNGKey(0))
+    ratio = 1.0 + 0.1 * jax.random.normal(key_r, (64,))
+    advantage = jax.random.normal(key_a, (64,))
+    try:
+        out = jnp.asarray(fn(ratio, advantage, 0.2))
+        grad = jax.grad(lambda r: jnp.sum(fn(r, advantage, 0.2)))(ratio)
+    except Exception as exc:  # noqa: BLE001 - any failure is the candidate's
+        raise CandidateError(f"calling drift on random inputs failed: {type(exc).__name__}: {exc}") from exc
+    if out.shape != ratio.shape:
+        raise CandidateError(f"drift must return the shape of ratio {ratio.shape}, got {out.shape}")
+    if not bool(jnp.all(jnp.isfinite(out))) or not bool(jnp.all(jnp.isfinite(grad))):
+        raise CandidateError("drift returned NaN or Inf (or a NaN gradient) on ratio ~ N(1, 0.1), A ~ N(0, 1)")
+
+
+TARGET = Target(
+    name="lpo",
+    function_name="drift",
+    parameters=("ratio", "advantage", "epsilon"),
+    summary=(
+        "A drift function for Learned Policy Optimisation. PPO's actor loss becomes "
+        "-(ratio * advantage - relu(drift(ratio, advantage, epsilon))).mean(): the drift is a penalty "
+        "that keeps the new policy near the policy that collected the data."
+    ),
+    inputs=(
+        TargetInput("ratio", "pi_new(a|s) / pi_old(a|s) per sample, an array of positive floats near 1."),
+        TargetInput(
+            "advantage",
+            "GAE advantage per sample, same shape as ratio, normalised per minibatch (mean 0, std 1).",
+        ),
+        TargetInput("epsilon", "a float, PPO's clip range (0.2); use it or ignore it."),
+    ),
+    returns="an array with the shape of ratio: the penalty per sample",
+    rules=(
+        "the drift should be non-negative (the loss applies relu to it anyway)",
+        "the drift should be zero at ratio = 1",
+        "the gradient of the drift with respect to ratio should be zero at ratio = 1",
+        "use only jax, jax.numpy, jax.nn, jax.lax, math and functools; the function is traced by JAX",
+    ),
+    warm_start=WARM_START,
+    default_train_envs=("CartPole-v1",),
+    default_test_envs=("Acrobot-v1",),
+    probe=probe,
+)
