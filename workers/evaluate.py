@@ -46,8 +46,11 @@ def warm_start_plugins() -> Plugins:
 
 
 def train_plugins(env: str, profile: str, seeds: list[int], learning_rates: list[float] | None,
-                  plugins: Plugins) -> EnvResult:
-    """Train PPO with the given plugins for every seed and learning rate; raise FloatingPointError on NaN."""
+                  plugins: Plugins, repeats: int = 1) -> EnvResult:
+    """Train PPO with the given plugins for every seed and learning rate; raise FloatingPointError on NaN.
+
+    `repeats` > 1 runs the compiled program again and reports the fastest run (for benchmarks).
+    """
     config = get_config(env, profile)
     lrs = learning_rates or config.learning_rates()
     params = init_params(env, config, seeds)
@@ -57,7 +60,11 @@ def train_plugins(env: str, profile: str, seeds: list[int], learning_rates: list
     compiled = make_batched_train(env, config, plugins).lower(params, keys, lr_array).compile()
     t1 = time.perf_counter()
     out = jax.block_until_ready(compiled(params, keys, lr_array))
-    t2 = time.perf_counter()
+    train_seconds = time.perf_counter() - t1
+    for _ in range(repeats - 1):
+        t = time.perf_counter()
+        jax.block_until_ready(compiled(params, keys, lr_array))
+        train_seconds = min(train_seconds, time.perf_counter() - t)
     ret_sum, ret_n, finite = (np.asarray(x) for x in out)
     if not bool(np.all(finite)):
         raise FloatingPointError("training produced NaN or Inf (in the loss, the parameters or the returns)")
@@ -74,7 +81,7 @@ def train_plugins(env: str, profile: str, seeds: list[int], learning_rates: list
         final_return=float(returns[best].mean()),
         env_steps=config.env_steps,
         compile_seconds=t1 - t0,
-        train_seconds=t2 - t1,
+        train_seconds=train_seconds,
     )
 
 

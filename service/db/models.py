@@ -38,6 +38,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from workers.results import Outcome
+
 # Deterministic constraint names: Alembic (and SQLite batch migrations) need every constraint named.
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -106,18 +108,6 @@ class CandidateStatus(StrEnum):
     EVALUATING = "evaluating"
     EVALUATED = "evaluated"
     FAILED = "failed"
-
-
-class Outcome(StrEnum):
-    """How an evaluation (and so a candidate) ended."""
-
-    OK = "ok"
-    INVALID = "invalid"  # refused by the static check
-    ERROR = "error"  # raised while tracing or training
-    NAN = "nan"  # NaN or Inf in the returns
-    TIMEOUT = "timeout"
-    MEMORY = "memory"
-    KILLED = "killed"
 
 
 class EvalPhase(StrEnum):

@@ -42,7 +42,7 @@ def add_candidate(session: Session, run: Run, index: int, ast_hash: str) -> Cand
 
 def add_evaluation(session: Session, candidate: Candidate, env: str = "CartPole-v1") -> Evaluation:
     evaluation = Evaluation(
-        candidate_id=candidate.id, env=env, phase="train", outcome=Outcome.OK, seeds=[0, 1]
+        candidate_id=candidate.id, env=env, phase="train", outcome=Outcome.ok, seeds=[0, 1]
     )
     session.add(evaluation)
     session.flush()

@@ -1,0 +1,104 @@
+"""The normalised AST hash and the bounded, deterministic prompt history."""
+
+from __future__ import annotations
+
+import random
+
+from service.proposers import HistoryEntry, HistorySettings, ProposalContext, ast_hash
+from service.proposers.history import render_sections, select_history
+from service.proposers.prompts import history_prompt
+from tests.proposers.scripted_llm import warm_entry
+from workers.results import Outcome
+from workers.targets import get_target
+
+WARM = get_target("lpo").warm_start
+
+SAME_ALGORITHM = '''
+"""A module docstring."""
+import jax
+from jax import numpy as np
+
+
+def drift(r, a, eps):  # renamed arguments and locals, another alias, comments, no docstring
+    lo = np.clip(r, 1.0 - eps, 1.0 + eps)
+
+    return jax.nn.relu(
+        (r - lo) * a
+    )
+'''
+
+
+def test_renaming_reformatting_and_docstrings_do_not_change_the_hash():
+    assert ast_hash(SAME_ALGORITHM) == ast_hash(WARM)
+    assert ast_hash(WARM.replace("import jax.numpy as jnp", "import jax.numpy as jnp  # arrays")) == ast_hash(WARM)
+
+
+def test_a_different_constant_operator_or_argument_use_changes_the_hash():
+    variants = [
+        WARM.replace("1.0 + epsilon", "1.1 + epsilon"),
+        WARM.replace("(ratio - clipped) * advantage", "(ratio - clipped) / advantage"),
+        WARM.replace("(ratio - clipped) * advantage", "(clipped - ratio) * advantage"),
+        WARM.replace("jax.nn.relu", "jax.nn.softplus"),
+    ]
+    hashes = {ast_hash(v) for v in variants}
+    assert len(hashes) == len(variants) and ast_hash(WARM) not in hashes
+
+
+def test_unparseable_code_still_hashes():
+    assert ast_hash("def drift(:") == ast_hash("def drift(:\n")
+    assert ast_hash("def drift(:") != ast_hash(WARM)
+
+
+def entries() -> list[HistoryEntry]:
+    made = []
+    for i in range(1, 21):
+        ok = i % 4 != 0
+        made.append(
+            HistoryEntry(
+                candidate_id=f"c{i}",
+                index=i,
+                name=f"cand_{i}",
+                code=WARM.replace("1.0 + epsilon", f"1.0 + {i} * epsilon"),
+                outcome=Outcome.ok if ok else Outcome.error,
+                score=(i * 37 % 11) / 10 if ok else None,
+                error=None if ok else f"TypeError in candidate {i}\n" + "x" * 5000 + "\nlast line of the traceback",
+            )
+        )
+    made.append(HistoryEntry(candidate_id="c21", index=21, name="pending", code=WARM))  # not evaluated yet
+    return made
+
+
+def test_history_keeps_best_recent_and_failures_within_bounds():
+    settings = HistorySettings(best_k=3, recent_m=2, failures_f=2, max_error_chars=200)
+    selection = select_history(warm_entry(), entries(), settings)
+    scores = [e.score for e in selection.best]
+    assert len(selection.best) == 3 and scores == sorted(scores, reverse=True)
+    assert all(
+        s >= e.score
+        for s in scores
+        for e in entries()
+        if e.score is not None and e.candidate_id not in {b.candidate_id for b in selection.best}
+    )
+    assert [e.index for e in selection.recent] == sorted(e.index for e in selection.recent)
+    assert len(selection.recent) == 2 and not {e.candidate_id for e in selection.recent} & {
+        e.candidate_id for e in selection.best
+    }
+    assert [e.candidate_id for e in selection.failures] == ["c16", "c20"]
+    assert "pending" not in {e.name for e in [*selection.best, *selection.recent, *selection.failures]}
+    failures = render_sections(selection, settings)["failures"]
+    assert "last line of the traceback" in failures and "earlier lines cut" in failures
+    assert len(failures) < 2000
+
+
+def test_the_prompt_does_not_depend_on_the_order_the_database_returns_rows():
+    shuffled = entries()
+    random.Random(3).shuffle(shuffled)
+    target = get_target("lpo")
+    settings = HistorySettings()
+
+    def prompt(history: list[HistoryEntry]) -> str:
+        context = ProposalContext(run_id="r", target="lpo", seed=1, index=22, warm_start=warm_entry(), history=history)
+        return history_prompt(target, context, settings)
+
+    assert prompt(shuffled) == prompt(entries())
+    assert "Propose candidate 22" in prompt(entries())
