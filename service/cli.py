@@ -14,7 +14,7 @@ from service.settings import get_settings
 
 app = typer.Typer(help="Discover reinforcement-learning algorithms with a language model in the loop.",
                   no_args_is_help=True, add_completion=False)
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 140)
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 
@@ -82,6 +82,54 @@ def evaluate(
             f"{scored.score:.3f}", f"{r.compile_seconds:.1f}", f"{r.train_seconds:.1f}",
         )
     console.print(table)
+
+
+@app.command()
+def migrate() -> None:
+    """Apply the database migrations (DISCOVERY_DATABASE_URL)."""
+    from service.db import upgrade_database
+
+    settings = get_settings()
+    upgrade_database(settings.database_url)
+    console.print(f"database at head: {settings.database_url.split('@')[-1]}")
+
+
+@app.command()
+def run(
+    target: Annotated[str, typer.Option(help="lpo, optimizer or advantage")] = "lpo",
+    env: Annotated[list[str] | None, typer.Option(help="meta-train environment; repeat for several")] = None,
+    test_env: Annotated[list[str] | None, typer.Option(help="meta-test environment; repeat for several")] = None,
+    profile: Annotated[str, typer.Option(help="full, quick or smoke")] = "quick",
+    proposer: Annotated[str, typer.Option(help="evolution or llm")] = "evolution",
+    model: Annotated[str | None, typer.Option(help="LLM model (with --proposer llm)")] = None,
+    candidates: Annotated[int, typer.Option(help="how many candidates to propose and evaluate")] = 12,
+    concurrency: Annotated[int, typer.Option(help="candidates in flight at once")] = 2,
+    seed: Annotated[int, typer.Option(help="run seed")] = 0,
+    seeds_per_eval: Annotated[int, typer.Option(help="training seeds per evaluation")] = 2,
+) -> None:
+    """Run a whole discovery here (embedded database and executor unless configured otherwise)."""
+    from pydantic import ValidationError
+
+    from service.runs.runner import RunRefused, run_to_completion
+    from service.runs.spec import RunSpec
+
+    try:
+        spec = RunSpec.model_validate({
+            "target": target, "profile": profile, "concurrency": concurrency, "seed": seed,
+            "seeds_per_eval": seeds_per_eval, "budget": {"candidates": candidates},
+            "environments": {"train": env or [], "test": test_env or []},
+            "proposer": {"kind": proposer, "model": model},
+        })
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        fail(f"{where}: {first['msg']}" if where else first["msg"])
+    try:
+        status = run_to_completion(get_settings(), spec, console)
+    except RunRefused as exc:
+        fail(str(exc))
+    if status != "completed":
+        raise typer.Exit(EXIT_FAILED)
 
 
 if __name__ == "__main__":

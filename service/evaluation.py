@@ -6,9 +6,9 @@ from pydantic import BaseModel
 
 from service.settings import Settings
 from workers.baselines import Baseline, get_baseline
-from workers.evaluate import evaluate_in_process
 from workers.results import EnvResult, EvaluationRequest, EvaluationResult
 from workers.rl.scoring import normalised_score
+from workers.sandbox.isolate import SandboxLimits, evaluate_candidate
 
 
 class EvaluationFailed(Exception):
@@ -23,8 +23,20 @@ class ScoredResult(BaseModel):
     score: float
 
 
+def sandbox_limits(settings: Settings) -> SandboxLimits:
+    return SandboxLimits(
+        timeout_seconds=settings.sandbox_timeout_seconds,
+        memory_mb=settings.sandbox_memory_mb,
+        cpu_seconds=settings.sandbox_cpu_seconds,
+        max_output_bytes=settings.sandbox_max_output_bytes,
+        isolation=settings.sandbox_isolation,
+        cache_dir=settings.cache_dir,
+    )
+
+
 def run_evaluation(settings: Settings, request: EvaluationRequest) -> EvaluationResult:
-    return evaluate_in_process(request, settings.cache_dir)
+    """Static check, then a fresh isolated child; raises only IsolationUnavailable."""
+    return evaluate_candidate(request, sandbox_limits(settings))
 
 
 def evaluate_code(settings: Settings, target: str, code: str, env: str, profile: str,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,7 +24,7 @@ class Settings(BaseSettings):
 
     # Sandbox: "bwrap" requires bubblewrap isolation and refuses to evaluate without it;
     # "process" runs a plain child process with rlimits (for machines without namespaces).
-    sandbox_isolation: str = "bwrap"
+    sandbox_isolation: Literal["bwrap", "process"] = "bwrap"
     sandbox_timeout_seconds: float = 900.0
     sandbox_memory_mb: int = 6144
     sandbox_cpu_seconds: int = 3600

@@ -1,0 +1,72 @@
+"""The executor interface, and the sweeper that every executor runs beside itself.
+
+An executor only carries job ids; the database is the source of truth. The sweeper re-publishes
+jobs that were never published (the broker was down), whose lease ran out (their worker died), or
+that sat unclaimed too long, and nudges every unfinished run forward.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+from typing import Protocol
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.db import session_scope, utcnow
+from service.db.models import RUN_FINAL_STATUSES, Job, JobStatus, Run
+from service.runs.orchestrator import Publish, advance
+
+log = logging.getLogger(__name__)
+REPUBLISH_AFTER_SECONDS = 120.0
+
+
+class Executor(Protocol):
+    def publish(self, jobs: list[tuple[str, str]]) -> None: ...
+    def close(self) -> None: ...
+
+
+def mark_published(factory: sessionmaker[Session], job_ids: list[str]) -> None:
+    with session_scope(factory) as session:
+        session.execute(update(Job).where(Job.id.in_(job_ids)).values(published_at=utcnow()))
+
+
+def sweep(factory: sessionmaker[Session], publish: Publish) -> int:
+    """Re-publish stranded jobs and advance unfinished runs; returns how many jobs were re-published."""
+    now = utcnow()
+    with session_scope(factory) as session:
+        stranded = session.execute(select(Job.id, Job.kind).where(or_(
+            and_(Job.status == JobStatus.PENDING,
+                 or_(Job.published_at.is_(None), Job.published_at < now - timedelta(seconds=REPUBLISH_AFTER_SECONDS))),
+            and_(Job.status == JobStatus.CLAIMED, Job.lease_until < now),
+        ))).all()
+        runs = session.scalars(select(Run.id).where(Run.status.not_in(list(RUN_FINAL_STATUSES)))).all()
+    if stranded:
+        log.info("sweeper re-publishes %d job(s)", len(stranded))
+        publish([(job_id, kind) for job_id, kind in stranded])
+    for run_id in runs:
+        advance(factory, run_id, publish)
+    return len(stranded)
+
+
+class Sweeper:
+    """Runs `sweep` every `interval` seconds in a daemon thread until closed."""
+
+    def __init__(self, factory: sessionmaker[Session], publish: Publish, interval: float) -> None:
+        self.factory, self.publish, self.interval = factory, publish, interval
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="sweeper", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while not self.stopped.wait(self.interval):
+            try:
+                sweep(self.factory, self.publish)
+            except Exception:  # noqa: BLE001 - the database or broker may be away; try again next time
+                log.warning("sweep failed", exc_info=True)
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=self.interval + 5)

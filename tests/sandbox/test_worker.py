@@ -1,0 +1,174 @@
+"""The sandbox as a worker uses it: probing, refusing, equal scores, and 50 evaluations without leaks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from workers.results import EvaluationRequest, Outcome
+from workers.sandbox import SandboxLimits, evaluate_candidate, probe_isolation, run_in_child
+from workers.sandbox.cgroups import CGROUP_ROOT, GROUP
+from workers.targets import get_target
+
+ADVANTAGE = get_target("advantage")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def request(code: str, **kwargs) -> EvaluationRequest:
+    return EvaluationRequest(target="advantage", code=code, env="CartPole-v1", profile="smoke", **kwargs)
+
+
+def fn(body: str) -> str:
+    return ("import jax\nimport jax.numpy as jnp\n\n\ndef advantages(rewards, values, dones, last_value, gamma, lam):\n"
+            + textwrap.indent(textwrap.dedent(body).strip() + "\n", "    "))
+
+
+def test_probe_finds_the_isolation_of_this_machine() -> None:
+    report = probe_isolation()
+    assert report.bwrap
+    assert report.seccomp
+    assert report.network_namespace
+    assert "bwrap=yes" in report.summary()
+    if report.is_root:
+        assert report.setpriv
+
+
+def test_refuses_to_evaluate_when_bwrap_is_required_but_missing(tmp_path: Path) -> None:
+    script = textwrap.dedent("""
+        from workers.results import EvaluationRequest
+        from workers.sandbox import IsolationUnavailable, SandboxLimits, evaluate_candidate, probe_isolation
+        from workers.targets import get_target
+        req = EvaluationRequest(target="advantage", code=get_target("advantage").warm_start, env="CartPole-v1")
+        try:
+            evaluate_candidate(req, SandboxLimits(isolation="bwrap"))
+        except IsolationUnavailable as exc:
+            print("REFUSED:", exc)
+        print("bwrap", probe_isolation().bwrap)
+    """)
+    env = {"PATH": str(tmp_path), "PYTHONPATH": str(REPO)}  # a PATH without bwrap
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert "REFUSED: sandbox isolation 'bwrap' is required but bubblewrap does not work here" in done.stdout, (
+        done.stdout + done.stderr
+    )
+    assert "bwrap False" in done.stdout
+
+
+def test_benign_candidate_scores_as_in_process_and_only_trusted_runs_write_the_cache(tmp_path: Path) -> None:
+    evaluate = pytest.importorskip("workers.evaluate")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    limits = SandboxLimits(timeout_seconds=300, memory_mb=4096, cache_dir=cache)
+    req = request(ADVANTAGE.warm_start, seeds=[0, 1])
+
+    sandboxed = evaluate_candidate(req, limits)
+    assert sandboxed.outcome == Outcome.ok, (sandboxed.error, sandboxed.stderr[-2000:])
+    assert [p for p in cache.rglob("*") if p.is_file()] == [], "an untrusted evaluation wrote the compile cache"
+
+    trusted = run_in_child(req.model_copy(update={"trusted": True}), limits)
+    assert trusted.outcome == Outcome.ok, (trusted.error, trusted.stderr[-2000:])
+    assert [p for p in cache.rglob("*") if p.is_file()], "a trusted evaluation did not write the compile cache"
+
+    in_process = evaluate.evaluate_in_process(req)
+    assert in_process.outcome == Outcome.ok
+    for result in (sandboxed, trusted):
+        assert result.result is not None and in_process.result is not None
+        assert result.result.returns == pytest.approx(in_process.result.returns, rel=1e-5, abs=1e-5)
+        assert result.result.final_return == pytest.approx(in_process.result.final_return, rel=1e-5, abs=1e-5)
+
+
+def test_process_isolation_scrubs_the_environment_and_removes_its_scratch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-process-mode-5ecret")
+    before = set(Path(tempfile.gettempdir()).glob("discovery-sandbox-*"))
+    code = fn("""
+        import os
+        print(dict(os.environ))
+        open("scratch-file", "w").write("in the scratch folder")
+        return rewards[0]""")
+    result = run_in_child(request(code), SandboxLimits(timeout_seconds=60, memory_mb=1024, isolation="process"))
+    assert result.outcome == Outcome.invalid
+    assert "must return the shape of rewards" in (result.error or "")
+    assert "sk-process-mode-5ecret" not in result.stdout
+    assert "PATH" in result.stdout  # the print ran and was captured
+    assert set(Path(tempfile.gettempdir()).glob("discovery-sandbox-*")) == before
+
+
+def _children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def _processes_of_uid(uid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid == uid:
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def _sandbox_cgroups() -> list[Path]:
+    dirs = []
+    for controller in ("memory", "pids"):
+        parent = CGROUP_ROOT / controller / GROUP
+        if parent.is_dir():
+            dirs += [p for p in parent.iterdir() if p.is_dir()]
+    return dirs
+
+
+def test_fifty_evaluations_in_a_row_leak_nothing() -> None:
+    limits = SandboxLimits(timeout_seconds=30, memory_mb=1024, cpu_seconds=60)
+    short = limits.model_copy(update={"timeout_seconds": 4})
+    in_child = [
+        (fn("import ctypes\nctypes.string_at(0)"), limits, Outcome.killed),
+        (fn("import os\nos._exit(3)"), limits, Outcome.killed),
+        (fn("blob = bytearray(8 * 1024**3)"), limits, Outcome.memory),
+        (fn("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"), short,
+         Outcome.timeout),
+        (fn("import time\ntime.sleep(600)"), short, Outcome.timeout),
+        (fn("return rewards[0]"), limits, Outcome.invalid),
+        (fn('print("x" * 10_000_000)\nreturn rewards[0]'), limits, Outcome.invalid),
+        ("SCALE = 1 / 0\n" + fn("return rewards"), limits, Outcome.error),
+        (fn("import subprocess\nsubprocess.Popen(['sleep', '600'])\nreturn rewards[0]"), limits, Outcome.invalid),
+        (fn("import os\nif os.fork() == 0:\n    os.setsid()\n    import time\n    time.sleep(600)\nreturn rewards[0]"),
+         limits, Outcome.invalid),
+    ]
+    rejected = [fn(f"import os\nx = {i}\nreturn rewards") for i in range(40)]
+
+    fds_before = len(os.listdir("/proc/self/fd"))
+    scratch_before = set(Path(tempfile.gettempdir()).glob("discovery-sandbox-*"))
+    outcomes = []
+    for i in range(50):
+        if i % 5 == 0:
+            code, lim, expected = in_child[i // 5]
+            result = run_in_child(request(code), lim)
+        else:
+            code, lim, expected = rejected.pop(), limits, Outcome.invalid
+            result = evaluate_candidate(request(code), lim)
+        outcomes.append(result.outcome)
+        assert result.outcome == expected, (i, result.outcome, result.error)
+
+    assert len(outcomes) == 50
+    assert _children_of(os.getpid()) == []
+    assert _processes_of_uid(limits.sandbox_uid) == []
+    assert _sandbox_cgroups() == []
+    assert len(os.listdir("/proc/self/fd")) == fds_before
+    assert set(Path(tempfile.gettempdir()).glob("discovery-sandbox-*")) == scratch_before
