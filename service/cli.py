@@ -132,5 +132,21 @@ def run(
         raise typer.Exit(EXIT_FAILED)
 
 
+@app.command()
+def worker(
+    queues: Annotated[str, typer.Option(help="comma-separated queues: propose, evaluate, webhooks")] = (
+        "propose,evaluate,webhooks"),
+    concurrency: Annotated[int, typer.Option(help="worker processes")] = 2,
+    loglevel: Annotated[str, typer.Option(help="Celery log level")] = "info",
+) -> None:
+    """Start a Celery worker (needs DISCOVERY_BROKER_URL); route `evaluate` to GPU hosts with --queues."""
+    if not get_settings().broker_url:
+        fail("discovery worker needs a broker: set DISCOVERY_BROKER_URL (for example redis://127.0.0.1:6379/0)")
+    from workers.tasks import app as celery_app
+
+    celery_app.worker_main(["worker", "-Q", queues, "--concurrency", str(concurrency), "--pool", "prefork",
+                            "--loglevel", loglevel, "--without-gossip", "--without-mingle"])
+
+
 if __name__ == "__main__":
     app()
