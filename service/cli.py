@@ -148,5 +148,39 @@ def worker(
                             "--loglevel", loglevel, "--without-gossip", "--without-mingle"])
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+) -> None:
+    """Serve the REST API (with the local executor when no broker is configured)."""
+    import uvicorn
+
+    from service.api.app import create_app
+    from service.db import upgrade_database
+
+    settings = get_settings()
+    upgrade_database(settings.database_url)
+    uvicorn.run(create_app(settings=settings), host=host, port=port, log_level="info")
+
+
+keys_app = typer.Typer(help="API keys: each key sees only its own runs.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(name: Annotated[str, typer.Argument(help="who or what the key is for")]) -> None:
+    """Create an API key and print it once (only its hash is stored)."""
+    from service.db import make_engine, make_session_factory, session_scope, upgrade_database
+    from service.keys import create_key
+
+    settings = get_settings()
+    upgrade_database(settings.database_url)
+    with session_scope(make_session_factory(make_engine(settings.database_url))) as session:
+        key, row = create_key(session, name)
+    print(key)
+    print(f"created key {row.prefix}... for {name!r}; it is shown only this once", file=sys.stderr)
+
+
 if __name__ == "__main__":
     app()

@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     sandbox_max_output_bytes: int = 65536
 
     webhook_allowed_hosts: str = ""  # comma-separated hosts allowed despite resolving to private addresses
+    # Seconds between attempts after the first (Standard Webhooks' schedule, about a day in all).
+    webhook_retry_schedule: list[float] = [5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400]
+    webhook_timeout_seconds: float = 10.0
+    webhook_max_response_bytes: int = 65536
 
 
 @lru_cache

@@ -12,6 +12,7 @@ from celery import Celery
 QUEUE_OF_KIND = {"propose": "propose", "evaluate": "evaluate", "reevaluate": "evaluate", "metatest": "evaluate",
                  "webhook": "webhooks"}
 RUN_JOB_TASK = "discovery.run_job"
+DELIVER_WEBHOOK_TASK = "discovery.deliver_webhook"
 HARD_TIME_LIMIT_SECONDS = 3600
 
 

@@ -18,9 +18,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.db import session_scope, utcnow
 from service.db.models import RUN_FINAL_STATUSES, Job, JobStatus, Run
 from service.runs.orchestrator import Publish, advance
+from service.webhooks import due_deliveries
 
 log = logging.getLogger(__name__)
 REPUBLISH_AFTER_SECONDS = 120.0
+WEBHOOK = "webhook"  # the kind under which a webhook delivery id (not a job id) is published
 
 
 class Executor(Protocol):
@@ -34,7 +36,10 @@ def mark_published(factory: sessionmaker[Session], job_ids: list[str]) -> None:
 
 
 def sweep(factory: sessionmaker[Session], publish: Publish) -> int:
-    """Re-publish stranded jobs and advance unfinished runs; returns how many jobs were re-published."""
+    """Re-publish stranded jobs, publish due webhook deliveries, advance unfinished runs.
+
+    Returns how many jobs were re-published.
+    """
     now = utcnow()
     with session_scope(factory) as session:
         stranded = session.execute(select(Job.id, Job.kind).where(or_(
@@ -43,9 +48,12 @@ def sweep(factory: sessionmaker[Session], publish: Publish) -> int:
             and_(Job.status == JobStatus.CLAIMED, Job.lease_until < now),
         ))).all()
         runs = session.scalars(select(Run.id).where(Run.status.not_in(list(RUN_FINAL_STATUSES)))).all()
+        deliveries = due_deliveries(session, now)
     if stranded:
         log.info("sweeper re-publishes %d job(s)", len(stranded))
         publish([(job_id, kind) for job_id, kind in stranded])
+    if deliveries:
+        publish([(delivery_id, WEBHOOK) for delivery_id in deliveries])
     for run_id in runs:
         advance(factory, run_id, publish)
     return len(stranded)

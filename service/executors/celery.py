@@ -10,8 +10,8 @@ import logging
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.executors.base import Sweeper, mark_published
-from workers.celery_app import QUEUE_OF_KIND, RUN_JOB_TASK, make_celery
+from service.executors.base import WEBHOOK, Sweeper, mark_published
+from workers.celery_app import DELIVER_WEBHOOK_TASK, QUEUE_OF_KIND, RUN_JOB_TASK, make_celery
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +24,14 @@ class CeleryExecutor:
 
     def publish(self, jobs: list[tuple[str, str]]) -> None:
         sent = []
-        for job_id, kind in jobs:
+        for item_id, kind in jobs:
+            task = DELIVER_WEBHOOK_TASK if kind == WEBHOOK else RUN_JOB_TASK
             try:
-                self.app.send_task(RUN_JOB_TASK, args=[job_id], queue=QUEUE_OF_KIND[kind])
-                sent.append(job_id)
+                self.app.send_task(task, args=[item_id], queue=QUEUE_OF_KIND[kind])
+                if kind != WEBHOOK:
+                    sent.append(item_id)
             except Exception as exc:  # noqa: BLE001 - broker down: the sweeper publishes it later
-                log.warning("could not publish job %s (%s): %s", job_id, kind, exc)
+                log.warning("could not publish %s %s: %s", kind, item_id, exc)
                 break
         if sent:
             mark_published(self.factory, sent)

@@ -11,9 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.executors.base import Sweeper, mark_published
+from service.executors.base import WEBHOOK, Sweeper, mark_published
 from service.runs.jobs import run_job
 from service.settings import Settings
+from service.webhooks import deliver
 
 log = logging.getLogger(__name__)
 
@@ -26,15 +27,18 @@ class LocalExecutor:
         self.sweeper = Sweeper(factory, self.publish, sweep_interval)
 
     def publish(self, jobs: list[tuple[str, str]]) -> None:
-        for job_id, _kind in jobs:
-            self.pool.submit(self._run, job_id)
-        mark_published(self.factory, [job_id for job_id, _ in jobs])
+        for item_id, kind in jobs:
+            self.pool.submit(self._run, item_id, kind)
+        mark_published(self.factory, [item_id for item_id, kind in jobs if kind != WEBHOOK])
 
-    def _run(self, job_id: str) -> None:
+    def _run(self, item_id: str, kind: str) -> None:
         try:
-            run_job(self.factory, self.settings, job_id, self.publish)
+            if kind == WEBHOOK:
+                deliver(self.factory, self.settings, item_id)
+            else:
+                run_job(self.factory, self.settings, item_id, self.publish)
         except Exception:  # noqa: BLE001 - logged; the sweeper re-publishes the job when its lease runs out
-            log.exception("job %s crashed", job_id)
+            log.exception("%s %s crashed", kind, item_id)
 
     def close(self) -> None:
         self.sweeper.close()

@@ -30,9 +30,11 @@ from service.db.models import (
     JobStatus,
     Run,
     RunStatus,
+    WebhookEndpoint,
 )
 from service.proposers import ast_hash
 from service.runs.spec import RunSpec
+from service.webhooks import enqueue_deliveries, new_secret
 from workers.targets import TARGETS
 
 log = logging.getLogger(__name__)
@@ -49,8 +51,14 @@ def seeds_for(run: Run, phase: str) -> list[int]:
 
 
 def emit(session: Session, run_id: str, type_: EventType, payload: dict[str, Any]) -> None:
-    """Write an event to the outbox (SSE stream and webhooks), in the caller's transaction."""
-    session.add(Event(run_id=run_id, type=type_, payload=payload))
+    """Write an event and its webhook deliveries (the outbox) in the caller's transaction.
+
+    Callers hold the run's row lock, so a run's event ids are committed in order (SSE resumes by id).
+    """
+    event = Event(run_id=run_id, type=type_, payload=payload)
+    session.add(event)
+    session.flush()
+    enqueue_deliveries(session, event)
 
 
 def lock_run(session: Session, run_id: str) -> Run | None:
@@ -93,6 +101,9 @@ def create_run(session: Session, spec: RunSpec, owner_key_id: str | None = None,
     )
     session.add(run)
     session.flush()
+    if spec.webhook is not None:
+        session.add(WebhookEndpoint(run_id=run.id, owner_key_id=owner_key_id, url=str(spec.webhook.url),
+                                    secret=new_secret(), events=list(spec.webhook.events)))
     warm = TARGETS[spec.target].warm_start
     candidate = Candidate(run_id=run.id, index=0, is_warm_start=True, name="warm start",
                           thought="The hand-made algorithm every candidate is scored against.",
@@ -187,7 +198,10 @@ def advance(factory: sessionmaker[Session], run_id: str, publish: Publish) -> No
         if run is None or run.status in RUN_FINAL_STATUSES:
             return
         jobs = _advance_locked(session, run)
-        to_publish = [(j.id, j.kind) for j in jobs]
+        # Jobs the handlers added (a proposal's evaluation, a re-evaluation) go out now, not at the next sweep.
+        jobs += session.scalars(select(Job).where(Job.run_id == run_id, Job.status == JobStatus.PENDING,
+                                                  Job.published_at.is_(None))).all()
+        to_publish = list(dict.fromkeys((j.id, j.kind) for j in jobs))
     if to_publish:
         publish(to_publish)
 

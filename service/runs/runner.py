@@ -16,18 +16,25 @@ from service.runs.orchestrator import advance, create_run
 from service.runs.spec import RunSpec
 from service.runtime import Runtime, build_runtime
 from service.settings import Settings
+from service.webhooks import UnsafeWebhookURL, check_webhook_url
 
 
 class RunRefused(ValueError):
     """The run cannot start as asked (the message says why)."""
 
 
-def start_run(runtime: Runtime, spec: RunSpec, owner_key_id: str | None = None) -> str:
+def start_run(runtime: Runtime, spec: RunSpec, owner_key_id: str | None = None,
+              idempotency_key: str | None = None) -> str:
     """Create the run and set it going; raise RunRefused for what validation of the shape cannot see."""
     if spec.proposer.kind == "llm" and not (spec.proposer.base_url or runtime.settings.openai_base_url):
         raise RunRefused("the llm proposer needs an endpoint: set DISCOVERY_OPENAI_BASE_URL or proposer.base_url")
+    if spec.webhook is not None:
+        try:
+            check_webhook_url(str(spec.webhook.url), runtime.settings)
+        except UnsafeWebhookURL as exc:
+            raise RunRefused(f"webhook.url: {exc}") from None
     with session_scope(runtime.factory) as session:
-        run, jobs = create_run(session, spec, owner_key_id=owner_key_id)
+        run, jobs = create_run(session, spec, owner_key_id=owner_key_id, idempotency_key=idempotency_key)
         run_id, to_publish = run.id, [(j.id, j.kind) for j in jobs]
     runtime.publish(to_publish)
     advance(runtime.factory, run_id, runtime.publish)

@@ -77,3 +77,17 @@ def cache_dir(tmp_path: Path) -> Path:
 def limits(cache_dir: Path) -> SandboxLimits:
     return SandboxLimits(timeout_seconds=60, memory_mb=1024, cpu_seconds=120, max_output_bytes=8192,
                          isolation="bwrap", cache_dir=cache_dir)
+
+
+_ATTACKS: dict[str, bool] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if "test_attack_is_contained[" in report.nodeid and (report.when == "call" or report.failed):
+        _ATTACKS[report.nodeid] = _ATTACKS.get(report.nodeid, True) and report.passed
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _ATTACKS:
+        contained = sum(_ATTACKS.values())
+        terminalreporter.write_line(f"sandbox attacks: {len(_ATTACKS)} tried, {contained} contained")

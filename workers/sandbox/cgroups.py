@@ -8,6 +8,7 @@ this before it execs into the sandbox, so nothing the candidate starts is ever o
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -16,6 +17,8 @@ from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 GROUP = "discovery-sandbox"
+
+log = logging.getLogger(__name__)
 
 
 def _writable_dir(path: Path) -> bool:
@@ -94,7 +97,6 @@ class Cgroup:
 
     def _discard(self) -> None:
         self.destroy()
-        return None
 
     def pids_inside(self) -> set[int]:
         found: set[int] = set()
@@ -140,13 +142,15 @@ class Cgroup:
     def destroy(self) -> None:
         self.kill_all()
         for path in {d for d in (self.memory, self.pids) if d is not None}:
-            for _ in range(100):
+            for attempt in range(100):
                 try:
                     path.rmdir()
                     break
                 except FileNotFoundError:
                     break
-                except OSError:  # busy while the last processes exit
+                except OSError as exc:  # busy while the last processes exit
+                    if attempt == 99:
+                        log.warning("could not remove sandbox cgroup %s: %s", path, exc)
                     time.sleep(0.02)
 
 

@@ -358,11 +358,24 @@ def run_in_child(request: EvaluationRequest, limits: SandboxLimits) -> Evaluatio
             os.close(seccomp_fd)
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+def _exited(proc: subprocess.Popen[bytes]) -> bool:
+    """True once the child has exited, without reaping it: while it is a zombie, its pid (and so its
+    process group id) cannot be reused, and killing the group cannot hit an unrelated process."""
+    if proc.returncode is not None:
+        return True
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the child's process group (a new session), then reap the child."""
+    if proc.returncode is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
@@ -402,7 +415,7 @@ def _supervise(
                 if now >= deadline:
                     timed_out = True
                     break
-                if exited_at is None and proc.poll() is not None:
+                if exited_at is None and _exited(proc):
                     exited_at = now
                 if exited_at is not None and now - exited_at > EXIT_GRACE_SECONDS:
                     break  # something inherited the pipes and outlived the child
@@ -417,11 +430,11 @@ def _supervise(
                         selector.unregister(key.fd)
         finally:
             os.close(result_read)
-    if not timed_out:
-        try:
-            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
+    while not timed_out and not _exited(proc):
+        if time.monotonic() >= deadline:
             timed_out = True
+        else:
+            time.sleep(0.02)
     _kill_group(proc)
     if group is not None:
         group.kill_all()

@@ -1,0 +1,73 @@
+"""A real API server for the tests: uvicorn on a free loopback port, in a thread, on a fresh database."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from service.api.app import create_app
+from service.db import session_scope, upgrade_database
+from service.keys import create_key
+from service.runtime import Runtime, build_runtime
+from service.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class ApiServer:
+    url: str
+    runtime: Runtime
+
+    def client(self, key: str | None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+    def new_key(self, name: str = "tester") -> str:
+        with session_scope(self.runtime.factory) as session:
+            key, _ = create_key(session, name)
+        return key
+
+
+def serve(settings: Settings) -> Iterator[ApiServer]:
+    upgrade_database(settings.database_url)
+    runtime = build_runtime(settings, local_workers=2, sweep_interval=2.0)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield ApiServer(url=f"http://127.0.0.1:{port}", runtime=runtime)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        runtime.executor.close()
+
+
+@pytest.fixture(scope="module")
+def api_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("api-cache")
+
+
+@pytest.fixture(scope="module")
+def api(postgres_database: Callable[[], str], api_cache: Path) -> Iterator[ApiServer]:
+    """The API with the local executor on a fresh PostgreSQL database."""
+    settings = Settings(database_url=postgres_database(), broker_url=None, cache_dir=api_cache,
+                        webhook_allowed_hosts="127.0.0.1")
+    yield from serve(settings)

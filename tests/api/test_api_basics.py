@@ -1,0 +1,115 @@
+"""The REST API over real HTTP: auth, problem+json errors, targets and environments, run creation rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.api.conftest import ApiServer
+
+SMALL_RUN = {"target": "lpo", "environments": {"train": ["CartPole-v1"], "test": []}, "profile": "smoke",
+             "proposer": {"kind": "evolution"}, "budget": {"candidates": 1}, "concurrency": 1, "seed": 0,
+             "seeds_per_eval": 1}
+
+
+def test_every_request_needs_a_key_and_errors_are_problem_json(api: ApiServer) -> None:
+    response = api.client(None).get("/v1/runs")
+    assert response.status_code == 401
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["status"] == 401 and "Bearer" in response.json()["detail"]
+    assert api.client("dsk_not-a-key").get("/v1/runs").status_code == 401
+
+
+def test_targets_and_environments_are_listed_with_their_warm_starts(api: ApiServer) -> None:
+    client = api.client(api.new_key())
+    targets = client.get("/v1/targets").json()
+    assert {t["name"] for t in targets} == {"lpo", "optimizer", "advantage"}
+    lpo = client.get("/v1/targets/lpo").json()
+    assert lpo["signature"] == "def drift(ratio, advantage, epsilon):"
+    assert "jnp.clip" in lpo["warm_start"] and any("ratio = 1" in r for r in lpo["rules"])
+    missing = client.get("/v1/targets/nope")
+    assert missing.status_code == 404 and "nope" in missing.json()["detail"]
+    envs = {e["name"]: e for e in client.get("/v1/environments").json()}
+    assert envs["CartPole-v1"]["profiles"]["full"]["total_timesteps"] == 500_000
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"target": "nope"}, "target"),
+    ({"environments": {"train": ["Nope-v0"]}}, "environments.train"),
+    ({"budget": {"candidates": 0}}, "budget.candidates"),
+    ({"budget": {"candidates": 10**6}}, "budget.candidates"),
+    ({"concurrency": 0}, "concurrency"),
+    ({"proposer": {"kind": "llm"}}, "proposer"),
+    ({"webhook": {"url": "not a url"}}, "webhook.url"),
+])
+def test_bad_runs_are_refused_naming_the_field(api: ApiServer, change: dict, field: str) -> None:
+    response = api.client(api.new_key()).post("/v1/runs", json={**SMALL_RUN, **change})
+    assert response.status_code == 422
+    body = response.json()
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert any(e["field"].startswith(field) for e in body["errors"]), body
+
+
+def test_llm_without_endpoint_and_private_webhooks_are_refused(api: ApiServer) -> None:
+    client = api.client(api.new_key())
+    llm = client.post("/v1/runs", json={**SMALL_RUN, "proposer": {"kind": "llm", "model": "m"}})
+    assert llm.status_code == 422 and "DISCOVERY_OPENAI_BASE_URL" in llm.json()["detail"]
+    private = client.post("/v1/runs", json={**SMALL_RUN, "webhook": {"url": "http://10.0.0.1/hook"}})
+    assert private.status_code == 422 and "webhook.url" in private.json()["detail"]
+
+
+def test_idempotency_key_gives_the_same_run_and_refuses_a_different_body(api: ApiServer) -> None:
+    client = api.client(api.new_key())
+    first = client.post("/v1/runs", json=SMALL_RUN, headers={"Idempotency-Key": "k1"})
+    again = client.post("/v1/runs", json=SMALL_RUN, headers={"Idempotency-Key": "k1"})
+    assert first.status_code == 201 and again.status_code == 201
+    assert first.json()["id"] == again.json()["id"]
+    other = client.post("/v1/runs", json={**SMALL_RUN, "seed": 1}, headers={"Idempotency-Key": "k1"})
+    assert other.status_code == 422 and "Idempotency-Key" in other.json()["detail"]
+    listed = client.get("/v1/runs").json()["items"]
+    assert [r["id"] for r in listed] == [first.json()["id"]]
+    assert client.post(f"/v1/runs/{first.json()['id']}/cancel").json()["status"] == "cancelled"
+
+
+def test_a_key_sees_only_its_own_runs(api: ApiServer) -> None:
+    alice, bob = api.client(api.new_key("alice")), api.client(api.new_key("bob"))
+    run = alice.post("/v1/runs", json=SMALL_RUN).json()
+    assert bob.get(f"/v1/runs/{run['id']}").status_code == 404
+    assert bob.get(f"/v1/runs/{run['id']}/candidates").status_code == 404
+    assert bob.post(f"/v1/runs/{run['id']}/cancel").status_code == 404
+    assert bob.get("/v1/runs").json()["items"] == []
+    cancelled = alice.post(f"/v1/runs/{run['id']}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    assert alice.post(f"/v1/runs/{run['id']}/cancel").status_code == 409
+
+
+def test_run_list_pages_with_a_cursor_and_filters(api: ApiServer) -> None:
+    client = api.client(api.new_key())
+    ids = [client.post("/v1/runs", json={**SMALL_RUN, "seed": i}).json()["id"] for i in range(3)]
+    for run_id in ids:
+        client.post(f"/v1/runs/{run_id}/cancel")
+    page1 = client.get("/v1/runs", params={"limit": 2}).json()
+    page2 = client.get("/v1/runs", params={"limit": 2, "cursor": page1["next_cursor"]}).json()
+    assert [r["id"] for r in page1["items"] + page2["items"]] == ids[::-1]
+    assert page2["next_cursor"] is None
+    assert client.get("/v1/runs", params={"status": "running"}).json()["items"] == []
+    assert len(client.get("/v1/runs", params={"status": "cancelled"}).json()["items"]) == 3
+    assert client.get("/v1/runs", params={"cursor": "garbage"}).status_code == 400
+
+
+def test_health_readiness_and_metrics(api: ApiServer) -> None:
+    client = api.client(None)
+    assert client.get("/healthz").json()["status"] == "ok"
+    ready = client.get("/readyz").json()
+    assert ready["checks"]["database"] == "ok"
+    metrics = client.get("/metrics").text
+    assert "discovery_http_requests_total" in metrics and "discovery_runs" in metrics
+
+
+def test_openapi_declares_every_route_and_problem_responses(api: ApiServer) -> None:
+    spec = api.client(None).get("/openapi.json").json()
+    paths = spec["paths"]
+    for path in ("/v1/runs", "/v1/runs/{run_id}", "/v1/runs/{run_id}/events", "/v1/runs/{run_id}/candidates",
+                 "/v1/candidates/{candidate_id}", "/v1/runs/{run_id}/best.py", "/v1/targets", "/v1/environments"):
+        assert path in paths, path
+    assert "404" in paths["/v1/runs/{run_id}"]["get"]["responses"]
+    assert "401" in paths["/v1/runs"]["get"]["responses"]

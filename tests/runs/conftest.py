@@ -1,0 +1,209 @@
+"""Fixtures for whole discovery runs: a shared cache, Celery workers as real processes, Redis control.
+
+Every run test uses seed 0, profile "smoke", CartPole-v1 and one seed per evaluation, so the baseline
+cache and JAX's compilation cache in the session's DISCOVERY_CACHE_DIR are filled once and reused.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.db import session_scope
+from service.db.models import RUN_FINAL_STATUSES, Candidate, Evaluation, Event, Job, Run
+
+REPO = Path(__file__).resolve().parents[2]
+REDIS_DB = 5
+BROKER_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
+REDIS_START = ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379",
+               "--save", "", "--appendonly", "no", "--dir", "/var/lib/redis", "--logfile", "/var/log/redis/ci.log"]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One DISCOVERY_CACHE_DIR for the session (baselines and JAX compile cache), also set in os.environ."""
+    path = tmp_path_factory.mktemp("discovery-cache")
+    old = os.environ.get("DISCOVERY_CACHE_DIR")
+    os.environ["DISCOVERY_CACHE_DIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("DISCOVERY_CACHE_DIR", None)
+    else:
+        os.environ["DISCOVERY_CACHE_DIR"] = old
+
+
+def redis_client() -> redis.Redis:
+    return redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB, socket_connect_timeout=2)
+
+
+def start_redis() -> None:
+    """Start the CI Redis again (idempotent: does nothing if it answers) and wait until it answers."""
+    try:
+        redis_client().ping()
+        return
+    except redis.ConnectionError:
+        pass
+    subprocess.run(REDIS_START, check=True, capture_output=True)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            redis_client().ping()
+            return
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+@pytest.fixture
+def broker_url() -> Iterator[str]:
+    """The test broker (Redis db 5), flushed before the test; Redis is (re)started after it whatever happened."""
+    start_redis()
+    redis_client().flushdb()
+    try:
+        yield BROKER_URL
+    finally:
+        start_redis()
+        redis_client().flushdb()
+
+
+def worker_env(database_url: str, cache: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISCOVERY_")}
+    env.update(DISCOVERY_DATABASE_URL=database_url, DISCOVERY_BROKER_URL=BROKER_URL, DISCOVERY_CACHE_DIR=str(cache),
+               PYTHONUNBUFFERED="1")
+    return env
+
+
+@dataclass
+class WorkerProcess:
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def kill(self) -> None:
+        """SIGKILL the worker's whole process group: the main process, its pool and any sandbox children."""
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.process.wait(timeout=30)
+        # Sandboxes run in their own sessions, but bwrap --die-with-parent takes them down with the worker.
+
+
+@pytest.fixture
+def celery_worker(cache_dir: Path, tmp_path: Path) -> Iterator[Callable[[str], WorkerProcess]]:
+    """A factory: start `discovery worker --concurrency 1` on a database; every worker is killed at the end."""
+    started: list[WorkerProcess] = []
+
+    def start(database_url: str) -> WorkerProcess:
+        log = tmp_path / f"worker-{len(started)}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "service.cli", "worker", "--concurrency", "1", "--loglevel", "info"],
+                cwd=REPO, env=worker_env(database_url, cache_dir), stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        worker = WorkerProcess(process, log)
+        started.append(worker)
+        deadline = time.monotonic() + 60
+        while b"ready." not in log.read_bytes():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"the worker did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.kill()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.5) -> float:
+    """Poll until `predicate()` is true; returns the seconds waited, fails the test after `timeout`."""
+    began = time.monotonic()
+    while not predicate():
+        if time.monotonic() - began > timeout:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+    return time.monotonic() - began
+
+
+def run_status(factory: sessionmaker[Session], run_id: str) -> str:
+    with session_scope(factory) as session:
+        run = session.get(Run, run_id)
+        assert run is not None
+        return run.status
+
+
+def wait_for_final(factory: sessionmaker[Session], run_id: str, timeout: float) -> str:
+    wait_for(lambda: run_status(factory, run_id) in RUN_FINAL_STATUSES, timeout, f"run {run_id} to finish")
+    return run_status(factory, run_id)
+
+
+@dataclass
+class RunReport:
+    """What a user sees of a finished run, read from the database."""
+
+    run: Run
+    candidates: list[Candidate]
+    evaluations: list[Evaluation]
+    jobs: list[Job]
+    events: list[Event]
+
+    @property
+    def event_types(self) -> list[str]:
+        return [e.type for e in self.events]
+
+    def evaluations_of(self, candidate_id: str, phase: str) -> list[Evaluation]:
+        return [e for e in self.evaluations if e.candidate_id == candidate_id and e.phase == phase]
+
+    def describe(self) -> str:
+        lines = [f"run {self.run.id}: {self.run.status} best={self.run.best_score} error={self.run.error}"]
+        lines += [f"  #{c.index} {c.status} {c.outcome} score={c.score} pooled={c.pooled_score} "
+                  f"err={(c.error or '')[:120]!r}" for c in self.candidates]
+        lines += [f"  job {j.kind} {j.dedupe_key} {j.status} attempts={j.attempts} err={j.error!r}" for j in self.jobs]
+        return "\n".join(lines)
+
+
+def read_report(factory: sessionmaker[Session], run_id: str) -> RunReport:
+    with session_scope(factory) as session:
+        run = session.get(Run, run_id)
+        assert run is not None
+        candidates = list(session.scalars(select(Candidate).where(Candidate.run_id == run_id)
+                                          .order_by(Candidate.index)))
+        evaluations = list(session.scalars(select(Evaluation).join(Candidate).where(Candidate.run_id == run_id)))
+        jobs = list(session.scalars(select(Job).where(Job.run_id == run_id).order_by(Job.created_at)))
+        events = list(session.scalars(select(Event).where(Event.run_id == run_id).order_by(Event.id)))
+        return RunReport(run, candidates, evaluations, jobs, events)
+
+
+def count_rows(factory: sessionmaker[Session], model: type, *where: object) -> int:
+    with session_scope(factory) as session:
+        return session.scalar(select(func.count()).select_from(model).where(*where)) or 0
+
+
+def assert_complete_and_consistent(report: RunReport, candidates: int) -> None:
+    """The invariants every finished run keeps, whatever happened to its processes."""
+    assert report.run.status == "completed", report.describe()
+    # No candidate lost: the warm start plus one per proposal, indexes 0..n, each with an outcome.
+    assert [c.index for c in report.candidates] == list(range(candidates + 1)), report.describe()
+    assert all(c.outcome is not None and c.status in ("evaluated", "failed") for c in report.candidates), (
+        report.describe())
+    warm = report.candidates[0]
+    assert warm.is_warm_start and warm.outcome == "ok" and warm.score == pytest.approx(1.0), report.describe()
+    # No duplicated evaluations (the unique constraint guarantees it; this is what a user would count).
+    keys = {(e.candidate_id, e.env, e.phase) for e in report.evaluations}
+    assert len(keys) == len(report.evaluations), report.describe()
+    assert not [j for j in report.jobs if j.status in ("pending", "claimed")], report.describe()
+    types = report.event_types
+    assert types[0] == "run.started" and types[-1] == "run.completed" and types.count("run.completed") == 1, types

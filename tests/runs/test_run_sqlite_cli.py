@@ -1,0 +1,53 @@
+"""A whole discovery run through `discovery run` on SQLite with the local executor, as a user starts one."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from service.db import make_engine, make_session_factory
+from tests.runs.conftest import REPO, assert_complete_and_consistent, read_report
+
+CANDIDATES = 3
+
+
+def test_discovery_run_completes_and_meta_tests_the_best(sqlite_url: str, cache_dir: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISCOVERY_")}
+    env.update(DISCOVERY_DATABASE_URL=sqlite_url, DISCOVERY_CACHE_DIR=str(cache_dir))
+    began = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "service.cli", "run", "--target", "lpo", "--env", "CartPole-v1",
+         "--test-env", "Acrobot-v1", "--profile", "smoke", "--candidates", str(CANDIDATES), "--concurrency", "1",
+         "--seed", "0", "--seeds-per-eval", "1"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=400,
+    )
+    print(f"discovery run took {time.monotonic() - began:.1f} s")
+    assert done.returncode == 0, f"stdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-3000:]}"
+    assert "leaderboard of run" in done.stdout and "meta-test" in done.stdout, done.stdout
+
+    engine = make_engine(sqlite_url)
+    try:
+        report = read_report(make_session_factory(engine), done.stdout.split("run ", 1)[1].split(":", 1)[0])
+    finally:
+        engine.dispose()
+    assert_complete_and_consistent(report, CANDIDATES)
+    warm = report.candidates[0]
+    assert warm.index == 0 and warm.score == 1.0 and warm.pooled_score == 1.0
+    assert report.run.best_candidate_id is not None and report.run.best_score is not None
+
+    # Meta-test rows on the held-out environment for the best candidate and the warm start.
+    for candidate_id in {report.run.best_candidate_id, warm.id}:
+        tests = report.evaluations_of(candidate_id, "test")
+        assert [t.env for t in tests] == ["Acrobot-v1"], report.describe()
+        assert tests[0].outcome == "ok" and tests[0].final_return is not None
+    assert report.evaluations_of(warm.id, "test")[0].normalised_score == 1.0
+
+    # Events in order: started, proposals and evaluations, completed last.
+    types = report.event_types
+    assert types[0] == "run.started" and types[-1] == "run.completed"
+    assert types.count("candidate.proposed") == CANDIDATES
+    assert types.count("candidate.evaluated") == CANDIDATES + 1
+    assert types.index("candidate.new_best") < types.index("candidate.proposed")  # the warm start sets the scale
