@@ -20,7 +20,7 @@ from service.runtime import build_runtime
 from service.settings import Settings
 from tests.runs.conftest import REPO, assert_complete_and_consistent, read_report, wait_for, wait_for_final
 
-CANDIDATES = 2
+CANDIDATES = 1
 
 
 def test_killed_orchestrator_is_resumed_by_a_new_runtime(

@@ -102,7 +102,7 @@ def test_worker_killed_mid_evaluation_recovers(
 ) -> None:
     database_url = celery_runtime.settings.database_url
     first = celery_worker(database_url)
-    run_id = start_run(celery_runtime, small_spec(candidates=2))
+    run_id = start_run(celery_runtime, small_spec(candidates=1))
 
     wait_for(lambda: claimed_evaluation(celery_runtime, run_id) is not None, 180, "a proposal's evaluation")
     held = claimed_evaluation(celery_runtime, run_id)
@@ -121,7 +121,7 @@ def test_worker_killed_mid_evaluation_recovers(
     status = wait_for_final(celery_runtime.factory, run_id, timeout=180)
     report = read_report(celery_runtime.factory, run_id)
     assert status == "completed", report.describe()
-    assert_complete_and_consistent(report, candidates=2)
+    assert_complete_and_consistent(report, candidates=1)
     assert recovery < 45, f"recovery took {recovery:.1f} s"
 
 
@@ -129,7 +129,7 @@ def test_redis_down_mid_run_then_back(
     celery_runtime: Runtime, celery_worker: Callable[[str], WorkerProcess],
 ) -> None:
     celery_worker(celery_runtime.settings.database_url)
-    run_id = start_run(celery_runtime, small_spec(candidates=2))
+    run_id = start_run(celery_runtime, small_spec(candidates=1))
     wait_for(lambda: claimed_evaluation(celery_runtime, run_id) is not None, 180, "a proposal's evaluation")
 
     subprocess.run(["redis-cli", "-p", "6379", "shutdown", "nosave"], capture_output=True, timeout=10)
@@ -163,5 +163,5 @@ def test_redis_down_mid_run_then_back(
     print(f"run finished {time.monotonic() - back_at:.1f} s after Redis came back")
     report = read_report(celery_runtime.factory, run_id)
     assert status == "completed", report.describe()
-    assert_complete_and_consistent(report, candidates=2)
+    assert_complete_and_consistent(report, candidates=1)
     assert run_status(celery_runtime.factory, other) == "cancelled"

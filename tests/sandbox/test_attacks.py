@@ -78,6 +78,11 @@ ATTACKS = [
         s = socket.create_connection(("127.0.0.1", @PORT@), timeout=2)
         s.sendall(b"pwned")
         {FINISH}"""), Outcome.invalid, "`import socket`"),
+    Attack("inet_socket_in_netns", in_function(f"""
+        import socket
+        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        print("ESCAPED created an inet socket")
+        {FINISH}"""), Outcome.invalid, "`import socket`"),
     Attack("dns_lookup", in_function(f'import socket\nprint(socket.getaddrinfo("example.com", 80))\n{FINISH}'),
            Outcome.invalid, "`import socket`"),
     Attack("os_via_jax_internals", in_function(f"""

@@ -101,6 +101,49 @@ def test_process_isolation_scrubs_the_environment_and_removes_its_scratch(monkey
     assert set(Path(tempfile.gettempdir()).glob("discovery-sandbox-*")) == before
 
 
+INTROSPECT = fn("""
+    import os, socket
+    print(open("/proc/self/status").read())
+    print("root entries:", sorted(os.listdir("/")))
+    print("net:", open("/proc/net/dev").read())
+    try:
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    except OSError as exc:
+        print("inet socket:", exc)
+    return rewards[0]""")
+
+
+def _status_field(stdout: str, name: str) -> str:
+    line = next(line for line in stdout.splitlines() if line.startswith(name + ":"))
+    return line.split(":", 1)[1].split()[0]
+
+
+def test_the_candidate_sees_the_layers_the_probe_reports() -> None:
+    result = run_in_child(request(INTROSPECT), SandboxLimits(timeout_seconds=60, memory_mb=1024))
+    assert result.outcome == Outcome.invalid
+    out = result.stdout
+    assert _status_field(out, "Uid") == "65534" and _status_field(out, "Gid") == "65534"
+    assert _status_field(out, "CapEff") == "0000000000000000"
+    assert _status_field(out, "NoNewPrivs") == "1"
+    assert _status_field(out, "Seccomp") == "2"
+    entries = next(line for line in out.splitlines() if line.startswith("root entries:"))
+    assert "'home'" not in entries and "'sys'" not in entries and "'var'" not in entries
+    assert "    lo:" in out and "eth0" not in out  # a network namespace with loopback only
+    assert "inet socket: [Errno 97] Address family not supported by protocol" in out
+
+
+def test_process_isolation_still_drops_privileges_and_filters_syscalls() -> None:
+    result = run_in_child(request(INTROSPECT), SandboxLimits(timeout_seconds=60, memory_mb=1024, isolation="process"))
+    assert result.outcome == Outcome.invalid
+    report = probe_isolation()
+    if report.is_root and report.setpriv:
+        assert _status_field(result.stdout, "Uid") == "65534"
+        assert _status_field(result.stdout, "CapEff") == "0000000000000000"
+    if report.seccomp:
+        assert _status_field(result.stdout, "Seccomp") == "2"
+        assert "inet socket: [Errno 97]" in result.stdout
+
+
 def _children_of(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():

@@ -13,6 +13,7 @@ import base64
 import hashlib
 import hmac
 import http.server
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -45,7 +46,7 @@ class Request:
 
 
 class Receiver:
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.requests: list[Request] = []
         self.responses: list[Reply] = [Reply()]
         self.streamed: list[int] = []  # bytes actually written by each streamed reply
@@ -96,9 +97,11 @@ class Receiver:
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.server.block_on_close = False
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
     def close(self) -> None:

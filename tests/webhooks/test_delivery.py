@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 import json
+import shutil
+import ssl
+import subprocess
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from sqlalchemy import select
+import httpx
+import pytest
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.db import session_scope, utcnow
-from service.db.models import DeliveryStatus, EventType, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from service.db import make_session_factory, session_scope, utcnow
+from service.db.models import (
+    ApiKey,
+    DeliveryStatus,
+    Event,
+    EventType,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from service.settings import Settings
-from service.webhooks import Claim, deliver, due_deliveries, post_signed, resend
+from service.webhooks import Claim, deliver, due_deliveries, enqueue_deliveries, post_signed, resend
 from tests.webhooks.conftest import (
     Receiver,
     Reply,
@@ -94,9 +108,7 @@ def test_fails_twice_then_delivered(session_factory: sessionmaker[Session], rece
     assert gap >= 0.2
 
 
-def test_gives_up_after_the_schedule(sqlite_engine, receiver: Receiver, webhook_settings: Settings) -> None:
-    from service.db import make_session_factory
-
+def test_gives_up_after_the_schedule(sqlite_engine: Engine, receiver: Receiver, webhook_settings: Settings) -> None:
     factory = make_session_factory(sqlite_engine)
     receiver.responses = [Reply(500)]
     settings = webhook_settings.model_copy(update={"webhook_retry_schedule": [0.1]})
@@ -234,9 +246,6 @@ def test_unsafe_address_at_send_time_is_refused(session_factory: sessionmaker[Se
 
 
 def test_enqueue_is_idempotent_and_filters(session_factory: sessionmaker[Session], receiver: Receiver) -> None:
-    from service.db.models import ApiKey, Event
-    from service.webhooks import enqueue_deliveries
-
     with session_scope(session_factory) as session:
         key = ApiKey(name="k", prefix="dk_", key_hash="0" * 64)
         session.add(key)
@@ -327,3 +336,38 @@ def test_resend_sends_the_same_message_again(session_factory: sessionmaker[Sessi
     assert first.headers["webhook-id"] == second.headers["webhook-id"] and first.body == second.body
     delivery, attempts = delivery_state(session_factory, delivery_id)
     assert (delivery.status, len(attempts)) == (DeliveryStatus.DELIVERED, 2)
+
+
+def test_https_is_pinned_with_sni_and_certificate_checks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         webhook_settings: Settings) -> None:
+    """HTTPS to the pinned address: SNI and certificate verification use the URL's host name."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-keyout", str(key),
+         "-out", str(cert), "-subj", "/CN=hooks.example.invalid",
+         "-addext", "subjectAltName=DNS:hooks.example.invalid"],
+        check=True, capture_output=True,
+    )
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert, key)
+    server_names: list[str | None] = []
+    server_context.sni_callback = lambda sock, name, ctx: server_names.append(name)
+    client_context = ssl.create_default_context(cafile=str(cert))
+    monkeypatch.setattr(httpx, "create_ssl_context", lambda **kwargs: client_context)
+
+    tls_receiver = Receiver(tls=server_context)
+    try:
+        claim = Claim(delivery_id="d", attempt=1, endpoint_id="e", url="", secret="whsec_" + "A" * 32,
+                      message_id="msg_1_x", body="{}")
+        good = post_signed(f"https://hooks.example.invalid:{tls_receiver.port}/hook", "127.0.0.1", claim,
+                           webhook_settings)
+        wrong = post_signed(f"https://other.example.invalid:{tls_receiver.port}/hook", "127.0.0.1", claim,
+                            webhook_settings)
+    finally:
+        tls_receiver.close()
+    assert (good.status_code, good.error) == (200, None)
+    assert wrong.status_code is None and "certificate" in wrong.error.lower()
+    assert server_names[0] == "hooks.example.invalid"
+    assert len(tls_receiver.requests) == 1

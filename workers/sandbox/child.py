@@ -108,7 +108,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-result-bytes", type=int, default=4 * 1024 * 1024)
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--cache-writable", action="store_true")
+    parser.add_argument("--seccomp-fd", type=int, default=None, help="load this seccomp filter first (no bwrap)")
     args = parser.parse_args(argv)
+    if args.seccomp_fd is not None:
+        from workers.sandbox.seccomp import install_from_fd
+
+        install_from_fd(args.seccomp_fd)  # before any candidate code; failure ends the child without a result
 
     result_fd = args.result_fd
     try:

@@ -290,17 +290,19 @@ def run_in_child(request: EvaluationRequest, limits: SandboxLimits) -> Evaluatio
     try:
         trusted = request.trusted
         drop_uid = report.is_root and report.setpriv and not trusted
+        if trusted and limits.cache_dir is not None:
+            limits.cache_dir.mkdir(parents=True, exist_ok=True)
         cache_dir = limits.cache_dir if limits.cache_dir is not None and limits.cache_dir.is_dir() else None
         if report.cgroup_memory or report.cgroup_pids:
             group = cgroups.Cgroup.create(limits.memory_mb * 1024 * 1024, limits.max_processes)
         result_read, result_write = os.pipe()
         pass_fds = [result_write]
+        if report.seccomp:
+            seccomp_fd = os.memfd_create("sandbox-seccomp", 0)
+            os.write(seccomp_fd, seccomp.compile_filter())
+            os.lseek(seccomp_fd, 0, os.SEEK_SET)
+            pass_fds.append(seccomp_fd)
         if limits.isolation == "bwrap":
-            if report.seccomp:
-                seccomp_fd = os.memfd_create("sandbox-seccomp", 0)
-                os.write(seccomp_fd, seccomp.compile_filter())
-                os.lseek(seccomp_fd, 0, os.SEEK_SET)
-                pass_fds.append(seccomp_fd)
             child = ["python", "-m", "workers.sandbox.child", "--result-fd", str(result_write),
                      "--max-result-bytes", str(limits.max_result_bytes)]
             child[0] = str(Path(sys.executable).absolute())
@@ -315,8 +317,12 @@ def run_in_child(request: EvaluationRequest, limits: SandboxLimits) -> Evaluatio
                 os.chown(scratch, limits.sandbox_uid, limits.sandbox_uid)
             child = [sys.executable, "-m", "workers.sandbox.child", "--result-fd", str(result_write),
                      "--max-result-bytes", str(limits.max_result_bytes)]
+            if not trusted and not drop_uid:
+                cache_dir = None  # without a mount namespace or another uid the cache cannot be read-only
             if cache_dir is not None:
                 child += ["--cache-dir", str(cache_dir)] + (["--cache-writable"] if trusted else [])
+            if seccomp_fd is not None:
+                child += ["--seccomp-fd", str(seccomp_fd)]
             inner = (_setpriv(limits.sandbox_uid) if drop_uid else []) + child
             if report.network_namespace and report.is_root:
                 inner = ["unshare", "--net", "--", *inner]

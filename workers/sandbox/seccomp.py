@@ -125,3 +125,31 @@ def compile_filter() -> bytes:
             os.close(fd)
     finally:
         lib.seccomp_release(ctx)
+
+
+class SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def install_from_fd(fd: int) -> None:
+    """Load a compiled filter into this process and all its threads (for the sandbox without bwrap).
+
+    Sets no_new_privs first (required for an unprivileged filter). Raises OSError when it fails.
+    """
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    os.close(fd)
+    program = b"".join(chunks)
+    if not program or len(program) % 8:
+        raise OSError(errno.EINVAL, "the seccomp program is empty or malformed")
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_no_new_privs = 38
+    if libc.prctl(pr_set_no_new_privs, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+    buffer = ctypes.create_string_buffer(program, len(program))
+    prog = SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+    sys_seccomp = 317 if os.uname().machine == "x86_64" else 277  # aarch64: 277
+    seccomp_set_mode_filter, seccomp_filter_flag_tsync = 1, 1
+    if libc.syscall(sys_seccomp, seccomp_set_mode_filter, seccomp_filter_flag_tsync, ctypes.byref(prog)) != 0:
+        raise OSError(ctypes.get_errno(), "seccomp(SECCOMP_SET_MODE_FILTER) failed")
