@@ -118,7 +118,7 @@ def run(
             "target": target, "profile": profile, "concurrency": concurrency, "seed": seed,
             "seeds_per_eval": seeds_per_eval, "budget": {"candidates": candidates},
             "environments": {"train": env or [], "test": test_env or []},
-            "proposer": {"kind": proposer, "model": model},
+            "proposer": {"kind": proposer, "model": model} if proposer == "llm" else {"kind": proposer},
         })
     except ValidationError as exc:
         first = exc.errors()[0]

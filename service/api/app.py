@@ -75,4 +75,30 @@ def create_app(runtime: Runtime | None = None, settings: Settings | None = None)
 
     for module in (runs, candidates, targets, health):
         app.include_router(module.router)
+    app.openapi = lambda: problem_openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def problem_openapi(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document, with every error response declared as application/problem+json."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        problem_ref = {"$ref": "#/components/schemas/Problem"}
+        for operation in (op for path in spec["paths"].values() for op in path.values()):
+            responses = operation.setdefault("responses", {})
+            if "parameters" in operation or "requestBody" in operation:
+                responses.setdefault("422", {"description": "Validation Error"})
+            if operation.get("security") or any(p.get("in") == "query" and p["name"] == "cursor"
+                                                for p in operation.get("parameters", [])):
+                responses.setdefault("400", {"description": "Bad Request"})
+            for code, response in responses.items():
+                if code.startswith(("4", "5")):
+                    response["content"] = {PROBLEM: {"schema": problem_ref}}
+            responses.setdefault("500", {"description": "Internal Server Error",
+                                         "content": {PROBLEM: {"schema": problem_ref}}})
+        spec["components"]["schemas"].pop("HTTPValidationError", None)
+        spec["components"]["schemas"].pop("ValidationError", None)
+        app.openapi_schema = spec
+    return app.openapi_schema

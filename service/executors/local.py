@@ -24,9 +24,12 @@ class LocalExecutor:
                  sweep_interval: float = 10.0) -> None:
         self.factory, self.settings = factory, settings
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="job")
+        self.closed = False
         self.sweeper = Sweeper(factory, self.publish, sweep_interval)
 
     def publish(self, jobs: list[tuple[str, str]]) -> None:
+        if self.closed:
+            return  # shutting down: the rows stay unpublished and the next process's sweeper takes them
         for item_id, kind in jobs:
             self.pool.submit(self._run, item_id, kind)
         mark_published(self.factory, [item_id for item_id, kind in jobs if kind != WEBHOOK])
@@ -41,5 +44,6 @@ class LocalExecutor:
             log.exception("%s %s crashed", kind, item_id)
 
     def close(self) -> None:
+        self.closed = True
         self.sweeper.close()
         self.pool.shutdown(wait=True, cancel_futures=True)

@@ -129,7 +129,8 @@ def test_redis_down_mid_run_then_back(
     celery_runtime: Runtime, celery_worker: Callable[[str], WorkerProcess],
 ) -> None:
     celery_worker(celery_runtime.settings.database_url)
-    run_id = start_run(celery_runtime, small_spec(candidates=1))
+    # Two proposals: the second one's jobs must go through the broker after Redis is back.
+    run_id = start_run(celery_runtime, small_spec(candidates=2))
     wait_for(lambda: claimed_evaluation(celery_runtime, run_id) is not None, 180, "a proposal's evaluation")
 
     subprocess.run(["redis-cli", "-p", "6379", "shutdown", "nosave"], capture_output=True, timeout=10)
@@ -156,6 +157,7 @@ def test_redis_down_mid_run_then_back(
 
         # Let the in-flight evaluation finish while the broker is away (its follow-up cannot be published).
         time.sleep(max(0.0, 12 - (time.monotonic() - down_at)))
+        assert run_status(celery_runtime.factory, run_id) == "running"  # stalled on the broker, not finished
     finally:
         start_redis()
     back_at = time.monotonic()
@@ -163,5 +165,5 @@ def test_redis_down_mid_run_then_back(
     print(f"run finished {time.monotonic() - back_at:.1f} s after Redis came back")
     report = read_report(celery_runtime.factory, run_id)
     assert status == "completed", report.describe()
-    assert_complete_and_consistent(report, candidates=1)
+    assert_complete_and_consistent(report, candidates=2)
     assert run_status(celery_runtime.factory, other) == "cancelled"

@@ -51,6 +51,7 @@ from service.db.models import (
 from service.runs.orchestrator import SEARCH_JOBS, cancel, request_hash
 from service.runs.runner import RunRefused, start_run
 from service.runs.spec import RunSpec
+from service.webhooks import resend
 
 router = APIRouter(prefix="/v1", tags=["runs"], responses={401: {"model": Problem}})
 NOT_FOUND = {404: {"model": Problem}}
@@ -297,15 +298,18 @@ def list_deliveries(run_id: str, key: KeyDep, session: SessionDep) -> list[Webho
     return out
 
 
-@router.post("/webhook-deliveries/{delivery_id}/resend", status_code=202, responses=NOT_FOUND)
+@router.post("/webhook-deliveries/{delivery_id}/resend", status_code=202,
+             responses={**NOT_FOUND, 409: {"model": Problem}})
 def resend_delivery(delivery_id: str, key: KeyDep, session: SessionDep, runtime: RuntimeDep) -> JSONResponse:
-    from service.webhooks import resend
-
-    owner = session.scalar(select(Run.owner_key_id).join(WebhookEndpoint, WebhookEndpoint.run_id == Run.id)
+    """Send a delivery's message again, with the same webhook-id and a fresh retry schedule."""
+    owner = session.scalar(select(WebhookEndpoint.owner_key_id)
                            .join(WebhookDelivery, WebhookDelivery.endpoint_id == WebhookEndpoint.id)
                            .where(WebhookDelivery.id == delivery_id))
     if owner is None or owner != key.id:
         raise HTTPException(404, f"no webhook delivery {delivery_id!r}")
-    new_id = resend(runtime.factory, delivery_id)
-    runtime.publish([(new_id, "webhook")])
-    return JSONResponse({"id": new_id, "status": "pending"}, status_code=202)
+    try:
+        resent = resend(runtime.factory, delivery_id)
+    except ValueError as exc:
+        raise HTTPException(409, str(exc)) from None
+    runtime.publish([(resent, "webhook")])
+    return JSONResponse({"id": resent, "status": "pending"}, status_code=202)
