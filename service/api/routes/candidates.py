@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 
 from fastapi import APIRouter, HTTPException
-from sqlalchemy import select
+from sqlalchemy import String, cast, select
 from sqlalchemy.orm import Session
 
 from service.api.deps import KeyDep, SessionDep
@@ -39,13 +39,14 @@ def get_candidate(candidate_id: str, key: KeyDep, session: SessionDep) -> Candid
     if parent is not None:
         diff = "".join(difflib.unified_diff(parent.code.splitlines(keepends=True), c.code.splitlines(keepends=True),
                                             fromfile=f"#{parent.index} {parent.name}", tofile=f"#{c.index} {c.name}"))
-    children = session.scalars(select(Candidate).where(Candidate.run_id == c.run_id)).all()
+    children = session.scalars(select(Candidate.id).where(
+        Candidate.run_id == c.run_id, cast(Candidate.parent_ids, String).contains(c.id))).all()
     evaluations = session.scalars(select(Evaluation).where(Evaluation.candidate_id == c.id)
                                   .order_by(Evaluation.created_at)).all()
     call = session.get(LlmCall, c.llm_call_id) if c.llm_call_id else None
     return CandidateDetail(
         **candidate_summary(c).model_dump(), code=c.code, thought=c.thought, ast_hash=c.ast_hash, diff=diff,
-        children=[k.id for k in children if c.id in k.parent_ids],
+        children=list(children),
         evaluations=[EvaluationOut(
             env=e.env, phase=e.phase, seeds=e.seeds, learning_rates=e.learning_rates, returns=e.returns,
             curves=e.curves, best_lr=e.best_lr, final_return=e.final_return, normalised_score=e.normalised_score,
