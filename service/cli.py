@@ -182,5 +182,97 @@ def keys_create(name: Annotated[str, typer.Argument(help="who or what the key is
     print(f"created key {row.prefix}... for {name!r}; it is shown only this once", file=sys.stderr)
 
 
+runs_app = typer.Typer(help="Runs on a Discovery server (DISCOVERY_API_URL, DISCOVERY_API_KEY).", no_args_is_help=True)
+candidates_app = typer.Typer(help="Candidates on a Discovery server.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+app.add_typer(candidates_app, name="candidates")
+
+
+def api_call(method: str, path: str, **kwargs: object) -> dict:
+    from service.client import ApiError, request
+
+    try:
+        return request(get_settings(), method, path, **kwargs)
+    except ApiError as exc:
+        fail(str(exc), EXIT_BAD_INPUT if exc.bad_input else EXIT_FAILED)
+
+
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+@runs_app.command("list")
+def runs_list(
+    status: Annotated[str | None, typer.Option(help="only runs with this status")] = None,
+    limit: Annotated[int, typer.Option(help="how many")] = 20,
+) -> None:
+    """List your runs, newest first."""
+    params = {"limit": limit, **({"status": status} if status else {})}
+    page = api_call("GET", "/v1/runs", params=params)
+    table = Table(title="runs")
+    for column in ("id", "status", "target", "proposer", "budget", "best", "created"):
+        table.add_column(column)
+    for r in page["items"]:
+        table.add_row(r["id"], r["status"], r["target"], r["proposer"], str(r["candidates_budget"]),
+                      _score(r["best_score"]), r["created_at"][:19])
+    console.print(table)
+
+
+@runs_app.command("show")
+def runs_show(run_id: Annotated[str, typer.Argument(help="run id")]) -> None:
+    """A run's status, progress, budget spent, best candidate and meta-test table."""
+    r = api_call("GET", f"/v1/runs/{run_id}")
+    console.print(f"run {r['id']}: [bold]{r['status']}[/bold]  {r['target']} on {', '.join(r['environments']['train'])}"
+                  f"  ({r['proposer']['kind']}, profile {r['profile']})")
+    p, spent = r["progress"], r["spent"]
+    console.print(f"candidates {p['candidates_done']}/{p['candidates_budget']} (in flight {p['in_flight']}), "
+                  f"tokens {spent['tokens']}, cost ${spent['cost_usd']:.4f}, duplicates skipped "
+                  f"{spent['duplicates_skipped']}")
+    if r["best"]:
+        console.print(f"best: #{r['best']['index']} {r['best']['name']} ({r['best']['candidate_id']}), "
+                      f"score {_score(r['best']['score'])}")
+    if r["meta_test"]:
+        table = Table(title="meta-test (normalised score)")
+        for column in ("environment", "best", "warm start"):
+            table.add_column(column)
+        for row in r["meta_test"]:
+            table.add_row(row["env"], _score((row["best"] or {}).get("normalised_score")),
+                          _score((row["warm_start"] or {}).get("normalised_score")))
+        console.print(table)
+    if r["error"]:
+        console.print(f"error: {r['error']}")
+
+
+@runs_app.command("cancel")
+def runs_cancel(run_id: Annotated[str, typer.Argument(help="run id")]) -> None:
+    """Cancel a run: no new work starts; in-flight evaluations end on their own."""
+    r = api_call("POST", f"/v1/runs/{run_id}/cancel")
+    console.print(f"run {r['id']}: {r['status']}")
+
+
+@candidates_app.command("show")
+def candidates_show(candidate_id: Annotated[str, typer.Argument(help="candidate id")]) -> None:
+    """A candidate's code, thought, outcome and per-environment results."""
+    from rich.syntax import Syntax
+
+    c = api_call("GET", f"/v1/candidates/{candidate_id}")
+    console.print(f"#{c['index']} {c['name']} ({c['id']}) of run {c['run_id']}: {c['outcome'] or c['status']}, "
+                  f"score {_score(c['score'])}, pooled {_score(c['pooled_score'])}")
+    if c["thought"]:
+        console.print(f"thought: {c['thought']}")
+    if c["error"]:
+        console.print(f"error: {c['error']}")
+    console.print(Syntax(c["code"], "python"))
+    table = Table(title="evaluations")
+    for column in ("phase", "env", "outcome", "return", "score", "lr", "seeds"):
+        table.add_column(column)
+    for e in c["evaluations"]:
+        final_return = "-" if e["final_return"] is None else f"{e['final_return']:.2f}"
+        lr = "-" if e["best_lr"] is None else f"{e['best_lr']:g}"
+        table.add_row(e["phase"], e["env"], e["outcome"], final_return, _score(e["normalised_score"]), lr,
+                      ",".join(map(str, e["seeds"])))
+    console.print(table)
+
+
 if __name__ == "__main__":
     app()

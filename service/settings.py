@@ -16,6 +16,10 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///./discovery.db"
     broker_url: str | None = None  # unset: the local executor (a process pool in this process)
 
+    # Where `discovery runs ...` / `discovery candidates ...` find the API, and the key they send.
+    api_url: str = "http://127.0.0.1:8000"
+    api_key: SecretStr | None = None
+
     openai_base_url: str | None = None
     openai_api_key: SecretStr | None = None
 
