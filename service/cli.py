@@ -113,6 +113,8 @@ def run(
     from service.runs.runner import RunRefused, run_to_completion
     from service.runs.spec import RunSpec
 
+    if proposer == "llm" and not model:
+        fail("--proposer llm needs --model NAME (the model at DISCOVERY_OPENAI_BASE_URL)")
     try:
         spec = RunSpec.model_validate({
             "target": target, "profile": profile, "concurrency": concurrency, "seed": seed,

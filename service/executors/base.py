@@ -21,7 +21,7 @@ from service.runs.orchestrator import Publish, advance
 from service.webhooks import due_deliveries
 
 log = logging.getLogger(__name__)
-REPUBLISH_AFTER_SECONDS = 120.0
+REPUBLISH_AFTER_SECONDS = 60.0
 WEBHOOK = "webhook"  # the kind under which a webhook delivery id (not a job id) is published
 
 
@@ -35,7 +35,7 @@ def mark_published(factory: sessionmaker[Session], job_ids: list[str]) -> None:
         session.execute(update(Job).where(Job.id.in_(job_ids)).values(published_at=utcnow()))
 
 
-def sweep(factory: sessionmaker[Session], publish: Publish) -> int:
+def sweep(factory: sessionmaker[Session], publish: Publish, republish_after: float = REPUBLISH_AFTER_SECONDS) -> int:
     """Re-publish stranded jobs, publish due webhook deliveries, advance unfinished runs.
 
     Returns how many jobs were re-published.
@@ -44,7 +44,7 @@ def sweep(factory: sessionmaker[Session], publish: Publish) -> int:
     with session_scope(factory) as session:
         stranded = session.execute(select(Job.id, Job.kind).where(or_(
             and_(Job.status == JobStatus.PENDING,
-                 or_(Job.published_at.is_(None), Job.published_at < now - timedelta(seconds=REPUBLISH_AFTER_SECONDS))),
+                 or_(Job.published_at.is_(None), Job.published_at < now - timedelta(seconds=republish_after))),
             and_(Job.status == JobStatus.CLAIMED, Job.lease_until < now),
         ))).all()
         runs = session.scalars(select(Run.id).where(Run.status.not_in(list(RUN_FINAL_STATUSES)))).all()
@@ -69,9 +69,13 @@ class Sweeper:
         self.thread.start()
 
     def _loop(self) -> None:
+        # The first pass re-publishes every pending job: a process that starts may be replacing one that
+        # died with jobs handed to it (its thread pool, or a broker that lost its queue on restart).
+        republish_after = 0.0
         while not self.stopped.wait(self.interval):
             try:
-                sweep(self.factory, self.publish)
+                sweep(self.factory, self.publish, republish_after)
+                republish_after = REPUBLISH_AFTER_SECONDS
             except Exception:  # noqa: BLE001 - the database or broker may be away; try again next time
                 log.warning("sweep failed", exc_info=True)
 

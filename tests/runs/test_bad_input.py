@@ -19,12 +19,12 @@ from tests.runs.conftest import REPO, count_rows
 
 
 @pytest.mark.parametrize(("request_body", "message"), [
-    ({"target": "nope"}, "unknown target 'nope'"),
-    ({"environments": {"train": ["NoSuchEnv-v0"]}}, "unknown environment 'NoSuchEnv-v0'"),
-    ({"environments": {"train": ["CartPole-v1"], "test": ["Nope-v9"]}}, "unknown environment 'Nope-v9'"),
+    ({"target": "nope"}, "Input should be 'lpo', 'optimizer' or 'advantage'"),
+    ({"environments": {"train": ["NoSuchEnv-v0"]}}, "environments.train.0\n  Input should be 'CartPole-v1'"),
+    ({"environments": {"train": ["CartPole-v1"], "test": ["Nope-v9"]}}, "environments.test.0\n  Input should be"),
     ({"budget": {"candidates": 0}}, "greater than or equal to 1"),
     ({"budget": {"candidates": 10**6}}, "less than or equal to 1000"),
-    ({"proposer": {"kind": "llm"}}, "proposer.model is required"),
+    ({"proposer": {"kind": "llm"}}, "proposer.llm.model\n  Field required"),
     ({"concurrency": 0}, "greater than or equal to 1"),
 ])
 def test_run_spec_refuses(request_body: dict[str, object], message: str) -> None:
@@ -49,8 +49,8 @@ def test_start_run_refuses_an_llm_proposer_without_endpoint(sqlite_url: str, cac
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--target", "nope"], "unknown target 'nope'"),
-    (["--proposer", "llm"], "proposer.model is required"),
+    (["--target", "nope"], "error: target: Input should be 'lpo', 'optimizer' or 'advantage'"),
+    (["--proposer", "llm"], "error: --proposer llm needs --model NAME"),
 ])
 def test_discovery_run_bad_input_exits_2_with_one_line(args: list[str], message: str, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DISCOVERY_")}
