@@ -1,0 +1,111 @@
+"""Runs with the LLM proposer, through the real `openai` client against a scripted server on loopback:
+what is stored, what the model is shown, and what the run does when the endpoint fails or the budget ends."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import select
+
+from service.db import session_scope, upgrade_database
+from service.db.models import Candidate, LlmCall, Run
+from service.runs.runner import start_run
+from service.runs.spec import RunSpec
+from service.runtime import Runtime, build_runtime
+from service.settings import Settings
+from tests.proposers.scripted_llm import ScriptedLLM, completion, failure, handler
+from tests.runs.conftest import cache_dir, wait_for_final  # noqa: F401
+
+WIDER_CLIP = """import jax
+import jax.numpy as jnp
+
+
+def drift(ratio, advantage, epsilon):
+    return jax.nn.relu((ratio - jnp.clip(ratio, 1.0 - 0.3, 1.0 + 0.3)) * advantage)
+"""
+USES_OS = "import os\n\n\ndef drift(ratio, advantage, epsilon):\n    return ratio * 0.0\n"
+SQUARED = """import jax.numpy as jnp
+
+
+def drift(ratio, advantage, epsilon):
+    return 0.5 * (ratio - 1.0) ** 2 * jnp.abs(advantage)
+"""
+
+
+def reply(name: str, code: str) -> dict:
+    return completion(json.dumps({"thought": f"idea {name}", "name": name, "code": code}), 1000, 200)
+
+
+@pytest.fixture
+def llm() -> Iterator[ScriptedLLM]:
+    scripted = ScriptedLLM()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler(scripted))
+    scripted.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield scripted
+    server.shutdown()
+
+
+@pytest.fixture
+def runtime(tmp_path: Path, llm: ScriptedLLM, cache_dir: Path) -> Iterator[Runtime]:  # noqa: F811
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'llm.db'}", broker_url=None, cache_dir=cache_dir,
+                        openai_base_url=llm.url, openai_api_key=SecretStr("sk-test-not-stored"))
+    upgrade_database(settings.database_url)
+    rt = build_runtime(settings, local_workers=1, sweep_interval=2.0)
+    yield rt
+    rt.executor.close()
+
+
+def llm_spec(candidates: int, tokens: int | None = None) -> RunSpec:
+    return RunSpec.model_validate({
+        "target": "lpo", "profile": "smoke", "environments": {"train": ["CartPole-v1"]}, "concurrency": 1,
+        "seeds_per_eval": 1, "budget": {"candidates": candidates, "tokens": tokens},
+        "proposer": {"kind": "llm", "model": "scripted-model", "temperature": 0.7},
+    })
+
+
+def test_an_llm_run_stores_every_call_and_shows_the_model_its_history(runtime: Runtime, llm: ScriptedLLM) -> None:
+    llm.script += [reply("wider_clip", WIDER_CLIP), reply("uses_os", USES_OS), reply("squared", SQUARED)]
+    run_id = start_run(runtime, llm_spec(candidates=2))
+    assert wait_for_final(runtime.factory, run_id, 240) == "completed"
+    with session_scope(runtime.factory) as session:
+        run = session.get(Run, run_id)
+        candidates = session.scalars(select(Candidate).where(Candidate.run_id == run_id)
+                                     .order_by(Candidate.index)).all()
+        calls = session.scalars(select(LlmCall).where(LlmCall.run_id == run_id).order_by(LlmCall.created_at)).all()
+        assert [c.name for c in candidates] == ["warm start", "wider_clip", "squared"]
+        first = candidates[1]
+        assert first.outcome == "ok" and first.thought == "idea wider_clip" and first.llm_call_id is not None
+        assert len(calls) == 3 and all(c.model == "scripted-model" for c in calls)  # one repair of `import os`
+        assert run.tokens_used == 3 * 1200
+        assert "sk-test-not-stored" not in json.dumps([c.messages for c in calls])
+    # The second proposal's prompt carries the first candidate's score; its repair carries the static error.
+    second_prompt = "\n".join(llm.user_messages(1))
+    shown = first.pooled_score if first.pooled_score is not None else first.score
+    assert "wider_clip" in second_prompt and f"{shown:.4f}" in second_prompt, second_prompt
+    assert "import os" in "\n".join(llm.user_messages(2)) and "not allowed" in "\n".join(llm.user_messages(2))
+
+
+def test_an_endpoint_that_stays_down_fails_the_run_with_the_reason(runtime: Runtime, llm: ScriptedLLM) -> None:
+    llm.forever = failure(500, "the model server is on fire")
+    run_id = start_run(runtime, llm_spec(candidates=3))
+    assert wait_for_final(runtime.factory, run_id, 240) == "failed"
+    with session_scope(runtime.factory) as session:
+        run = session.get(Run, run_id)
+        assert "unavailable" in run.error and "500" in run.error
+        assert session.scalars(select(LlmCall).where(LlmCall.run_id == run_id)).all()  # the attempts are kept
+
+
+def test_the_token_budget_stops_proposing(runtime: Runtime, llm: ScriptedLLM) -> None:
+    llm.script += [reply("wider_clip", WIDER_CLIP), reply("squared", SQUARED)]
+    run_id = start_run(runtime, llm_spec(candidates=5, tokens=1000))
+    assert wait_for_final(runtime.factory, run_id, 240) == "completed"
+    with session_scope(runtime.factory) as session:
+        assert len(session.scalars(select(Candidate).where(Candidate.run_id == run_id)).all()) == 2
+        assert session.get(Run, run_id).tokens_used == 1200
