@@ -29,6 +29,17 @@ def main() -> None:
     """Discover reinforcement-learning algorithms with a language model in the loop."""
 
 
+def require_sandbox() -> None:
+    """Refuse to start work that evaluates candidates when the required isolation is missing."""
+    from service.evaluation import check_isolation
+    from workers.sandbox.isolate import IsolationUnavailable
+
+    try:
+        console.print(f"sandbox: {check_isolation(get_settings())}", style="dim")
+    except IsolationUnavailable as exc:
+        fail(str(exc), EXIT_FAILED)
+
+
 def _parse_seeds(text: str) -> list[int]:
     try:
         seeds = [int(s) for s in text.split(",") if s.strip()]
@@ -66,6 +77,7 @@ def evaluate(
         fail(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
     source = code.read_text() if code is not None else TARGETS[target].warm_start
     seed_list = _parse_seeds(seeds)
+    require_sandbox()
 
     table = Table(title=f"{target} candidate ({code or 'warm start'}), profile {profile}, seeds {seed_list}")
     for column in ("env", "return", "per seed", "lr", "warm start", "random", "score", "compile s", "train s"):
@@ -126,6 +138,8 @@ def run(
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         fail(f"{where}: {first['msg']}" if where else first["msg"])
+    if not get_settings().broker_url:
+        require_sandbox()
     try:
         status = run_to_completion(get_settings(), spec, console)
     except RunRefused as exc:
@@ -144,6 +158,8 @@ def worker(
     """Start a Celery worker (needs DISCOVERY_BROKER_URL); route `evaluate` to GPU hosts with --queues."""
     if not get_settings().broker_url:
         fail("discovery worker needs a broker: set DISCOVERY_BROKER_URL (for example redis://127.0.0.1:6379/0)")
+    if "evaluate" in queues.split(","):
+        require_sandbox()
     from workers.tasks import app as celery_app
 
     celery_app.worker_main(["worker", "-Q", queues, "--concurrency", str(concurrency), "--pool", "prefork",
@@ -162,6 +178,8 @@ def serve(
     from service.db import upgrade_database
 
     settings = get_settings()
+    if not settings.broker_url:
+        require_sandbox()
     upgrade_database(settings.database_url)
     uvicorn.run(create_app(settings=settings), host=host, port=port, log_level="info")
 

@@ -8,7 +8,7 @@ from service.settings import Settings
 from workers.baselines import Baseline, get_baseline
 from workers.results import EnvResult, EvaluationRequest, EvaluationResult
 from workers.rl.scoring import normalised_score
-from workers.sandbox.isolate import SandboxLimits, evaluate_candidate
+from workers.sandbox.isolate import SandboxLimits, evaluate_candidate, require_isolation
 
 
 class EvaluationFailed(Exception):
@@ -32,6 +32,11 @@ def sandbox_limits(settings: Settings) -> SandboxLimits:
         isolation=settings.sandbox_isolation,
         cache_dir=settings.cache_dir,
     )
+
+
+def check_isolation(settings: Settings) -> str:
+    """The isolation this host gets (logged); raises IsolationUnavailable when settings require more."""
+    return require_isolation(sandbox_limits(settings)).summary()
 
 
 def run_evaluation(settings: Settings, request: EvaluationRequest) -> EvaluationResult:

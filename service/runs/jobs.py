@@ -50,6 +50,7 @@ from service.settings import Settings
 from workers.baselines import BaselineError, get_baseline
 from workers.results import EvaluationRequest, EvaluationResult, Outcome
 from workers.rl.scoring import normalised_score
+from workers.sandbox.isolate import IsolationUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -105,18 +106,25 @@ def run_job(factory: sessionmaker[Session], settings: Settings, job_id: str, pub
             handler(factory, settings, job_id)
         except ProposerUnavailable as exc:
             _fail_run(factory, run_id, job_id, f"the proposer is unavailable: {exc.reason}", exc.llm_calls)
-        except BaselineError as exc:
+        except (BaselineError, IsolationUnavailable) as exc:
             _fail_run(factory, run_id, job_id, str(exc), [])
         except Exception as exc:
             log.exception("job %s (%s) failed", job_id, kind)
-            _finish_job(factory, job_id, JobStatus.FAILED, f"{type(exc).__name__}: {exc}")
+            _fail_job(factory, job_id, f"the {kind} job crashed: {type(exc).__name__}: {exc}")
     advance(factory, run_id, publish)
 
 
-def _finish_job(factory: sessionmaker[Session], job_id: str, status: JobStatus, error: str | None = None) -> None:
+def _fail_job(factory: sessionmaker[Session], job_id: str, error: str) -> None:
+    """Record a crashed job; a candidate whose search evaluation crashed gets the outcome `error`."""
     with session_scope(factory) as session:
-        session.execute(update(Job).where(Job.id == job_id)
-                        .values(status=status, error=error, finished_at=utcnow()))
+        job = session.get(Job, job_id)
+        job.status, job.error, job.finished_at = JobStatus.FAILED, error, utcnow()
+        if job.kind == JobKind.EVALUATE and job.candidate_id:
+            session.execute(update(Candidate).where(Candidate.id == job.candidate_id,
+                                                    Candidate.status.in_([CandidateStatus.PENDING,
+                                                                          CandidateStatus.EVALUATING]))
+                            .values(status=CandidateStatus.FAILED, outcome=Outcome.error, error=error,
+                                    evaluated_at=utcnow()))
 
 
 def _fail_run(factory: sessionmaker[Session], run_id: str, job_id: str, reason: str,

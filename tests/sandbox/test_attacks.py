@@ -144,7 +144,7 @@ ATTACKS = [
             try:
                 os.fork()
             except OSError:
-                pass"""), Outcome.timeout, "`import os`", timeout=8),
+                pass"""), Outcome.timeout, "`import os`", timeout=5),
     Attack("thread_bomb", in_function("""
         import threading, time
         for _ in range(100000):
@@ -164,12 +164,12 @@ ATTACKS = [
     Attack("memory_bomb_in_xla", in_function("""
         big = jnp.ones((60000, 60000))
         return rewards + big[0, 0]"""), Outcome.memory, None),
-    Attack("infinite_loop_python", in_function("while True:\n    pass"), Outcome.timeout, None, timeout=8),
+    Attack("infinite_loop_python", in_function("while True:\n    pass"), Outcome.timeout, None, timeout=5),
     Attack("infinite_lax_while_loop", in_function("""
         return jax.lax.while_loop(lambda c: jnp.all(c == c), lambda c: c + 1.0, rewards)"""),
-           Outcome.timeout, None, timeout=8),
+           Outcome.timeout, None, timeout=5),
     Attack("sleep_forever", in_function("import time\ntime.sleep(10**6)"), Outcome.timeout, "`import time`",
-           timeout=8),
+           timeout=5),
     Attack("cpu_limit", at_import("while True:\n    pass"), Outcome.timeout, "top-level `while`", cpu_seconds=6),
     Attack("huge_stdout", in_function(f'print("x" * 50_000_000)\n{FINISH}'), Outcome.invalid, None),
     Attack("huge_stderr", in_function(f'import sys\nsys.stderr.write("y" * 50_000_000)\n{FINISH}'), Outcome.invalid,

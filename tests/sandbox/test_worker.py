@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -205,3 +206,56 @@ def test_fifty_evaluations_in_a_row_leak_nothing() -> None:
     assert _own_sandbox_cgroups() == []  # a cgroup is removed only once every process in it is gone
     assert len(os.listdir("/proc/self/fd")) == fds_before
     assert set(Path(tempfile.gettempdir()).glob("discovery-sandbox-*")) == scratch_before
+
+
+def test_a_worker_killed_mid_evaluation_leaves_nothing_behind() -> None:
+    script = textwrap.dedent("""
+        import textwrap
+        from workers.results import EvaluationRequest
+        from workers.sandbox import SandboxLimits, run_in_child
+        code = "import time\\ntime.sleep(600)\\n"
+        run_in_child(EvaluationRequest(target="advantage", code=code, env="CartPole-v1"),
+                     SandboxLimits(timeout_seconds=600, memory_mb=1024))
+    """)
+    worker = subprocess.Popen([sys.executable, "-c", script], env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
+    try:
+        for _ in range(300):  # wait until its sandbox is up
+            if _children_of(worker.pid):
+                break
+            time.sleep(0.05)
+        time.sleep(2)
+        sandbox = _descendants(worker.pid)
+        assert sandbox, "the worker did not start a sandbox"
+    finally:
+        worker.kill()
+        worker.wait()
+    dead = worker.pid
+
+    result = run_in_child(request("import jax\n"), SandboxLimits(timeout_seconds=60, memory_mb=1024))
+    assert result.outcome == Outcome.invalid  # no function defined
+
+    leftovers = [p for c in ("memory", "pids") for p in (CGROUP_ROOT / c / GROUP).glob(f"{dead}-*")]
+    assert leftovers == []
+    for _ in range(100):  # orphans are reaped by init, not by us: give it a moment
+        alive = [pid for pid in sandbox if _running(pid)]
+        if not alive:
+            break
+        time.sleep(0.05)
+    assert alive == [], "processes of the killed worker's sandbox are still running"
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _descendants(pid: int) -> list[int]:
+    found, queue = [], [pid]
+    while queue:
+        children = _children_of(queue.pop())
+        found += children
+        queue += children
+    return found

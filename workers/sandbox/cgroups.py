@@ -58,6 +58,7 @@ class Cgroup:
 
     @classmethod
     def create(cls, memory_bytes: int, max_pids: int) -> Cgroup | None:
+        sweep_stale()
         name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
         try:
             if _v2_root() is not None:
@@ -163,3 +164,25 @@ def probe(controller: str) -> bool:
         return (group.memory if controller == "memory" else group.pids) is not None
     finally:
         group.destroy()
+
+
+def sweep_stale() -> None:
+    """Remove the cgroups of workers that died mid-evaluation (killed before they could clean up)."""
+    v2 = _v2_root() is not None
+    controllers = [None] if v2 else ["memory", "pids"]
+    for controller in controllers:
+        parent = CGROUP_ROOT / GROUP if controller is None else CGROUP_ROOT / controller / GROUP
+        try:
+            entries = [p for p in parent.iterdir() if p.is_dir()]
+        except OSError:
+            continue
+        for path in entries:
+            creator = path.name.split("-", 1)[0]
+            if not creator.isdigit() or Path(f"/proc/{creator}").exists():
+                continue
+            if v2:
+                Cgroup(path, path, 2).destroy()
+            elif controller == "memory":
+                Cgroup(path, None, 1).destroy()
+            else:
+                Cgroup(None, path, 1).destroy()
