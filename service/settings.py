@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     sandbox_cpu_seconds: int = 3600
     sandbox_max_output_bytes: int = 65536
 
+    # Signs the web UI's session cookie; unset: a random secret per process (sessions end on restart).
+    session_secret: SecretStr | None = None
+
     webhook_allowed_hosts: str = ""  # comma-separated hosts allowed despite resolving to private addresses
     # Seconds between attempts after the first (Standard Webhooks' schedule, about a day in all).
     webhook_retry_schedule: list[float] = [5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400]

@@ -37,3 +37,11 @@ def test_every_compose_service_runs_a_real_entry_point() -> None:
     assert "seccomp=unconfined" in evaluate["security_opt"]
     assert "security_opt" not in compose["services"]["worker-cpu"]
     assert (REPO / "Dockerfile").read_text().count("bubblewrap") == 1
+
+
+def test_the_api_reference_in_docs_is_current() -> None:
+    from service.api.app import create_app
+    from service.api.reference import render
+
+    current = render(create_app().openapi())
+    assert (REPO / "docs" / "api.md").read_text() == current, "run: python -m service.api.reference > docs/api.md"

@@ -17,6 +17,7 @@ from service.api import metrics
 from service.api.routes import candidates, health, runs, targets
 from service.runtime import Runtime, build_runtime
 from service.settings import Settings, get_settings
+from service.web import install as install_web_ui
 
 log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
@@ -75,6 +76,7 @@ def create_app(runtime: Runtime | None = None, settings: Settings | None = None)
 
     for module in (runs, candidates, targets, health):
         app.include_router(module.router)
+    install_web_ui(app, runtime.settings if runtime else settings)
     app.openapi = lambda: problem_openapi(app)  # type: ignore[method-assign]
     return app
 
