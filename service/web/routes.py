@@ -11,25 +11,22 @@ body rendered on the server, and swaps it in.
 
 from __future__ import annotations
 
-import asyncio
-import json
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
-from sqlalchemy import select
 
 from service.api.deps import RuntimeDep, SessionDep
-from service.db.models import RUN_FINAL_STATUSES, ApiKey, Event
+from service.db.models import RUN_FINAL_STATUSES, ApiKey
 from service.keys import find_key
+from service.runs.events import event_stream
 from service.web import data
 
 HERE = Path(__file__).parent
-FINAL_EVENTS = {"run.completed", "run.failed", "run.cancelled"}
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
                                "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
@@ -188,31 +185,7 @@ async def run_events(run_id: str, request: Request, runtime: RuntimeDep, after: 
     resume = request.headers.get("last-event-id", "")
     after = int(resume) if resume.isdigit() else max(after, 0)
 
-    def fetch(after: int) -> list[tuple[int, str, dict]]:
-        with runtime.factory() as s:
-            rows = s.execute(select(Event.id, Event.type, Event.payload).where(Event.run_id == run_id, Event.id > after)
-                             .order_by(Event.id).limit(500)).all()
-            return [tuple(r) for r in rows]
-
-    async def stream():  # noqa: ANN202
-        last = after
-        idle = 0.0
-        while not await request.is_disconnected():
-            rows = await run_in_threadpool(fetch, last)
-            for event_id, type_, payload in rows:
-                last = event_id
-                yield f"id: {event_id}\nevent: {type_}\ndata: {json.dumps(payload)}\n\n"
-                if type_ in FINAL_EVENTS:
-                    return
-            if not rows:
-                idle += 0.5
-                if idle >= 15:
-                    idle = 0.0
-                    yield ": keep-alive\n\n"
-                await asyncio.sleep(0.5)
-
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return event_stream(runtime.factory, run_id, after, request.is_disconnected)
 
 
 @router.get("/candidates/{candidate_id}")

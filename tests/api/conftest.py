@@ -6,12 +6,14 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 
 from service.api.app import create_app
 from service.db import session_scope, upgrade_database
@@ -41,11 +43,11 @@ class ApiServer:
         return key
 
 
-def serve(settings: Settings) -> Iterator[ApiServer]:
-    upgrade_database(settings.database_url)
-    runtime = build_runtime(settings, local_workers=2, sweep_interval=2.0)
+@contextmanager
+def uvicorn_in_thread(app: FastAPI) -> Iterator[str]:
+    """Serve `app` on a free loopback port until the block ends; yields the base URL."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -53,10 +55,19 @@ def serve(settings: Settings) -> Iterator[ApiServer]:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
     try:
-        yield ApiServer(url=f"http://127.0.0.1:{port}", runtime=runtime)
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def serve(settings: Settings) -> Iterator[ApiServer]:
+    upgrade_database(settings.database_url)
+    runtime = build_runtime(settings, local_workers=2, sweep_interval=2.0)
+    try:
+        with uvicorn_in_thread(create_app(runtime)) as url:
+            yield ApiServer(url=url, runtime=runtime)
+    finally:
         runtime.executor.close()
 
 

@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import math
 import random
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import uvicorn
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from service.api.app import create_app
@@ -28,6 +24,7 @@ from service.db.models import Candidate, Evaluation, Event, LlmCall, Run
 from service.keys import create_key
 from service.runtime import Runtime
 from service.settings import Settings
+from tests.api.conftest import uvicorn_in_thread
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -89,12 +86,6 @@ class BuiltRun:
 
     def by_name(self, name: str) -> Candidate:
         return next(c for c in self.candidates if c.name == name)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def curve(final: float, start: float, rng: random.Random) -> list[float]:
@@ -243,19 +234,10 @@ def web(postgres_database: Callable[[], str], tmp_path_factory: pytest.TempPathF
     upgrade_database(settings.database_url)
     engine = make_engine(settings.database_url)
     runtime = Runtime(settings=settings, factory=make_session_factory(engine), executor=NullExecutor())
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
     try:
-        yield WebServer(url=f"http://127.0.0.1:{port}", runtime=runtime)
+        with uvicorn_in_thread(create_app(runtime)) as url:
+            yield WebServer(url=url, runtime=runtime)
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
         engine.dispose()
 
 

@@ -3,14 +3,12 @@ webhook deliveries."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -48,6 +46,7 @@ from service.db.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
+from service.runs.events import event_stream
 from service.runs.orchestrator import SEARCH_JOBS, cancel, request_hash
 from service.runs.runner import RunRefused, start_run
 from service.runs.spec import RunSpec
@@ -55,7 +54,6 @@ from service.webhooks import resend
 
 router = APIRouter(prefix="/v1", tags=["runs"], responses={401: {"model": Problem}})
 NOT_FOUND = {404: {"model": Problem}}
-FINAL_EVENTS = {"run.completed", "run.failed", "run.cancelled"}
 
 
 def _encode_cursor(*values: object) -> str:
@@ -199,31 +197,7 @@ async def run_events(run_id: str, key: KeyDep, session: SessionDep, runtime: Run
     """Server-Sent Events: candidate proposed, evaluated, new best, run finished. Resume with Last-Event-ID."""
     owned_run(session, key, run_id)
     session.close()
-
-    def fetch(after: int) -> list[tuple[int, str, dict]]:
-        with runtime.factory() as s:
-            rows = s.execute(select(Event.id, Event.type, Event.payload).where(Event.run_id == run_id, Event.id > after)
-                             .order_by(Event.id).limit(500)).all()
-            return [tuple(r) for r in rows]
-
-    async def stream():  # noqa: ANN202
-        after = last_event_id or 0
-        idle = 0.0
-        while not await request.is_disconnected():
-            rows = await run_in_threadpool(fetch, after)
-            for event_id, type_, payload in rows:
-                after = event_id
-                yield f"id: {event_id}\nevent: {type_}\ndata: {json.dumps(payload)}\n\n"
-                if type_ in FINAL_EVENTS:
-                    return
-            if not rows:
-                idle += 0.5
-                if idle >= 15:
-                    idle = 0.0
-                    yield ": keep-alive\n\n"
-                await asyncio.sleep(0.5)
-
-    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return event_stream(runtime.factory, run_id, last_event_id or 0, request.is_disconnected)
 
 
 @router.get("/runs/{run_id}/candidates", response_model=Page[CandidateSummary], responses=NOT_FOUND)
