@@ -204,7 +204,11 @@ def _bwrap_command(
     package_root = Path(workers.__file__).resolve().parent
     prefixes = sorted({Path(sys.base_prefix).resolve(), Path(sys.prefix).absolute()})
     cmd = ["bwrap", *_unshare_flags(report.is_root), "--die-with-parent", "--new-session", "--clearenv",
-           "--hostname", "sandbox", *_system_binds()]
+           "--hostname", "sandbox", *_system_binds(),
+           # The scratch tmpfs first: the binds below may lie under /tmp (a checkout or virtualenv there)
+           # and must be mounted on top of it, not hidden by it.
+           "--proc", "/proc", "--dev", "/dev",
+           "--size", str(limits.scratch_mb * 1024 * 1024), "--perms", "1777", "--tmpfs", "/tmp", "--chdir", "/tmp"]
     done: set[Path] = set()
     for prefix in prefixes:
         if prefix == Path("/usr") or Path("/usr") in prefix.parents:
@@ -214,9 +218,6 @@ def _bwrap_command(
     cmd += [*_dirs_for(inner_package, done), "--ro-bind", str(package_root), str(inner_package)]
     if Path("/etc/fonts").is_dir():  # matplotlib (imported by gymnax) complains without it
         cmd += [*_dirs_for(Path("/etc/fonts"), done), "--ro-bind", "/etc/fonts", "/etc/fonts"]
-    cmd += ["--proc", "/proc", "--dev", "/dev",
-            "--size", str(limits.scratch_mb * 1024 * 1024), "--perms", "1777", "--tmpfs", "/tmp",
-            "--chdir", "/tmp"]
     if cache_dir is not None:
         cmd += ["--bind" if cache_writable else "--ro-bind", str(cache_dir), SANDBOX_CACHE_DIR]
     env = {"PATH": SAFE_PATH, "HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8",
