@@ -54,7 +54,7 @@ from workers.sandbox.isolate import IsolationUnavailable
 
 log = logging.getLogger(__name__)
 
-LEASE_SECONDS = 30.0
+LEASE_SECONDS = 20.0  # a dead worker's job is taken over within this (plus a sweep)
 PHASE_OF = {JobKind.EVALUATE: EvalPhase.TRAIN, JobKind.REEVALUATE: EvalPhase.REEVAL, JobKind.METATEST: EvalPhase.TEST}
 
 

@@ -99,3 +99,18 @@ def test_normalised_score_is_one_for_the_warm_start_and_zero_for_random() -> Non
     assert normalised_score(200.0, 20.0, 200.0) == pytest.approx(1.0)
     assert normalised_score(20.0, 20.0, 200.0) == pytest.approx(0.0)
     assert normalised_score(-100.0, -500.0, -100.0) == pytest.approx(1.0)  # negative-return envs (Acrobot)
+
+
+def test_cli_evaluate_reports_bad_code_in_one_line(tmp_path) -> None:  # noqa: ANN001
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.py"
+    bad.write_text("def drift(ratio, advantage):\n    return ratio\n")
+    out = subprocess.run([sys.executable, "-m", "service.cli", "evaluate", "--code", str(bad)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "(ratio, advantage, epsilon)" in out.stderr
+    missing = subprocess.run([sys.executable, "-m", "service.cli", "evaluate", "--env", "Nope-v0"],
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "unknown environment 'Nope-v0'" in missing.stderr
