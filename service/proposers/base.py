@@ -18,6 +18,7 @@ from typing import Literal, Protocol
 from pydantic import BaseModel, Field
 
 from workers.results import Outcome
+from workers.sandbox.static_check import MAX_NESTING, ast_depth
 
 
 class HistoryEntry(BaseModel):
@@ -196,11 +197,14 @@ class _Normaliser(ast.NodeTransformer):
 
 def ast_hash(code: str) -> str:
     """A hash of the program's meaning up to renaming: formatting, comments, docstrings, the names of
-    arguments and local variables, and import aliases do not change it. Unparseable code hashes its text.
+    arguments and local variables, and import aliases do not change it. Unparseable code, and code
+    nested deeper than the static check allows (the normaliser below recurses), hashes its text.
     """
     try:
         tree = ast.parse(code)
-    except SyntaxError:
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        tree = None
+    if tree is None or ast_depth(tree)[0] > MAX_NESTING:
         return "text:" + hashlib.sha256(code.strip().encode()).hexdigest()
     aliases: dict[str, str] = {}
     body: list[ast.stmt] = []

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from service.proposers import HistoryEntry, HistorySettings, ProposalContext, ast_hash
 from service.proposers.history import render_sections, select_history
 from service.proposers.prompts import history_prompt
@@ -47,6 +49,23 @@ def test_a_different_constant_operator_or_argument_use_changes_the_hash():
 def test_unparseable_code_still_hashes():
     assert ast_hash("def drift(:") == ast_hash("def drift(:\n")
     assert ast_hash("def drift(:") != ast_hash(WARM)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "-" * 4000 + "ratio",
+        "(" * 4000 + "ratio" + ")" * 4000,
+        "[" * 4000 + "ratio" + "]" * 4000,
+        "-" * 900 + "ratio",  # parses, but the normaliser would overflow the stack
+        "[" * 150 + "ratio" + "]" * 150,
+    ],
+)
+def test_deeply_nested_code_hashes_its_text_like_unparseable_code(body: str) -> None:
+    code = "def drift(ratio, advantage, epsilon):\n    return " + body + "\n"
+    digest = ast_hash(code)
+    assert digest.startswith("text:") and digest == ast_hash(code.strip())
+    assert digest != ast_hash(WARM)
 
 
 def entries() -> list[HistoryEntry]:

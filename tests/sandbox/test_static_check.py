@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from workers.sandbox import check_source, format_issues
-from workers.sandbox.static_check import MAX_SOURCE_CHARS
+from workers.sandbox.static_check import MAX_NESTING, MAX_SOURCE_CHARS
 from workers.targets import TARGETS, get_target
 
 ADVANTAGE = get_target("advantage")
@@ -127,3 +127,27 @@ def test_rejections_inside_the_function(snippet: str, phrase: str) -> None:
 def test_rejections_at_top_level(top: str, phrase: str) -> None:
     code = f"{top}\n\ndef advantages(rewards, values, dones, last_value, gamma, lam):\n    return rewards\n"
     assert phrase in format_issues(check_source(code, ADVANTAGE))
+
+
+DRIFT_HEADER = "def drift(ratio, advantage, epsilon):\n    return "
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "-" * 4000 + "ratio",  # the parser itself runs out of stack
+        "(" * 4000 + "ratio" + ")" * 4000,  # the tokenizer refuses
+        "[" * 4000 + "ratio" + "]" * 4000,
+        "-" * 900 + "ratio",  # parses, but would overflow ast.unparse and recursive visitors
+        "[" * (MAX_NESTING + 50) + "ratio" + "]" * (MAX_NESTING + 50),  # parses, deeper than the limit
+    ],
+)
+def test_deep_nesting_is_a_rejection_not_a_crash(body: str) -> None:
+    issues = check_source(DRIFT_HEADER + body + "\n", get_target("lpo"))
+    assert len(issues) == 1 and "nested" in issues[0].message, format_issues(issues)
+    assert issues[0].line in {1, 2}
+
+
+def test_nesting_up_to_the_limit_passes() -> None:
+    body = "-" * (MAX_NESTING - 10) + "ratio"
+    assert check_source(DRIFT_HEADER + body + "\n", get_target("lpo")) == []

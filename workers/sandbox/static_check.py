@@ -21,6 +21,10 @@ from workers.targets import Target
 
 MAX_SOURCE_CHARS = 20_000
 
+# Levels of the syntax tree. Real candidates stay far below; deeper trees overflow recursive walks
+# (ast.unparse, compile, NodeVisitor) in this process, so they are rejected before any of those run.
+MAX_NESTING = 100
+
 ALLOWED_MODULES = frozenset({"jax", "jax.numpy", "jax.nn", "jax.lax", "math", "functools"})
 
 FORBIDDEN_CALLS = {
@@ -89,13 +93,40 @@ def check_source(code: str, target: Target) -> list[StaticIssue]:
         return [StaticIssue(line=exc.lineno or 1, message=f"syntax error: {exc.msg}")]
     except ValueError as exc:  # e.g. null bytes in the source
         return [StaticIssue(line=1, message=f"the source cannot be parsed: {exc}")]
+    except (RecursionError, MemoryError):  # the parser ran out of stack on deep nesting
+        return [StaticIssue(line=1, message="the code is nested too deeply to parse; simplify the expression")]
 
+    depth, line = ast_depth(tree)
+    if depth > MAX_NESTING:
+        return [
+            StaticIssue(
+                line=line,
+                message=f"the code is nested too deeply ({depth} levels; the limit is {MAX_NESTING}); "
+                "simplify the expression",
+            )
+        ]
     issues: list[StaticIssue] = []
-    issues += _check_top_level(tree, target)
-    for node in ast.walk(tree):
-        issues += _check_node(node)
+    try:
+        issues += _check_top_level(tree, target)
+        for node in ast.walk(tree):
+            issues += _check_node(node)
+    except RecursionError:
+        return [StaticIssue(line=1, message="the code is nested too deeply to check; simplify the expression")]
     unique = {(i.line, i.message): i for i in issues}
     return sorted(unique.values(), key=lambda i: (i.line, i.message))
+
+
+def ast_depth(tree: ast.AST) -> tuple[int, int]:
+    """The number of levels of the tree and the line of its deepest node, without recursion."""
+    deepest, deepest_line = 0, 1
+    stack = [(tree, 1, 1)]
+    while stack:
+        node, depth, line = stack.pop()
+        line = getattr(node, "lineno", line)
+        if depth > deepest:
+            deepest, deepest_line = depth, line
+        stack.extend((child, depth + 1, line) for child in ast.iter_child_nodes(node))
+    return deepest, deepest_line
 
 
 def _check_top_level(tree: ast.Module, target: Target) -> list[StaticIssue]:
