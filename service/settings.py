@@ -28,11 +28,19 @@ class Settings(BaseSettings):
 
     # Sandbox: "bwrap" requires bubblewrap isolation and refuses to evaluate without it;
     # "process" runs a plain child process with rlimits (for machines without namespaces).
+    # The sandbox_* limits are the tracer's (load, probe and export one candidate; no training).
     sandbox_isolation: Literal["bwrap", "process"] = "bwrap"
-    sandbox_timeout_seconds: float = 900.0
-    sandbox_memory_mb: int = 6144
-    sandbox_cpu_seconds: int = 3600
+    sandbox_timeout_seconds: float = 60.0
+    sandbox_memory_mb: int = 4096
+    sandbox_cpu_seconds: int = 120
     sandbox_max_output_bytes: int = 65536
+
+    # The trainer (long-lived, contained, project code only). Its deadlines follow the warm start's
+    # measured time; "auto" uses the GPU when the host has NVIDIA device nodes.
+    trainer_memory_mb: int = 12288
+    trainer_cpus: float | None = None  # CPU quota in cores; unset: all of this machine's cores
+    trainer_device: Literal["auto", "cpu", "gpu"] = "auto"
+    evaluate_batch_size: int = 8  # compatible evaluations trained together in one program
 
     # Signs the web UI's session cookie; unset: a random secret per process (sessions end on restart).
     session_secret: SecretStr | None = None

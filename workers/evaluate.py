@@ -1,123 +1,126 @@
-"""Evaluate one candidate on one environment, end to end, in this process.
+"""Evaluate a batch of candidates on one environment, end to end, on the worker.
 
-Loads the candidate's source into a function, checks it on random inputs, plugs it into PPO with the
-warm starts of the other targets, trains every seed and learning rate in one compiled program and
-returns an `EvaluationResult`. Runs inside the sandbox child for untrusted code; never raises because
-of what the candidate does.
+The path: each candidate's source is traced in its own sandboxed child (`trace`), which yields an
+artifact or a verdict; the artifacts of a batch go to a warm trainer in one request (`train_batch`),
+which verifies them and trains every candidate × learning rate × seed in one program; the raw arrays
+come back here, where returns, curves, the best learning rate and range checks are computed
+(`env_result`). A batch that times out or kills the trainer is split in halves and retried, so a
+hostile candidate ends up failing alone. Never raises because of what a candidate does.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import math
 import time
-import traceback
-from functools import cache
-from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from workers.results import EnvResult, EvaluationRequest, EvaluationResult, Outcome
-from workers.rl.envs import get_config
-from workers.rl.ppo import Plugins, final_returns, init_params, learning_curve, make_batched_train
-from workers.rl.scoring import random_policy_return
-from workers.targets import CandidateError, advantage, get_target, load_function, lpo, optimizer
+from workers.baselines import Baseline
+from workers.results import EnvResult, EvaluationResult, Outcome, TraceRequest, TraceResult
+from workers.rl.envs import get_config, get_env_spec
+from workers.rl.scoring import ImpossibleResult, check_returns, final_returns, learning_curve
+from workers.sandbox.isolate import SandboxLimits, trace_candidate
+from workers.trainer.client import TrainerFailed, TrainerProcess
+from workers.trainer.protocol import TrainRequest, TrainResponse
 
-_PLUGIN_FIELD = {"lpo": "drift", "optimizer": "update", "advantage": "advantages"}
-
-
-def configure_compile_cache(cache_dir: Path | None) -> None:
-    """Use JAX's persistent compilation cache for every compile, however short."""
-    if cache_dir is None:
-        return
-    jax.config.update("jax_compilation_cache_dir", str(Path(cache_dir) / "jax"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+EXPORT_PLATFORMS = ["cpu", "cuda"]  # one artifact serves CPU and GPU trainers alike
+# The warm start's own deadline per profile (it sets the scale for every candidate's deadline).
+BASELINE_TIMEOUT_SECONDS = {"smoke": 240.0, "quick": 1800.0, "full": 6 * 3600.0}
+DEADLINE_SLACK_SECONDS = 30.0  # on top of what the warm start needed
+DEADLINE_FACTOR = 10.0  # a candidate may train this many times slower per lane than the warm start
 
 
-@cache
-def warm_start_plugins() -> Plugins:
-    """The hand-made algorithms: PPO's clip, Adam and GAE."""
-    return Plugins(
-        drift=load_function(lpo.WARM_START, lpo.TARGET),
-        update=load_function(optimizer.WARM_START, optimizer.TARGET),
-        advantages=load_function(advantage.WARM_START, advantage.TARGET),
-    )
+def trace(code: str, target: str, limits: SandboxLimits) -> TraceResult:
+    """Static check, then the sandboxed tracer; raises only IsolationUnavailable."""
+    return trace_candidate(TraceRequest(target=target, code=code, platforms=EXPORT_PLATFORMS), limits)
 
 
-def train_plugins(env: str, profile: str, seeds: list[int], learning_rates: list[float] | None,
-                  plugins: Plugins, repeats: int = 1) -> EnvResult:
-    """Train PPO with the given plugins for every seed and learning rate; raise FloatingPointError on NaN.
+def artifact_sha256(artifact: str) -> str:
+    return hashlib.sha256(base64.b64decode(artifact)).hexdigest()
 
-    `repeats` > 1 runs the compiled program again and reports the fastest run (for benchmarks).
-    """
-    config = get_config(env, profile)
-    lrs = learning_rates or config.learning_rates()
-    params = init_params(env, config, seeds)
-    keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
-    lr_array = jnp.asarray(lrs, jnp.float32)
-    t0 = time.perf_counter()
-    compiled = make_batched_train(env, config, plugins).lower(params, keys, lr_array).compile()
-    t1 = time.perf_counter()
-    out = jax.block_until_ready(compiled(params, keys, lr_array))
-    train_seconds = time.perf_counter() - t1
-    for _ in range(repeats - 1):
-        t = time.perf_counter()
-        jax.block_until_ready(compiled(params, keys, lr_array))
-        train_seconds = min(train_seconds, time.perf_counter() - t)
-    ret_sum, ret_n, finite = (np.asarray(x) for x in out)
-    if not bool(np.all(finite)):
-        raise FloatingPointError("training produced NaN or Inf (in the loss, the parameters or the returns)")
-    returns = final_returns(ret_sum, ret_n)  # [lr, seed]
+
+def candidate_timeout(profile: str, baseline: Baseline | None, lanes: int) -> float:
+    """How long a batch of `lanes` may train: a multiple of the warm start's measured time per lane."""
+    if baseline is None or baseline.train_seconds is None:
+        return BASELINE_TIMEOUT_SECONDS[profile]
+    per_lane = baseline.train_seconds / max(1, baseline.lanes)
+    return DEADLINE_SLACK_SECONDS + 2.0 * baseline.compile_seconds + DEADLINE_FACTOR * per_lane * lanes
+
+
+def env_result(env: str, profile: str, seeds: list[int], learning_rates: list[float], return_sum: np.ndarray,
+               episodes: np.ndarray, response: TrainResponse, sha256: str | None) -> EnvResult:
+    """One candidate's raw arrays ([lr, seed, update]) as returns and curves; ImpossibleResult if implausible."""
+    config, spec = get_config(env, profile), get_env_spec(env)
+    check_returns(return_sum, episodes, spec.return_range, config.num_envs * config.num_steps)
+    returns = final_returns(return_sum, episodes)  # [lr, seed]
     best = int(np.argmax(returns.mean(axis=1)))
     return EnvResult(
-        env=env,
-        profile=profile,
-        seeds=list(seeds),
-        learning_rates=[float(x) for x in lrs],
+        env=env, profile=profile, seeds=list(seeds), learning_rates=[float(x) for x in learning_rates],
         returns=returns.tolist(),
-        curves=[learning_curve(ret_sum[i], ret_n[i], config.log_points) for i in range(len(lrs))],
-        best_lr=float(lrs[best]),
-        final_return=float(returns[best].mean()),
-        env_steps=config.env_steps,
-        compile_seconds=t1 - t0,
-        train_seconds=train_seconds,
+        curves=[learning_curve(return_sum[i], episodes[i], config.log_points) for i in range(len(learning_rates))],
+        best_lr=float(learning_rates[best]), final_return=float(returns[best].mean()), env_steps=config.env_steps,
+        compile_seconds=response.compile_seconds, train_seconds=response.train_seconds,
+        random_return=response.random_return, artifact_sha256=sha256,
     )
 
 
-def _last_lines(text: str, n: int = 6) -> str:
-    return "\n".join(text.strip().splitlines()[-n:])
+def _results(request: TrainRequest, response: TrainResponse, seconds: float) -> list[EvaluationResult]:
+    count = 1 if request.artifacts is None else len(request.artifacts)
+    if response.error is not None:
+        return [EvaluationResult(outcome=Outcome.error, error=f"the trainer failed: {response.error}", seconds=seconds)
+                for _ in range(count)]
+    out: list[EvaluationResult] = []
+    position = {index: k for k, index in enumerate(response.trained)}
+    arrays = None
+    if response.trained:
+        assert response.return_sum is not None and response.episodes is not None and response.finite is not None
+        arrays = (response.return_sum.decode(), response.episodes.decode(), response.finite.decode())
+    for index in range(count):
+        if index in response.refused:
+            out.append(EvaluationResult(outcome=Outcome.refused, error=f"the trainer refused the artifact: "
+                                        f"{response.refused[index]}", seconds=seconds))
+            continue
+        if index not in position or arrays is None:
+            out.append(EvaluationResult(outcome=Outcome.error, error="the trainer returned nothing for it",
+                                        seconds=seconds))
+            continue
+        k = position[index]
+        return_sum, episodes, finite = (a[k] for a in arrays)
+        if not bool(np.all(finite)):
+            out.append(EvaluationResult(outcome=Outcome.nan, seconds=seconds,
+                                        error="training produced NaN or Inf (in the loss, the parameters or the "
+                                              "returns)"))
+            continue
+        sha = None if request.artifacts is None else artifact_sha256(request.artifacts[index])
+        try:
+            result = env_result(request.env, request.profile, request.seeds, request.learning_rates, return_sum,
+                                episodes, response, sha)
+        except ImpossibleResult as exc:
+            out.append(EvaluationResult(outcome=Outcome.error, error=f"impossible training result: {exc}",
+                                        seconds=seconds))
+            continue
+        out.append(EvaluationResult(outcome=Outcome.ok, result=result, seconds=seconds))
+    return out
 
 
-def evaluate_in_process(request: EvaluationRequest, cache_dir: Path | None = None) -> EvaluationResult:
-    started = time.perf_counter()
-    configure_compile_cache(cache_dir)
+def train_batch(trainer: TrainerProcess, request: TrainRequest, baseline: Baseline | None) -> list[EvaluationResult]:
+    """Train the request's artifacts (or, with none, the warm start) as one batch; split and retry on failure.
 
-    def done(outcome: Outcome, error: str | None = None, result: EnvResult | None = None) -> EvaluationResult:
-        return EvaluationResult(outcome=outcome, error=error, result=result, seconds=time.perf_counter() - started)
-
+    One result per artifact, in order. A batch that times out, exhausts memory or kills the trainer is
+    split in halves, each retried on a fresh trainer, down to single candidates, which then fail alone.
+    """
+    started = time.monotonic()
+    count = 1 if request.artifacts is None else len(request.artifacts)
+    lanes = count * len(request.seeds) * len(request.learning_rates)
     try:
-        target = get_target(request.target)
-        get_config(request.env, request.profile)
-    except KeyError as exc:
-        return done(Outcome.invalid, str(exc.args[0]))
-    try:
-        fn = load_function(request.code, target)
-        target.probe(fn)
-    except CandidateError as exc:
-        return done(Outcome.invalid, str(exc))
-    except Exception as exc:  # noqa: BLE001 - executing the module itself raised
-        return done(Outcome.error, f"{type(exc).__name__}: {exc}\n{_last_lines(traceback.format_exc())}")
-    plugins = warm_start_plugins()._replace(**{_PLUGIN_FIELD[target.name]: fn})
-    try:
-        result = train_plugins(request.env, request.profile, request.seeds, request.learning_rates, plugins)
-    except FloatingPointError as exc:
-        return done(Outcome.nan, str(exc))
-    except MemoryError:
-        return done(Outcome.memory, "out of memory while training")
-    except Exception as exc:  # noqa: BLE001 - tracing or running the candidate failed
-        return done(Outcome.error, f"{type(exc).__name__}: {exc}\n{_last_lines(traceback.format_exc())}")
-    if request.with_random_baseline:
-        config = get_config(request.env, request.profile)
-        result.random_return = random_policy_return(request.env, config, request.seeds)
-    return done(Outcome.ok, result=result)
+        response = trainer.train(request, candidate_timeout(request.profile, baseline, lanes))
+    except TrainerFailed as exc:
+        if count == 1 or request.artifacts is None:
+            return [EvaluationResult(outcome=exc.outcome, error=exc.message, seconds=time.monotonic() - started)]
+        half = math.ceil(count / 2)
+        first = request.model_copy(update={"artifacts": request.artifacts[:half]})
+        second = request.model_copy(update={"artifacts": request.artifacts[half:]})
+        return train_batch(trainer, first, baseline) + train_batch(trainer, second, baseline)
+    return _results(request, response, time.monotonic() - started)

@@ -1,14 +1,15 @@
 """The evaluation boundary: what is asked of an evaluation and what comes back.
 
-These pydantic models travel as JSON between the service, the sandbox parent and the sandbox child,
-and are what the database stores. `Outcome` is the one enumeration of how an evaluation ended.
+These pydantic models travel as JSON between the service, the sandbox parent and the tracer child
+(`TraceRequest`, `TraceResult`), and from the worker to the service (`EnvResult`, `EvaluationResult`),
+which stores them. `Outcome` is the one enumeration of how an evaluation ended.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Outcome(StrEnum):
@@ -19,19 +20,28 @@ class Outcome(StrEnum):
     timeout = "timeout"  # wall-clock limit reached
     memory = "memory"  # memory limit reached
     killed = "killed"  # the child died from a signal or without a result
+    refused = "refused"  # the trainer refused the artifact (forbidden operations, wrong signature)
 
 
-class EvaluationRequest(BaseModel):
-    """One candidate (source text) on one environment with one training profile."""
+class TraceRequest(BaseModel):
+    """One candidate (source text) to load, probe and export for the given platforms."""
 
     target: str
     code: str
-    env: str
-    profile: str = "smoke"
-    seeds: list[int] = Field(default_factory=lambda: [0, 1])
-    learning_rates: list[float] | None = None  # None: the profile's grid for this environment
-    trusted: bool = False  # project code (warm starts, baselines): may write the compile cache
-    with_random_baseline: bool = False  # also measure a uniformly random policy on the same seeds
+    platforms: list[str] = Field(default_factory=lambda: ["cpu"])
+
+
+class TraceResult(BaseModel):
+    """What the tracer child reports: a verdict and, when it is ok, the artifact. Untrusted data."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    outcome: Outcome
+    error: str | None = None
+    artifact: str | None = None  # base64 of `Artifact.to_bytes()`
+    seconds: float = 0.0
+    stdout: str = ""
+    stderr: str = ""
 
 
 class EnvResult(BaseModel):
@@ -48,13 +58,14 @@ class EnvResult(BaseModel):
     env_steps: int  # environment steps per seed and learning rate
     compile_seconds: float
     train_seconds: float
-    random_return: float | None = None  # set when the request asked for the random baseline
+    random_return: float | None = None  # set for the warm start (the random policy on the same seeds)
+    artifact_sha256: str | None = None  # the artifact that was trained (None: the project's own warm start)
 
 
 class EvaluationResult(BaseModel):
+    """How one candidate's evaluation on one environment ended, computed by the worker."""
+
     outcome: Outcome
     error: str | None = None
     result: EnvResult | None = None
     seconds: float = 0.0
-    stdout: str = ""
-    stderr: str = ""

@@ -29,6 +29,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -260,6 +261,8 @@ class Candidate(Base):
     llm_call_id: Mapped[str | None] = mapped_column(
         String(ID_LENGTH), ForeignKey("llm_calls.id", ondelete="SET NULL")
     )
+    # The traced artifact every evaluation of this candidate trains (None: not traced yet, or the warm start).
+    artifact_sha256: Mapped[str | None] = mapped_column(String(64), ForeignKey("artifacts.sha256"))
     propose_seconds: Mapped[float | None] = mapped_column(Float)
     eval_seconds: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -300,9 +303,24 @@ class Evaluation(Base):
     error: Mapped[str | None] = mapped_column(Text)
     compile_seconds: Mapped[float | None] = mapped_column(Float)
     train_seconds: Mapped[float | None] = mapped_column(Float)
+    artifact_sha256: Mapped[str | None] = mapped_column(String(64))  # what was trained (None: the warm start)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     candidate: Mapped[Candidate] = relationship(back_populates="evaluations", viewonly=True)
+
+
+class Artifact(Base):
+    """A candidate's traced function (`workers.artifact.Artifact` bytes), addressed by its SHA-256.
+
+    Traced once per candidate; re-evaluation and meta-test train these same bytes.
+    """
+
+    __tablename__ = "artifacts"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    target: Mapped[str] = mapped_column(String(64))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Baseline(Base):

@@ -1,27 +1,31 @@
 """The jobs a run is made of, and how a worker runs one: claim, heartbeat, do the work, advance.
 
 Every handler is idempotent and keyed by database rows: results already recorded are not produced
-again (an evaluation row per candidate, environment and phase; a candidate per proposal index), and
-the job is marked done in the same transaction that records its last result.
+again (an evaluation row per candidate, environment and phase; a candidate per proposal index; an
+artifact per candidate), and the job is marked done in the same transaction that records its last
+result. A worker that claims an evaluation also claims the compatible evaluations waiting beside it
+(same run, kind and environment, up to `evaluate_batch_size`) and trains them as one batch.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
 from datetime import timedelta
 from statistics import mean
 
+from pydantic import BaseModel
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import claim_job, session_scope, utcnow
 from service.db.models import (
     RUN_FINAL_STATUSES,
+    Artifact,
     Candidate,
     CandidateStatus,
     EvalPhase,
@@ -34,7 +38,7 @@ from service.db.models import (
     Run,
     RunStatus,
 )
-from service.evaluation import run_evaluation
+from service.evaluation import baseline_for, score, trace_code, train_artifacts, train_warm_start
 from service.proposers import (
     HistoryEntry,
     LLMCallRecord,
@@ -47,9 +51,8 @@ from service.proposers import (
 )
 from service.runs.orchestrator import Publish, add_job, advance, emit, finish_run, lock_run, seeds_for
 from service.settings import Settings
-from workers.baselines import BaselineError, get_baseline
-from workers.results import EvaluationRequest, EvaluationResult, Outcome
-from workers.rl.scoring import normalised_score
+from workers.baselines import BaselineError
+from workers.results import EvaluationResult, Outcome
 from workers.sandbox.isolate import IsolationUnavailable
 
 log = logging.getLogger(__name__)
@@ -63,10 +66,10 @@ def worker_id() -> str:
 
 
 class Heartbeat:
-    """Extends a claimed job's lease while the work runs, so a live worker keeps it and a dead one loses it."""
+    """Extends claimed jobs' leases while the work runs, so a live worker keeps them and a dead one loses them."""
 
-    def __init__(self, factory: sessionmaker[Session], job_id: str, owner: str) -> None:
-        self.factory, self.job_id, self.owner = factory, job_id, owner
+    def __init__(self, factory: sessionmaker[Session], job_ids: list[str], owner: str) -> None:
+        self.factory, self.job_ids, self.owner = factory, job_ids, owner
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._beat, daemon=True)
 
@@ -74,11 +77,11 @@ class Heartbeat:
         while not self.stop.wait(LEASE_SECONDS / 3):
             try:
                 with session_scope(self.factory) as session:
-                    session.execute(update(Job).where(Job.id == self.job_id, Job.lease_owner == self.owner,
+                    session.execute(update(Job).where(Job.id.in_(self.job_ids), Job.lease_owner == self.owner,
                                                       Job.status == JobStatus.CLAIMED)
                                     .values(lease_until=utcnow() + timedelta(seconds=LEASE_SECONDS)))
             except Exception:  # noqa: BLE001 - the database may be briefly away; the next beat retries
-                log.warning("heartbeat for job %s failed", self.job_id, exc_info=True)
+                log.warning("heartbeat for jobs %s failed", self.job_ids, exc_info=True)
 
     def __enter__(self) -> Heartbeat:
         self.thread.start()
@@ -90,7 +93,8 @@ class Heartbeat:
 
 
 def run_job(factory: sessionmaker[Session], settings: Settings, job_id: str, publish: Publish) -> None:
-    """Claim and run one job; a job another worker holds, or that is done, is left alone."""
+    """Claim and run one job (with its batch companions); a job another worker holds, or that is done, is left
+    alone."""
     owner = worker_id()
     with session_scope(factory) as session:
         if not claim_job(session, job_id, owner, LEASE_SECONDS):
@@ -98,20 +102,35 @@ def run_job(factory: sessionmaker[Session], settings: Settings, job_id: str, pub
         job = session.get(Job, job_id)
         assert job is not None
         run_id, kind = job.run_id, JobKind(job.kind)
-    handler: Callable[[sessionmaker[Session], Settings, str], None] = (
-        propose if kind == JobKind.PROPOSE else evaluate
-    )
-    with Heartbeat(factory, job_id, owner):
+        job_ids = [job_id]
+        if kind != JobKind.PROPOSE:
+            job_ids += claim_companions(session, job, owner, settings.evaluate_batch_size - 1)
+    with Heartbeat(factory, job_ids, owner):
         try:
-            handler(factory, settings, job_id)
+            if kind == JobKind.PROPOSE:
+                propose(factory, settings, job_id)
+            else:
+                evaluate(factory, settings, job_ids)
         except ProposerUnavailable as exc:
-            _fail_run(factory, run_id, job_id, f"the proposer is unavailable: {exc.reason}", exc.llm_calls)
+            _fail_run(factory, run_id, job_ids, f"the proposer is unavailable: {exc.reason}", exc.llm_calls)
         except (BaselineError, IsolationUnavailable) as exc:
-            _fail_run(factory, run_id, job_id, str(exc), [])
+            _fail_run(factory, run_id, job_ids, str(exc), [])
         except Exception as exc:
-            log.exception("job %s (%s) failed", job_id, kind)
-            _fail_job(factory, job_id, f"the {kind} job crashed: {type(exc).__name__}: {exc}")
+            log.exception("jobs %s (%s) failed", job_ids, kind)
+            for failed in job_ids:
+                _fail_job(factory, failed, f"the {kind} job crashed: {type(exc).__name__}: {exc}")
     advance(factory, run_id, publish)
+
+
+def claim_companions(session: Session, job: Job, owner: str, limit: int) -> list[str]:
+    """Claim up to `limit` pending jobs that can train in the same program as `job`: same run, kind and env."""
+    if limit <= 0:
+        return []
+    candidates = session.scalars(
+        select(Job.id).where(Job.run_id == job.run_id, Job.kind == job.kind, Job.status == JobStatus.PENDING,
+                             Job.id != job.id, Job.env.is_(None) if job.env is None else Job.env == job.env)
+        .order_by(Job.created_at).limit(limit)).all()
+    return [other for other in candidates if claim_job(session, other, owner, LEASE_SECONDS)]
 
 
 def _fail_job(factory: sessionmaker[Session], job_id: str, error: str) -> None:
@@ -127,7 +146,7 @@ def _fail_job(factory: sessionmaker[Session], job_id: str, error: str) -> None:
                                     evaluated_at=utcnow()))
 
 
-def _fail_run(factory: sessionmaker[Session], run_id: str, job_id: str, reason: str,
+def _fail_run(factory: sessionmaker[Session], run_id: str, job_ids: list[str], reason: str,
               calls: list[LLMCallRecord]) -> None:
     with session_scope(factory) as session:
         run = lock_run(session, run_id)
@@ -135,7 +154,7 @@ def _fail_run(factory: sessionmaker[Session], run_id: str, job_id: str, reason: 
             _record_calls(session, run, None, calls)
             if run.status not in RUN_FINAL_STATUSES:
                 finish_run(session, run, RunStatus.FAILED, reason)
-        session.execute(update(Job).where(Job.id == job_id)
+        session.execute(update(Job).where(Job.id.in_(job_ids))
                         .values(status=JobStatus.FAILED, error=reason, finished_at=utcnow()))
 
 
@@ -237,54 +256,109 @@ def propose(factory: sessionmaker[Session], settings: Settings, job_id: str) -> 
 
 # --- evaluate, re-evaluate, meta-test --------------------------------------------------------------
 
-def _evaluate_env(settings: Settings, run_target: str, candidate: Candidate, env: str, profile: str,
-                  seeds: list[int]) -> tuple[EvaluationResult, float | None]:
-    """One sandboxed evaluation and its normalised score (None when it failed)."""
-    request = EvaluationRequest(target=run_target, code=candidate.code, env=env, profile=profile, seeds=seeds,
-                                trusted=candidate.is_warm_start, with_random_baseline=candidate.is_warm_start)
-    result = run_evaluation(settings, request)
-    if candidate.is_warm_start and result.outcome is not Outcome.ok:
-        raise BaselineError(f"the warm start failed on {env} ({result.outcome}): {result.error}")
-    if result.result is None:
-        return result, None
-    measured = (lambda _req: result) if candidate.is_warm_start else (lambda req: run_evaluation(settings, req))
-    baseline = get_baseline(run_target, env, profile, seeds, settings.cache_dir, measured)
-    return result, normalised_score(result.result.final_return, baseline.random_return, baseline.warm_return)
+class _Pending(BaseModel):
+    """One claimed evaluation job, as plain values (no ORM object crosses the long-running work)."""
+
+    job_id: str
+    candidate_id: str
+    is_warm_start: bool
+    code: str
+    artifact_sha256: str | None
+    envs: list[str]
+    done: dict[str, str]  # env -> outcome of an evaluation already recorded
 
 
-def evaluate(factory: sessionmaker[Session], settings: Settings, job_id: str) -> None:
+def _load_batch(factory: sessionmaker[Session], job_ids: list[str]) -> tuple[Run, EvalPhase, list[int], list[_Pending]]:
+    """Read the claimed jobs; search candidates become `evaluating` (committed here)."""
     with session_scope(factory) as session:
-        job = session.get(Job, job_id)
-        run = session.get(Run, job.run_id)
-        candidate = session.get(Candidate, job.candidate_id)
-        phase = PHASE_OF[JobKind(job.kind)]
-        envs = [job.env] if phase == EvalPhase.TEST else list(run.train_envs)
-        seeds = seeds_for(run, phase)
-        done_envs = {e.env: e for e in session.scalars(
-            select(Evaluation).where(Evaluation.candidate_id == candidate.id, Evaluation.phase == phase))}
-        if phase == EvalPhase.TRAIN and candidate.status == CandidateStatus.PENDING:
-            candidate.status = CandidateStatus.EVALUATING
-        target, profile = run.target, run.profile
-        session.expunge(candidate)
-    for env in envs:
-        if env in done_envs:
-            if done_envs[env].outcome != Outcome.ok:
-                break
-            continue
-        result, score = _evaluate_env(settings, target, candidate, env, profile, seeds)
-        r = result.result
+        jobs = [session.get(Job, job_id) for job_id in job_ids]
+        run = session.get(Run, jobs[0].run_id)
+        phase = PHASE_OF[JobKind(jobs[0].kind)]
+        pending = []
+        for job in jobs:
+            candidate = session.get(Candidate, job.candidate_id)
+            if phase == EvalPhase.TRAIN and candidate.status == CandidateStatus.PENDING:
+                candidate.status = CandidateStatus.EVALUATING
+            done = {e.env: e.outcome for e in session.scalars(
+                select(Evaluation).where(Evaluation.candidate_id == candidate.id, Evaluation.phase == phase))}
+            pending.append(_Pending(
+                job_id=job.id, candidate_id=candidate.id, is_warm_start=candidate.is_warm_start, code=candidate.code,
+                artifact_sha256=candidate.artifact_sha256, done=done,
+                envs=[job.env] if phase == EvalPhase.TEST else list(run.train_envs)))
+        session.expunge(run)
+        return run, phase, seeds_for(run, phase), pending
+
+
+def _artifact_for(factory: sessionmaker[Session], settings: Settings, target: str, item: _Pending
+                  ) -> tuple[str | None, EvaluationResult | None]:
+    """The candidate's artifact (traced once, then reused: re-evaluation and meta-test train the same bytes),
+    or the failed trace as a result."""
+    if item.artifact_sha256 is not None:
         with session_scope(factory) as session:
-            session.add(Evaluation(
-                candidate_id=candidate.id, env=env, phase=phase, seeds=seeds, outcome=result.outcome,
-                error=result.error, learning_rates=r.learning_rates if r else [], returns=r.returns if r else None,
-                curves={"learning_rates": r.learning_rates, "returns": r.curves} if r else None,
-                best_lr=r.best_lr if r else None, final_return=r.final_return if r else None,
-                normalised_score=score, compile_seconds=r.compile_seconds if r else None,
-                train_seconds=r.train_seconds if r else None,
-            ))
-        if result.outcome is not Outcome.ok:
-            break
-    _record_evaluation(factory, job_id, phase)
+            row = session.get(Artifact, item.artifact_sha256)
+            if row is not None:
+                return base64.b64encode(row.data).decode(), None
+    traced = trace_code(settings, target, item.code)
+    if traced.outcome is not Outcome.ok or traced.artifact is None:
+        return None, EvaluationResult(outcome=traced.outcome, error=traced.error, seconds=traced.seconds)
+    data = base64.b64decode(traced.artifact)
+    digest = hashlib.sha256(data).hexdigest()
+    with session_scope(factory) as session:
+        if session.get(Artifact, digest) is None:
+            session.add(Artifact(sha256=digest, target=target, data=data))
+            session.flush()
+        session.execute(update(Candidate).where(Candidate.id == item.candidate_id).values(artifact_sha256=digest))
+    return traced.artifact, None
+
+
+def _store(factory: sessionmaker[Session], item: _Pending, env: str, phase: EvalPhase, seeds: list[int],
+           result: EvaluationResult, value: float | None) -> None:
+    r = result.result
+    with session_scope(factory) as session:
+        session.add(Evaluation(
+            candidate_id=item.candidate_id, env=env, phase=phase, seeds=seeds, outcome=result.outcome,
+            error=result.error, learning_rates=r.learning_rates if r else [], returns=r.returns if r else None,
+            curves={"learning_rates": r.learning_rates, "returns": r.curves} if r else None,
+            best_lr=r.best_lr if r else None, final_return=r.final_return if r else None,
+            normalised_score=value, compile_seconds=r.compile_seconds if r else None,
+            train_seconds=r.train_seconds if r else None, artifact_sha256=r.artifact_sha256 if r else None,
+        ))
+    item.done[env] = result.outcome
+
+
+def evaluate(factory: sessionmaker[Session], settings: Settings, job_ids: list[str]) -> None:
+    """Evaluate a batch of claimed jobs: trace each candidate once, then train the batch env by env."""
+    run, phase, seeds, pending = _load_batch(factory, job_ids)
+    target, profile = run.target, run.profile
+    artifacts: dict[str, str] = {}
+    for item in pending:
+        finished = all(e in item.done for e in item.envs)
+        if item.is_warm_start or finished or any(outcome != Outcome.ok for outcome in item.done.values()):
+            continue
+        artifact, failed = _artifact_for(factory, settings, target, item)
+        if failed is not None:
+            _store(factory, item, next(e for e in item.envs if e not in item.done), phase, seeds, failed, None)
+        else:
+            artifacts[item.candidate_id] = artifact
+    for env in dict.fromkeys(e for item in pending for e in item.envs):
+        todo = [i for i in pending if env in i.envs and env not in i.done
+                and all(outcome == Outcome.ok for outcome in i.done.values())]
+        for item in (i for i in todo if i.is_warm_start):
+            result = train_warm_start(settings, target, env, profile, seeds)
+            if result.outcome is not Outcome.ok or result.result is None:
+                raise BaselineError(f"the warm start failed on {env} ({result.outcome}): {result.error}")
+            baseline = baseline_for(settings, target, env, profile, seeds, measured=result)
+            _store(factory, item, env, phase, seeds, result, score(result.result, baseline))
+        batch = [i for i in todo if not i.is_warm_start and i.candidate_id in artifacts]
+        if not batch:
+            continue
+        baseline = baseline_for(settings, target, env, profile, seeds)
+        results = train_artifacts(settings, target, env, profile, seeds, [artifacts[i.candidate_id] for i in batch],
+                                  baseline)
+        for item, result in zip(batch, results, strict=True):
+            _store(factory, item, env, phase, seeds, result, score(result.result, baseline) if result.result else None)
+    for item in pending:
+        _record_evaluation(factory, item.job_id, phase)
 
 
 def _record_evaluation(factory: sessionmaker[Session], job_id: str, phase: EvalPhase) -> None:

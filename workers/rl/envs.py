@@ -7,6 +7,7 @@ environment, so every config carries its own learning rate and a grid of multipl
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import BaseModel
@@ -51,19 +52,27 @@ class EnvSpec(BaseModel, frozen=True):
     family: Literal["classic", "minatar", "continuous"]
     lr: float  # the tuned learning rate (the paper's where it gives one)
     description: str
+    return_range: tuple[float, float]  # what one episode's return can be; anything else is refused
 
 
 ENVIRONMENTS: dict[str, EnvSpec] = {
     e.name: e
     for e in (
-        EnvSpec(name="CartPole-v1", family="classic", lr=1e-3, description="balance a pole; 500 is the maximum"),
-        EnvSpec(name="Acrobot-v1", family="classic", lr=1e-3, description="swing a two-link arm up; -500 to ~-60"),
-        EnvSpec(name="Breakout-MinAtar", family="minatar", lr=1e-2, description="MinAtar Breakout, 10x10x4"),
-        EnvSpec(name="SpaceInvaders-MinAtar", family="minatar", lr=7e-3, description="MinAtar SpaceInvaders"),
-        EnvSpec(name="Asterix-MinAtar", family="minatar", lr=3e-3, description="MinAtar Asterix"),
-        EnvSpec(name="Freeway-MinAtar", family="minatar", lr=1e-3, description="MinAtar Freeway"),
+        EnvSpec(name="CartPole-v1", family="classic", lr=1e-3, description="balance a pole; 500 is the maximum",
+                return_range=(0.0, 500.0)),
+        EnvSpec(name="Acrobot-v1", family="classic", lr=1e-3, description="swing a two-link arm up; -500 to ~-60",
+                return_range=(-500.0, 0.0)),
+        EnvSpec(name="Breakout-MinAtar", family="minatar", lr=1e-2, description="MinAtar Breakout, 10x10x4",
+                return_range=(0.0, float("inf"))),
+        EnvSpec(name="SpaceInvaders-MinAtar", family="minatar", lr=7e-3, description="MinAtar SpaceInvaders",
+                return_range=(0.0, float("inf"))),
+        EnvSpec(name="Asterix-MinAtar", family="minatar", lr=3e-3, description="MinAtar Asterix",
+                return_range=(0.0, float("inf"))),
+        EnvSpec(name="Freeway-MinAtar", family="minatar", lr=1e-3, description="MinAtar Freeway",
+                return_range=(0.0, float("inf"))),
         EnvSpec(
-            name="Pendulum-v1", family="continuous", lr=1e-3, description="swing up a pendulum, Gaussian policy"
+            name="Pendulum-v1", family="continuous", lr=1e-3, description="swing up a pendulum, Gaussian policy",
+            return_range=(-200 * (math.pi**2 + 0.1 * 8**2 + 0.001 * 2**2), 0.0),
         ),
     )
 }

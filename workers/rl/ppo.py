@@ -1,10 +1,11 @@
 """PPO in the PureJaxRL style for gymnax 1.0's six-value step API, with pluggable parts.
 
 `make_train` returns `train(params, key, lr)`: one whole training run (rollouts, advantage estimation,
-PPO epochs) as a pure function. `make_batched_train` vmaps it over seeds and over a learning-rate grid
-and jits it, so one compile serves every seed and learning rate of one candidate on one environment.
-The three pluggable parts (drift, optimiser update rule, advantage estimator) are plain JAX functions
-traced into the loop: a candidate runs inside XLA with no Python callback.
+PPO epochs) as a pure function. `make_lanes_train` vmaps it over flat *lanes* and jits it: one lane per
+candidate × learning rate × seed, laid out candidate-major (`lane_inputs`), so one compile serves a
+whole batch of candidates on one environment. The three pluggable parts (drift, optimiser update
+rule, advantage estimator) are JAX functions traced into the loop: the project's own warm starts, or
+a candidate's verified exported modules (`workers.trainer.lanes`), with no Python callback.
 """
 
 from __future__ import annotations
@@ -201,38 +202,17 @@ def make_train(env_name: str, config: PPOConfig, plugins: Plugins) -> Callable[.
     return train
 
 
-def make_batched_train(env_name: str, config: PPOConfig, plugins: Plugins) -> Callable[..., TrainOutput]:
-    """`f(params[seed], keys[seed], lrs[lr]) -> TrainOutput` with leading axes [lr, seed], jitted."""
-    train = make_train(env_name, config, plugins)
-    over_seeds = jax.vmap(train, in_axes=(0, 0, None))
-    return jax.jit(jax.vmap(over_seeds, in_axes=(None, None, 0)))
+def make_lanes_train(env_name: str, config: PPOConfig, plugins: Plugins) -> Callable[..., TrainOutput]:
+    """`f(params[lane], keys[lane], lrs[lane]) -> TrainOutput` with a leading lane axis, jitted."""
+    return jax.jit(jax.vmap(make_train(env_name, config, plugins)))
 
 
-def final_returns(ret_sum: np.ndarray, ret_n: np.ndarray) -> np.ndarray:
-    """Mean return of the episodes that finished in the last tenth of training, per leading index.
-
-    The window grows backwards when no episode finished in it (long episodes, short smoke runs).
-    """
-    num_updates = ret_sum.shape[-1]
-    window = max(1, math.ceil(num_updates / 10))
-    out = np.zeros(ret_sum.shape[:-1], np.float64)
-    for idx in np.ndindex(*ret_sum.shape[:-1]):
-        w = window
-        while ret_n[idx][-w:].sum() == 0 and w < num_updates:
-            w = min(num_updates, w * 2)
-        n = ret_n[idx][-w:].sum()
-        out[idx] = ret_sum[idx][-w:].sum() / n if n > 0 else 0.0
-    return out
-
-
-def learning_curve(ret_sum: np.ndarray, ret_n: np.ndarray, points: int) -> list[float]:
-    """Mean episode return over `points` equal slices of training (ret_* are [seed, update])."""
-    num_updates = ret_sum.shape[-1]
-    edges = np.linspace(0, num_updates, min(points, num_updates) + 1).astype(int)
-    curve, last = [], 0.0
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-        n = ret_n[:, lo:hi].sum()
-        if n > 0:
-            last = float(ret_sum[:, lo:hi].sum() / n)
-        curve.append(last)
-    return curve
+def lane_inputs(env_name: str, config: PPOConfig, candidates: int, learning_rates: list[float], seeds: list[int]
+                ) -> tuple[networks.Params, jax.Array, jax.Array]:
+    """Parameters, keys and learning rates per lane, candidate-major: (candidate, learning rate, seed)."""
+    per_seed = init_params(env_name, config, seeds)
+    repeats = candidates * len(learning_rates)
+    params = jax.tree.map(lambda x: jnp.tile(x, (repeats,) + (1,) * (x.ndim - 1)), per_seed)
+    keys = jnp.tile(jnp.stack([jax.random.PRNGKey(s) for s in seeds]), (repeats, 1))
+    lrs = jnp.tile(jnp.repeat(jnp.asarray(learning_rates, jnp.float32), len(seeds)), candidates)
+    return params, keys, lrs

@@ -1,58 +1,66 @@
-"""Scoring: the random-policy baseline and the normalisation of returns against the warm start.
+"""Scoring, on the worker: raw training arrays into returns, curves and normalised scores (NumPy only).
 
-A candidate's score on an environment is (R - R_random) / (R_warm - R_random), with R the mean final
-return over seeds at the best learning rate and both baselines measured on the same seeds and
-profile: 1.0 is as good as the hand-made algorithm, 0.0 no better than acting at random.
+The trainer returns, per lane, the sum of returns and the number of episodes that ended in each
+update. Here they become the mean final return per learning rate and seed, a learning curve, and
+the score (R - R_random) / (R_warm - R_random), with both baselines measured on the same seeds and
+profile: 1.0 is as good as the hand-made algorithm, 0.0 no better than acting at random. Values that
+no honest training run can produce (a CartPole episode above 500) are refused here.
 """
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
+import math
+
 import numpy as np
 
-from workers.rl.envs import PPOConfig
-from workers.rl.ppo import make_env
+
+class ImpossibleResult(ValueError):
+    """Raw arrays that no honest training run produces."""
 
 
-def make_random_rollout(env_name: str, num_envs: int, num_steps: int):
-    """A jitted rollout of uniformly random actions: `f(key) -> (return_sum, episode_count)`.
+def check_returns(return_sum: np.ndarray, episodes: np.ndarray, return_range: tuple[float, float],
+                  max_episodes_per_update: int) -> None:
+    """Refuse episode counts and mean episode returns outside what the environment allows."""
+    if not (np.all(np.isfinite(return_sum)) and np.all(np.isfinite(episodes))):
+        raise ImpossibleResult("the returns are not finite")
+    if np.any(episodes < 0) or np.any(episodes > max_episodes_per_update) or np.any(episodes != np.round(episodes)):
+        raise ImpossibleResult("impossible episode counts")
+    low, high = return_range
+    ended = episodes > 0
+    means = np.where(ended, return_sum / np.where(ended, episodes, 1.0), 0.0)
+    slack = 1e-3 * max(1.0, abs(low), abs(high) if math.isfinite(high) else 1.0)
+    if np.any(ended & ((means < low - slack) | (means > high + slack))):
+        raise ImpossibleResult(f"an episode return outside the environment's range [{low:g}, {high:g}]")
 
-    Also the ceiling of environment throughput that bench/rl_throughput.py compares PPO against.
+
+def final_returns(ret_sum: np.ndarray, ret_n: np.ndarray) -> np.ndarray:
+    """Mean return of the episodes that finished in the last tenth of training, per leading index.
+
+    The window grows backwards when no episode finished in it (long episodes, short smoke runs).
     """
-    env, env_params, _ = make_env(env_name)
-    space = env.action_space(env_params)
-
-    def rollout(key: jax.Array) -> tuple[jax.Array, jax.Array]:
-        key, reset_key = jax.random.split(key)
-        obs, state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(reset_key, num_envs), env_params)
-
-        def step(carry: tuple, _: None) -> tuple[tuple, None]:
-            state, ep_ret, key, ret_sum, ret_n = carry
-            key, k_act, k_step = jax.random.split(key, 3)
-            actions = jax.vmap(space.sample)(jax.random.split(k_act, num_envs))
-            _, state, reward, terminated, truncated, _ = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
-                jax.random.split(k_step, num_envs), state, actions, env_params
-            )
-            done = jnp.logical_or(terminated, truncated)
-            ep_ret = ep_ret + reward
-            ret_sum = ret_sum + jnp.sum(jnp.where(done, ep_ret, 0.0))
-            ret_n = ret_n + jnp.sum(done)
-            return (state, jnp.where(done, 0.0, ep_ret), key, ret_sum, ret_n), None
-
-        init = (state, jnp.zeros(num_envs), key, jnp.float32(0.0), jnp.int32(0))
-        (_, _, _, ret_sum, ret_n), _ = jax.lax.scan(step, init, None, num_steps)
-        return ret_sum, ret_n
-
-    return jax.jit(rollout)
+    num_updates = ret_sum.shape[-1]
+    window = max(1, math.ceil(num_updates / 10))
+    out = np.zeros(ret_sum.shape[:-1], np.float64)
+    for idx in np.ndindex(*ret_sum.shape[:-1]):
+        w = window
+        while ret_n[idx][-w:].sum() == 0 and w < num_updates:
+            w = min(num_updates, w * 2)
+        n = ret_n[idx][-w:].sum()
+        out[idx] = ret_sum[idx][-w:].sum() / n if n > 0 else 0.0
+    return out
 
 
-def random_policy_return(env_name: str, config: PPOConfig, seeds: list[int]) -> float:
-    """Mean episode return of a uniformly random policy over the given seeds."""
-    rollout = make_random_rollout(env_name, config.num_envs, max(config.num_steps * 8, 2048))
-    ret_sum, ret_n = jax.vmap(rollout)(jnp.stack([jax.random.PRNGKey(s) for s in seeds]))
-    n = int(np.sum(ret_n))
-    return float(np.sum(ret_sum) / n) if n else 0.0
+def learning_curve(ret_sum: np.ndarray, ret_n: np.ndarray, points: int) -> list[float]:
+    """Mean episode return over `points` equal slices of training (ret_* are [seed, update])."""
+    num_updates = ret_sum.shape[-1]
+    edges = np.linspace(0, num_updates, min(points, num_updates) + 1).astype(int)
+    curve, last = [], 0.0
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        n = ret_n[:, lo:hi].sum()
+        if n > 0:
+            last = float(ret_sum[:, lo:hi].sum() / n)
+        curve.append(last)
+    return curve
 
 
 def normalised_score(candidate_return: float, random_return: float, warm_return: float) -> float:

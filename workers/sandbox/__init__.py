@@ -1,6 +1,7 @@
-"""The sandbox: a static check of candidate source, then a fresh isolated child per evaluation.
+"""The sandbox: a static check of candidate source, then isolated children (the tracer per candidate,
+the trainer long-lived) started by `SandboxProcess`.
 
-Public API: `check_source`, `format_issues`, `probe_isolation`, `evaluate_candidate`, `run_in_child`,
+Public API: `check_source`, `format_issues`, `probe_isolation`, `trace_candidate`, `run_tracer`,
 `SandboxLimits`, `IsolationReport`, `IsolationUnavailable`.
 """
 
@@ -10,9 +11,9 @@ from workers.sandbox.isolate import (
     IsolationReport,
     IsolationUnavailable,
     SandboxLimits,
-    evaluate_candidate,
     probe_isolation,
-    run_in_child,
+    run_tracer,
+    trace_candidate,
 )
 from workers.sandbox.static_check import StaticIssue, check_source, format_issues
 
@@ -22,8 +23,8 @@ __all__ = [
     "SandboxLimits",
     "StaticIssue",
     "check_source",
-    "evaluate_candidate",
     "format_issues",
     "probe_isolation",
-    "run_in_child",
+    "run_tracer",
+    "trace_candidate",
 ]

@@ -1,7 +1,7 @@
-"""One cgroup per evaluation for memory and process count (cgroup v1 or v2, where writable).
+"""One cgroup per sandboxed process for memory, process count and CPU (cgroup v1 or v2, where writable).
 
-v1: `/sys/fs/cgroup/memory/discovery-sandbox/<name>` and `/sys/fs/cgroup/pids/discovery-sandbox/<name>`.
-v2: `/sys/fs/cgroup/discovery-sandbox/<name>` with the memory and pids controllers enabled.
+v1: `/sys/fs/cgroup/{memory,pids,cpu}/discovery-sandbox/<name>`.
+v2: `/sys/fs/cgroup/discovery-sandbox/<name>` with the memory, pids and cpu controllers enabled.
 A process joins by writing its pid to every `cgroup.procs` file (the sandbox's wrapper shell does
 this before it execs into the sandbox, so nothing the candidate starts is ever outside).
 """
@@ -17,6 +17,7 @@ from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 GROUP = "discovery-sandbox"
+CPU_PERIOD_US = 100_000
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ def _ensure_v2_parent() -> Path:
     parent = root / GROUP
     parent.mkdir(exist_ok=True)
     controllers = (parent / "cgroup.controllers").read_text().split()
-    wanted = [c for c in ("memory", "pids") if c in controllers]
+    wanted = [c for c in ("memory", "pids", "cpu") if c in controllers]
     if wanted:
         (parent / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in wanted))
     return parent
@@ -46,18 +47,23 @@ def _ensure_v2_parent() -> Path:
 class Cgroup:
     """A per-evaluation cgroup; `create()` returns None where the machine does not allow one."""
 
-    def __init__(self, memory: Path | None, pids: Path | None, version: int) -> None:
+    def __init__(self, memory: Path | None, pids: Path | None, version: int, cpu: Path | None = None) -> None:
         self.memory = memory
         self.pids = pids
+        self.cpu = cpu
         self.version = version
 
     @property
+    def dirs(self) -> list[Path]:
+        return sorted({d for d in (self.memory, self.pids, self.cpu) if d is not None})
+
+    @property
     def procs_files(self) -> list[Path]:
-        dirs = {d for d in (self.memory, self.pids) if d is not None}
-        return [d / "cgroup.procs" for d in sorted(dirs)]
+        return [d / "cgroup.procs" for d in self.dirs]
 
     @classmethod
-    def create(cls, memory_bytes: int, max_pids: int) -> Cgroup | None:
+    def create(cls, memory_bytes: int, max_pids: int, cpus: float | None = None) -> Cgroup | None:
+        """`cpus`: a CPU quota in cores (None: no quota)."""
         sweep_stale()
         name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
         try:
@@ -75,6 +81,9 @@ class Cgroup:
                     (path / "pids.max").write_text(str(max_pids))
                 else:
                     group.pids = None
+                if cpus is not None and (path / "cpu.max").exists():
+                    (path / "cpu.max").write_text(f"{int(cpus * CPU_PERIOD_US)} {CPU_PERIOD_US}")
+                    group.cpu = path
                 return group if group.memory or group.pids else group._discard()
             memory = pids = None
             if _writable_dir(CGROUP_ROOT / "memory"):
@@ -90,9 +99,15 @@ class Cgroup:
                 pids = CGROUP_ROOT / "pids" / GROUP / name
                 pids.mkdir(parents=True)
                 (pids / "pids.max").write_text(str(max_pids))
-            if memory is None and pids is None:
+            cpu = None
+            if cpus is not None and _writable_dir(CGROUP_ROOT / "cpu"):
+                cpu = CGROUP_ROOT / "cpu" / GROUP / name
+                cpu.mkdir(parents=True)
+                (cpu / "cpu.cfs_period_us").write_text(str(CPU_PERIOD_US))
+                (cpu / "cpu.cfs_quota_us").write_text(str(int(cpus * CPU_PERIOD_US)))
+            if memory is None and pids is None and cpu is None:
                 return None
-            return cls(memory, pids, 1)
+            return cls(memory, pids, 1, cpu)
         except OSError:
             return None
 
@@ -142,7 +157,7 @@ class Cgroup:
 
     def destroy(self) -> None:
         self.kill_all()
-        for path in {d for d in (self.memory, self.pids) if d is not None}:
+        for path in self.dirs:
             for attempt in range(100):
                 try:
                     path.rmdir()
@@ -157,11 +172,11 @@ class Cgroup:
 
 def probe(controller: str) -> bool:
     """True when a per-evaluation cgroup with this controller can be created here."""
-    group = Cgroup.create(memory_bytes=256 * 1024 * 1024, max_pids=64)
+    group = Cgroup.create(memory_bytes=256 * 1024 * 1024, max_pids=64, cpus=1.0)
     if group is None:
         return False
     try:
-        return (group.memory if controller == "memory" else group.pids) is not None
+        return {"memory": group.memory, "pids": group.pids, "cpu": group.cpu}[controller] is not None
     finally:
         group.destroy()
 
@@ -169,7 +184,7 @@ def probe(controller: str) -> bool:
 def sweep_stale() -> None:
     """Remove the cgroups of workers that died mid-evaluation (killed before they could clean up)."""
     v2 = _v2_root() is not None
-    controllers = [None] if v2 else ["memory", "pids"]
+    controllers = [None] if v2 else ["memory", "pids", "cpu"]
     for controller in controllers:
         parent = CGROUP_ROOT / GROUP if controller is None else CGROUP_ROOT / controller / GROUP
         try:
@@ -182,7 +197,5 @@ def sweep_stale() -> None:
                 continue
             if v2:
                 Cgroup(path, path, 2).destroy()
-            elif controller == "memory":
-                Cgroup(path, None, 1).destroy()
             else:
-                Cgroup(None, path, 1).destroy()
+                Cgroup(None, None, 1, path).destroy()  # any one directory: destroy() empties and removes it

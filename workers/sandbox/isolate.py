@@ -1,14 +1,20 @@
-"""Run one evaluation in a fresh, isolated child process and classify how it ended.
+"""Start project code in an isolated child process; run the tracer there and classify how it ended.
 
-Layers around the child (`python -m workers.sandbox.child`), from the outside in:
+`SandboxProcess` launches a module (`workers.sandbox.tracer`, one fresh child per candidate, or
+`workers.trainer.server`, long-lived) inside the layers below; `run_tracer` supervises one tracer.
+Layers around the child, from the outside in:
 - a scrubbed environment (no API key, database or broker URL: bwrap's own environment is readable
   from inside through /proc/1/environ, so the scrub happens before bwrap starts);
-- a cgroup per evaluation (memory and process count) that the wrapper shell joins before exec;
-- `prlimit`: CPU seconds, data segment (memory), file size, open files, processes, no core dumps;
+- a cgroup per child (memory, process count, a CPU quota) that the wrapper shell joins before exec;
+  with a pids cgroup there is no per-uid RLIMIT_NPROC, which would be shared by every child of the
+  same uid (one candidate's parked threads could then abort a concurrent honest evaluation);
+- `prlimit`: CPU seconds, data segment (memory), file size, open files, no core dumps;
 - `bwrap`: new pid, ipc, uts, net and cgroup namespaces, read-only binds of /usr, the Python
   installation, the virtualenv and the `workers` package, a small tmpfs at /tmp as the only
-  writable place, no /etc, /home or repository, the JAX compile cache read-only unless the request
-  is trusted, a seccomp filter, `--die-with-parent --new-session --clearenv`;
+  writable place, no /etc, /home or repository; the tracer gets no cache at all, the trainer only
+  its compile cache and, on a GPU host, exactly the NVIDIA device nodes; a seccomp filter,
+  `--die-with-parent --new-session --clearenv`, and bwrap's own arguments passed through a file
+  descriptor (`--args`), so /proc/1/cmdline inside shows no host path;
 - `setpriv` inside bwrap to an unprivileged uid with no capabilities and no_new_privs (as root,
   bwrap's user namespace would map the sandbox to root outside, so the sandbox gets no user
   namespace; untrusted code runs as a real unprivileged uid instead);
@@ -39,7 +45,7 @@ from typing import Literal
 from pydantic import BaseModel, ValidationError
 
 import workers
-from workers.results import EvaluationRequest, EvaluationResult, Outcome
+from workers.results import Outcome, TraceRequest, TraceResult
 from workers.sandbox import cgroups, seccomp
 from workers.sandbox.static_check import check_source, format_issues
 from workers.targets import get_target
@@ -48,6 +54,8 @@ log = logging.getLogger(__name__)
 
 SANDBOX_PACKAGE_ROOT = "/opt/discovery"
 SANDBOX_CACHE_DIR = "/cache"
+NVIDIA_DEVICE_PATTERNS = ("nvidia[0-9]*", "nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset",
+                          "nvidia-caps/*")
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 PASSED_ENV_PREFIXES = ("XLA_", "JAX_")
 SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "URL", "DSN", "CREDENTIAL")
@@ -63,13 +71,14 @@ class IsolationUnavailable(RuntimeError):
 class SandboxLimits(BaseModel):
     """What one evaluation may use. Mirrors the `sandbox_*` fields of the service's settings."""
 
-    timeout_seconds: float = 900.0
-    memory_mb: int = 6144
-    cpu_seconds: int = 3600
+    timeout_seconds: float = 60.0  # tracing: load, probe and export (no training)
+    memory_mb: int = 4096
+    cpu_seconds: int = 120
+    cpus: float = 1.0  # CPU quota (cgroup cpu controller), in cores
     max_output_bytes: int = 65536  # per stream (stdout, stderr)
     isolation: Literal["bwrap", "process"] = "bwrap"
-    cache_dir: Path | None = None  # JAX persistent compilation cache, shared read-only
-    max_processes: int = 256  # processes and threads (cgroup pids.max and RLIMIT_NPROC)
+    cache_dir: Path | None = None  # where the trainer keeps JAX's compile cache (never bound into a tracer)
+    max_processes: int = 256  # processes and threads (cgroup pids.max; RLIMIT_NPROC only without it)
     max_open_files: int = 256
     max_file_mb: int = 64
     scratch_mb: int = 64  # size of the tmpfs at /tmp inside bwrap
@@ -86,13 +95,15 @@ class IsolationReport(BaseModel):
     setpriv: bool
     cgroup_memory: bool
     cgroup_pids: bool
+    cgroup_cpu: bool = False
     seccomp: bool
     network_namespace: bool
 
     def summary(self) -> str:
         flags = {
             "bwrap": self.bwrap, "setpriv": self.setpriv, "cgroup-memory": self.cgroup_memory,
-            "cgroup-pids": self.cgroup_pids, "seccomp": self.seccomp, "netns": self.network_namespace,
+            "cgroup-pids": self.cgroup_pids, "cgroup-cpu": self.cgroup_cpu, "seccomp": self.seccomp,
+            "netns": self.network_namespace,
         }
         text = ", ".join(f"{name}={'yes' if ok else 'no'}" for name, ok in flags.items())
         return text + (f" ({self.bwrap_detail})" if self.bwrap_detail and not self.bwrap else "")
@@ -141,6 +152,7 @@ def probe_isolation() -> IsolationReport:
         setpriv=setpriv_ok,
         cgroup_memory=is_root and cgroups.probe("memory"),
         cgroup_pids=is_root and cgroups.probe("pids"),
+        cgroup_cpu=is_root and cgroups.probe("cpu"),
         seccomp=seccomp.available(),
         network_namespace=bool(netns),
     )
@@ -159,20 +171,23 @@ def require_isolation(limits: SandboxLimits) -> IsolationReport:
     return report
 
 
-def evaluate_candidate(request: EvaluationRequest, limits: SandboxLimits) -> EvaluationResult:
-    """Static check, then a sandboxed child. Raises only IsolationUnavailable."""
+def trace_candidate(request: TraceRequest, limits: SandboxLimits) -> TraceResult:
+    """Static check, then the sandboxed tracer. Raises only IsolationUnavailable."""
     require_isolation(limits)
     started = time.monotonic()
     try:
         target = get_target(request.target)
     except KeyError as exc:
-        return EvaluationResult(outcome=Outcome.invalid, error=str(exc.args[0]))
+        return TraceResult(outcome=Outcome.invalid, error=str(exc.args[0]))
     issues = check_source(request.code, target)
     if issues:
-        return EvaluationResult(
-            outcome=Outcome.invalid, error=format_issues(issues), seconds=time.monotonic() - started
-        )
-    return run_in_child(request, limits)
+        return TraceResult(outcome=Outcome.invalid, error=format_issues(issues), seconds=time.monotonic() - started)
+    return run_tracer(request, limits)
+
+
+def gpu_device_nodes(dev: Path = Path("/dev")) -> list[Path]:
+    """The NVIDIA device nodes of this host (empty on a CPU machine): what a GPU trainer is given."""
+    return sorted({p for pattern in NVIDIA_DEVICE_PATTERNS for p in dev.glob(pattern) if not p.is_dir()})
 
 
 def _system_binds() -> list[str]:
@@ -197,39 +212,51 @@ def _dirs_for(path: Path, done: set[Path]) -> list[str]:
     return args
 
 
-def _bwrap_command(
-    child: list[str], limits: SandboxLimits, report: IsolationReport, drop_uid: bool,
-    cache_dir: Path | None, cache_writable: bool, seccomp_fd: int | None,
+class Bind(BaseModel):
+    """A host path made visible inside bwrap (`device`: a device node, bound with --dev-bind)."""
+
+    source: Path
+    target: str
+    writable: bool = False
+    device: bool = False
+
+
+def bwrap_options(
+    limits: SandboxLimits, report: IsolationReport, uid: int | None, binds: list[Bind], env: dict[str, str],
+    seccomp_fd: int | None,
 ) -> list[str]:
+    """bwrap's options (what `--args` reads from a descriptor, so that /proc/1/cmdline shows no host path)."""
     package_root = Path(workers.__file__).resolve().parent
     prefixes = sorted({Path(sys.base_prefix).resolve(), Path(sys.prefix).absolute()})
-    cmd = ["bwrap", *_unshare_flags(report.is_root), "--die-with-parent", "--new-session", "--clearenv",
-           "--hostname", "sandbox", *_system_binds(),
-           # The scratch tmpfs first: the binds below may lie under /tmp (a checkout or virtualenv there)
-           # and must be mounted on top of it, not hidden by it.
-           "--proc", "/proc", "--dev", "/dev",
-           "--size", str(limits.scratch_mb * 1024 * 1024), "--perms", "1777", "--tmpfs", "/tmp", "--chdir", "/tmp"]
+    args = [*_unshare_flags(report.is_root), "--die-with-parent", "--new-session", "--clearenv",
+            "--hostname", "sandbox", *_system_binds(),
+            # The scratch tmpfs first: the binds below may lie under /tmp (a checkout or virtualenv there)
+            # and must be mounted on top of it, not hidden by it.
+            "--proc", "/proc", "--dev", "/dev",
+            "--size", str(limits.scratch_mb * 1024 * 1024), "--perms", "1777", "--tmpfs", "/tmp", "--chdir", "/tmp"]
     done: set[Path] = set()
     for prefix in prefixes:
         if prefix == Path("/usr") or Path("/usr") in prefix.parents:
             continue
-        cmd += [*_dirs_for(prefix, done), "--ro-bind", str(prefix), str(prefix)]
+        args += [*_dirs_for(prefix, done), "--ro-bind", str(prefix), str(prefix)]
     inner_package = Path(SANDBOX_PACKAGE_ROOT) / "workers"
-    cmd += [*_dirs_for(inner_package, done), "--ro-bind", str(package_root), str(inner_package)]
+    args += [*_dirs_for(inner_package, done), "--ro-bind", str(package_root), str(inner_package)]
     if Path("/etc/fonts").is_dir():  # matplotlib (imported by gymnax) complains without it
-        cmd += [*_dirs_for(Path("/etc/fonts"), done), "--ro-bind", "/etc/fonts", "/etc/fonts"]
-    if cache_dir is not None:
-        cmd += ["--bind" if cache_writable else "--ro-bind", str(cache_dir), SANDBOX_CACHE_DIR]
-    env = {"PATH": SAFE_PATH, "HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8",
-           "PYTHONPATH": SANDBOX_PACKAGE_ROOT, "PYTHONDONTWRITEBYTECODE": "1", "JAX_PLATFORMS": "cpu"}
-    env.update({k: v for k, v in _scrubbed_env().items() if k.startswith(PASSED_ENV_PREFIXES)})
-    for name, value in env.items():
-        cmd += ["--setenv", name, value]
+        args += [*_dirs_for(Path("/etc/fonts"), done), "--ro-bind", "/etc/fonts", "/etc/fonts"]
+    for bind in binds:
+        kind = "--dev-bind" if bind.device else "--bind" if bind.writable else "--ro-bind"
+        args += [*_dirs_for(Path(bind.target), done), kind, str(bind.source), bind.target]
+    full_env = {"PATH": SAFE_PATH, "HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8",
+                "PYTHONPATH": SANDBOX_PACKAGE_ROOT, "PYTHONDONTWRITEBYTECODE": "1"}
+    full_env.update({k: v for k, v in _scrubbed_env().items() if k.startswith(PASSED_ENV_PREFIXES)})
+    full_env.update(env)
+    for name, value in full_env.items():
+        args += ["--setenv", name, value]
     if seccomp_fd is not None:
-        cmd += ["--seccomp", str(seccomp_fd)]
-    if drop_uid:
-        cmd += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", *_setpriv(limits.sandbox_uid)]
-    return cmd + child
+        args += ["--seccomp", str(seccomp_fd)]
+    if uid is not None:
+        args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    return args
 
 
 def _setpriv(uid: int) -> list[str]:
@@ -237,11 +264,13 @@ def _setpriv(uid: int) -> list[str]:
             "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
 
 
-def _prlimit(limits: SandboxLimits) -> list[str]:
+def _prlimit(limits: SandboxLimits, report: IsolationReport) -> list[str]:
+    """rlimits; RLIMIT_NPROC counts every process of the uid, so it is set only without a pids cgroup."""
     memory = limits.memory_mb * 1024 * 1024
+    nproc = [] if report.cgroup_pids else [f"--nproc={limits.max_processes}"]
     return ["prlimit", f"--cpu={limits.cpu_seconds}:{limits.cpu_seconds + 5}",
             f"--data={memory}", f"--fsize={limits.max_file_mb * 1024 * 1024}",
-            f"--nofile={limits.max_open_files}", f"--nproc={limits.max_processes}", "--core=0", "--"]
+            f"--nofile={limits.max_open_files}", *nproc, "--core=0", "--"]
 
 
 # The wrapper joins the evaluation's cgroups, then execs; nothing starts outside the cgroup.
@@ -280,89 +309,119 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def run_in_child(request: EvaluationRequest, limits: SandboxLimits) -> EvaluationResult:
-    """Evaluate in a fresh isolated child; no static check. Raises only IsolationUnavailable."""
-    report = require_isolation(limits)
-    started = time.monotonic()
-    group: cgroups.Cgroup | None = None
-    scratch: Path | None = None
-    seccomp_fd: int | None = None
-    proc: subprocess.Popen[bytes] | None = None
-    try:
-        trusted = request.trusted
-        drop_uid = report.is_root and report.setpriv and not trusted
-        if trusted and limits.cache_dir is not None:
-            limits.cache_dir.mkdir(parents=True, exist_ok=True)
-        cache_dir = limits.cache_dir if limits.cache_dir is not None and limits.cache_dir.is_dir() else None
-        if report.cgroup_memory or report.cgroup_pids:
-            group = cgroups.Cgroup.create(limits.memory_mb * 1024 * 1024, limits.max_processes)
-        result_read, result_write = os.pipe()
-        pass_fds = [result_write]
-        if report.seccomp:
-            seccomp_fd = os.memfd_create("sandbox-seccomp", 0)
-            os.write(seccomp_fd, seccomp.compile_filter())
-            os.lseek(seccomp_fd, 0, os.SEEK_SET)
-            pass_fds.append(seccomp_fd)
-        if limits.isolation == "bwrap":
-            child = ["python", "-m", "workers.sandbox.child", "--result-fd", str(result_write),
-                     "--max-result-bytes", str(limits.max_result_bytes)]
-            child[0] = str(Path(sys.executable).absolute())
-            if cache_dir is not None:
-                child += ["--cache-dir", SANDBOX_CACHE_DIR] + (["--cache-writable"] if trusted else [])
-            inner = _bwrap_command(child, limits, report, drop_uid, cache_dir, trusted, seccomp_fd)
-            cwd = "/"
-            env_extra: dict[str, str] = {}
-        else:
-            scratch = Path(tempfile.mkdtemp(prefix="discovery-sandbox-"))
-            if drop_uid:
-                os.chown(scratch, limits.sandbox_uid, limits.sandbox_uid)
-            child = [sys.executable, "-m", "workers.sandbox.child", "--result-fd", str(result_write),
-                     "--max-result-bytes", str(limits.max_result_bytes)]
-            if not trusted and not drop_uid:
-                cache_dir = None  # without a mount namespace or another uid the cache cannot be read-only
-            if cache_dir is not None:
-                child += ["--cache-dir", str(cache_dir)] + (["--cache-writable"] if trusted else [])
-            if seccomp_fd is not None:
-                child += ["--seccomp-fd", str(seccomp_fd)]
-            inner = (_setpriv(limits.sandbox_uid) if drop_uid else []) + child
-            if report.network_namespace and report.is_root:
-                inner = ["unshare", "--net", "--", *inner]
-            cwd = str(scratch)
-            package_parent = str(Path(workers.__file__).resolve().parent.parent)
-            env_extra = {"HOME": str(scratch), "TMPDIR": str(scratch), "PYTHONPATH": package_parent,
-                         "PYTHONDONTWRITEBYTECODE": "1", "JAX_PLATFORMS": "cpu"}
-        procs = " ".join(str(p) for p in group.procs_files) if group else ""
-        cmd = ["/bin/sh", "-c", JOIN_CGROUPS, "sandbox", *_prlimit(limits), *inner]
-        env = _scrubbed_env({"SANDBOX_CGROUP_PROCS": procs, **env_extra})
+class SandboxProcess:
+    """One isolated child running `python -m MODULE ARGS`, with a result pipe, in its own cgroup.
+
+    `uid`: the unprivileged uid to drop to when this process is root (None: stay). `binds`: further
+    host paths inside bwrap (the trainer's compile cache, GPU device nodes). Call `close()` when done:
+    it kills the process group and everything left in the cgroup.
+    """
+
+    def __init__(self, module: str, args: list[str], limits: SandboxLimits, uid: int | None,
+                 binds: list[Bind] | None = None, env: dict[str, str] | None = None) -> None:
+        report = require_isolation(limits)
+        self.limits = limits
+        self.group: cgroups.Cgroup | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._scratch: Path | None = None
+        drop_uid = uid if report.is_root and report.setpriv else None
+        to_close: list[int] = []
         try:
-            proc = subprocess.Popen(
+            if report.cgroup_memory or report.cgroup_pids or report.cgroup_cpu:
+                self.group = cgroups.Cgroup.create(limits.memory_mb * 1024 * 1024, limits.max_processes,
+                                                   limits.cpus)
+            self.result_read, result_write = os.pipe()
+            to_close.append(result_write)
+            pass_fds = [result_write]
+            seccomp_fd = None
+            if report.seccomp:
+                seccomp_fd = _memfd("sandbox-seccomp", seccomp.compile_filter())
+                to_close.append(seccomp_fd)
+                pass_fds.append(seccomp_fd)
+            child = [str(Path(sys.executable).absolute()), "-m", module, "--result-fd", str(result_write), *args]
+            extra_env = dict(env or {})
+            if limits.isolation == "bwrap":
+                options = bwrap_options(limits, report, drop_uid, binds or [], extra_env, seccomp_fd)
+                args_fd = _memfd("sandbox-args", b"".join(a.encode() + b"\0" for a in options))
+                to_close.append(args_fd)
+                pass_fds.append(args_fd)
+                setpriv = _setpriv(drop_uid) if drop_uid is not None else []
+                inner = ["bwrap", "--args", str(args_fd), *setpriv, *child]
+                cwd = "/"
+                env_extra: dict[str, str] = {}
+            else:
+                self._scratch = Path(tempfile.mkdtemp(prefix="discovery-sandbox-"))
+                if drop_uid is not None:
+                    os.chown(self._scratch, drop_uid, drop_uid)
+                if seccomp_fd is not None:
+                    child += ["--seccomp-fd", str(seccomp_fd)]
+                inner = (_setpriv(drop_uid) if drop_uid is not None else []) + child
+                if report.network_namespace and report.is_root:
+                    inner = ["unshare", "--net", "--", *inner]
+                cwd = str(self._scratch)
+                package_parent = str(Path(workers.__file__).resolve().parent.parent)
+                env_extra = {"HOME": str(self._scratch), "TMPDIR": str(self._scratch), "PYTHONPATH": package_parent,
+                             "PYTHONDONTWRITEBYTECODE": "1", **extra_env}
+            procs = " ".join(str(p) for p in self.group.procs_files) if self.group else ""
+            cmd = ["/bin/sh", "-c", JOIN_CGROUPS, "sandbox", *_prlimit(limits, report), *inner]
+            self.proc = subprocess.Popen(
                 cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                pass_fds=pass_fds, env=env, cwd=cwd, start_new_session=True, close_fds=True,
+                pass_fds=pass_fds, env=_scrubbed_env({"SANDBOX_CGROUP_PROCS": procs, **env_extra}), cwd=cwd,
+                start_new_session=True, close_fds=True,
             )
+        except BaseException:
+            self.close()
+            raise
         finally:
-            os.close(result_write)
-            if seccomp_fd is not None:
-                os.close(seccomp_fd)
-                seccomp_fd = None
-        return _supervise(proc, result_read, request, limits, group, started)
+            for fd in to_close:
+                os.close(fd)
+
+    def close(self) -> None:
+        if self.proc is not None:
+            _kill_group(self.proc)
+            for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+                if stream is not None:
+                    stream.close()
+        if self.group is not None:
+            self.group.destroy()
+            self.group = None
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
+        if getattr(self, "result_read", None) is not None:
+            try:
+                os.close(self.result_read)
+            except OSError:
+                pass
+            self.result_read = None
+
+
+def _memfd(name: str, data: bytes) -> int:
+    fd = os.memfd_create(name, 0)
+    os.write(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def run_tracer(request: TraceRequest, limits: SandboxLimits) -> TraceResult:
+    """Trace in a fresh isolated child; no static check. Raises only IsolationUnavailable."""
+    require_isolation(limits)
+    started = time.monotonic()
+    child: SandboxProcess | None = None
+    try:
+        child = SandboxProcess("workers.sandbox.tracer", ["--max-result-bytes", str(limits.max_result_bytes)],
+                               limits, uid=limits.sandbox_uid, env={"JAX_PLATFORMS": "cpu"})
+        result_read, child.result_read = child.result_read, None
+        return _supervise(child.proc, result_read, request, limits, child.group, started)
     except IsolationUnavailable:
         raise
     except Exception as exc:  # noqa: BLE001 - the parent never raises because of the child
         log.exception("sandbox failure")
-        return EvaluationResult(outcome=Outcome.killed, error=f"sandbox failure: {type(exc).__name__}: {exc}",
-                                seconds=time.monotonic() - started)
+        return TraceResult(outcome=Outcome.killed, error=f"sandbox failure: {type(exc).__name__}: {exc}",
+                           seconds=time.monotonic() - started)
     finally:
-        if proc is not None:
-            _kill_group(proc)
-            for stream in (proc.stdin, proc.stdout, proc.stderr):
-                if stream is not None:
-                    stream.close()
-        if group is not None:
-            group.destroy()
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
-        if seccomp_fd is not None:
-            os.close(seccomp_fd)
+        if child is not None:
+            child.close()
 
 
 def _exited(proc: subprocess.Popen[bytes]) -> bool:
@@ -399,9 +458,9 @@ def _feed_stdin(proc: subprocess.Popen[bytes], data: bytes) -> None:
 
 
 def _supervise(
-    proc: subprocess.Popen[bytes], result_read: int, request: EvaluationRequest, limits: SandboxLimits,
+    proc: subprocess.Popen[bytes], result_read: int, request: TraceRequest, limits: SandboxLimits,
     group: cgroups.Cgroup | None, started: float,
-) -> EvaluationResult:
+) -> TraceResult:
     assert proc.stdout is not None and proc.stderr is not None
     payload = request.model_dump_json().encode()
     writer = threading.Thread(target=_feed_stdin, args=(proc, payload), daemon=True)
@@ -455,9 +514,9 @@ def _supervise(
 def _classify(
     returncode: int | None, timed_out: bool, oom: bool, result: _Capped, stdout: str, stderr: str,
     seconds: float, limits: SandboxLimits,
-) -> EvaluationResult:
-    def ended(outcome: Outcome, error: str | None) -> EvaluationResult:
-        return EvaluationResult(outcome=outcome, error=error, seconds=seconds, stdout=stdout, stderr=stderr)
+) -> TraceResult:
+    def ended(outcome: Outcome, error: str | None) -> TraceResult:
+        return TraceResult(outcome=outcome, error=error, seconds=seconds, stdout=stdout, stderr=stderr)
 
     tail = "\n".join(stderr.strip().splitlines()[-8:])
     if timed_out:
@@ -473,12 +532,14 @@ def _classify(
         return ended(Outcome.timeout, f"the evaluation exceeded the CPU limit of {limits.cpu_seconds} s")
     if result.total and not result.overflow:
         try:
-            parsed = EvaluationResult.model_validate(json.loads(result.data.decode()))
+            parsed = TraceResult.model_validate(json.loads(result.data.decode()))
         except (ValueError, ValidationError) as exc:
             return ended(Outcome.error, f"the child returned an unreadable result: {str(exc)[:300]}")
         error = parsed.error or ""
         if parsed.outcome in (Outcome.error, Outcome.invalid) and any(m in error for m in MEMORY_MARKERS):
             parsed.outcome = Outcome.memory
+        if parsed.outcome == Outcome.ok and not parsed.artifact:
+            return ended(Outcome.error, "the tracer reported ok without an artifact")
         parsed.seconds = seconds
         parsed.stdout, parsed.stderr = stdout, stderr
         return parsed

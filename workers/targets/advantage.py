@@ -11,7 +11,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from workers.targets.base import CandidateError, Target, TargetInput
+from workers.targets.base import ArgSpec, CandidateError, ModuleSpec, Target, TargetInput
 
 WARM_START = '''import jax
 import jax.numpy as jnp
@@ -50,6 +50,28 @@ def probe(fn: Callable[..., Any]) -> None:
         raise CandidateError("advantages returned NaN or Inf on random inputs")
 
 
+def _lanes(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """advantages over a leading lane axis; gamma and lam shared by every lane."""
+    def one(rewards: jax.Array, values: jax.Array, dones: jax.Array, last_value: jax.Array, gamma: jax.Array,
+            lam: jax.Array) -> jax.Array:
+        out = fn(rewards, values, dones, last_value, gamma, lam)
+        return jnp.broadcast_to(jnp.asarray(out, jnp.float32), rewards.shape)
+
+    return lambda *args: (jax.vmap(one, in_axes=(0, 0, 0, 0, None, None))(*args),)
+
+
+def assemble(calls: dict[str, Callable[..., Any]]) -> Callable[..., Any]:
+    def advantages(rewards: jax.Array, values: jax.Array, dones: jax.Array, last_value: jax.Array, gamma: float,
+                   lam: float) -> jax.Array:
+        f32 = jnp.float32
+        return calls["advantages"](rewards, values, dones, last_value, jnp.asarray(gamma, f32),
+                                   jnp.asarray(lam, f32))[0]
+
+    return advantages
+
+
+_TN = ArgSpec(("t", "n"))
+
 TARGET = Target(
     name="advantage",
     function_name="advantages",
@@ -76,4 +98,8 @@ TARGET = Target(
     default_train_envs=("CartPole-v1",),
     default_test_envs=("Acrobot-v1",),
     probe=probe,
+    plugin_field="advantages",
+    modules=(ModuleSpec("advantages", args=(_TN, _TN, _TN, ArgSpec(("n",)), ArgSpec((), lane=False),
+                                           ArgSpec((), lane=False)), results=(_TN,), build=_lanes),),
+    assemble=assemble,
 )

@@ -2,7 +2,10 @@
 
 A target module declares the function's name and parameters, a plain description of every input
 (the proposer shows them to the language model), the rules a good candidate follows, the warm-start
-source (the hand-made algorithm) and a probe that calls a candidate on small random arrays.
+source (the hand-made algorithm), a probe that calls a candidate on small random arrays, and how the
+candidate crosses the trust boundary: the modules the tracer exports (`ModuleSpec`: the function
+batched over a leading lane axis, at symbolic shapes) and how the trainer assembles those modules
+into the PPO plug-in (`assemble`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,33 @@ class TargetInput:
 
 
 @dataclass(frozen=True)
+class ArgSpec:
+    """One array argument or result of an exported module.
+
+    `dims` are symbolic dimension names (shared names must agree); `lane` adds a leading lane axis
+    (one row per seed, learning rate and candidate): per-lane data. Without it the value is shared
+    by every lane (a constant such as PPO's epsilon).
+    """
+
+    dims: tuple[str, ...] = ()
+    lane: bool = True
+
+
+@dataclass(frozen=True)
+class ModuleSpec:
+    """One function the tracer exports and the trainer calls.
+
+    `build(fn)` turns the candidate's function into the flat, lane-batched function that is exported:
+    arrays in, a tuple of arrays out, exactly `args` and `results`.
+    """
+
+    name: str
+    args: tuple[ArgSpec, ...]
+    results: tuple[ArgSpec, ...]
+    build: Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+@dataclass(frozen=True)
 class Target:
     name: str
     function_name: str
@@ -35,6 +65,11 @@ class Target:
     default_train_envs: tuple[str, ...]
     default_test_envs: tuple[str, ...]
     probe: Callable[[Callable[..., Any]], None]  # raises CandidateError when the function misbehaves
+    plugin_field: str  # the PPO plug-in slot the candidate fills (a field of workers.rl.ppo.Plugins)
+    modules: tuple[ModuleSpec, ...]  # what the tracer exports
+    # Build the PPO plug-in from one lane call per module (`calls[name](*args) -> tuple of results`,
+    # called inside the lane-vmapped training program with unbatched shapes).
+    assemble: Callable[[dict[str, Callable[..., Any]]], Callable[..., Any]]
 
     @property
     def signature(self) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from workers.targets.base import CandidateError, Target, TargetInput
+from workers.targets.base import ArgSpec, CandidateError, ModuleSpec, Target, TargetInput
 
 WARM_START = '''import jax
 import jax.numpy as jnp
@@ -39,6 +39,46 @@ def probe(fn: Callable[..., Any]) -> None:
     if not bool(jnp.all(jnp.isfinite(out))) or not bool(jnp.all(jnp.isfinite(grad))):
         raise CandidateError("drift returned NaN or Inf (or a NaN gradient) on ratio ~ N(1, 0.1), A ~ N(0, 1)")
 
+
+def _lanes(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """drift over a leading lane axis: ratio, advantage [lanes, m], epsilon shared."""
+    def one(ratio: jax.Array, advantage: jax.Array, epsilon: jax.Array) -> jax.Array:
+        return jnp.broadcast_to(jnp.asarray(fn(ratio, advantage, epsilon), jnp.float32), ratio.shape)
+
+    return lambda ratio, advantage, epsilon: (jax.vmap(one, in_axes=(0, 0, None))(ratio, advantage, epsilon),)
+
+
+def _lanes_vjp(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The gradient of the drift with respect to ratio, pulled back from `cotangent` (what PPO's grad needs)."""
+    def one(ratio: jax.Array, advantage: jax.Array, epsilon: jax.Array, cotangent: jax.Array) -> jax.Array:
+        def drift_of_ratio(r: jax.Array) -> jax.Array:
+            return jnp.broadcast_to(jnp.asarray(fn(r, advantage, epsilon), jnp.float32), r.shape)
+
+        return jax.vjp(drift_of_ratio, ratio)[1](cotangent)[0]
+
+    return lambda r, a, e, g: (jax.vmap(one, in_axes=(0, 0, None, 0))(r, a, e, g),)
+
+
+def assemble(calls: dict[str, Callable[..., Any]]) -> Callable[..., Any]:
+    """The drift for PPO's loss: the exported primal, differentiated through the exported VJP."""
+    @jax.custom_vjp
+    def drift(ratio: jax.Array, advantage: jax.Array, epsilon: jax.Array) -> jax.Array:
+        return calls["drift"](ratio, advantage, jnp.asarray(epsilon, jnp.float32))[0]
+
+    def forward(ratio: jax.Array, advantage: jax.Array, epsilon: jax.Array) -> tuple[jax.Array, tuple]:
+        return drift(ratio, advantage, epsilon), (ratio, advantage, epsilon)
+
+    def backward(saved: tuple, cotangent: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        ratio, advantage, epsilon = saved
+        grad_ratio = calls["drift_vjp"](ratio, advantage, jnp.asarray(epsilon, jnp.float32), cotangent)[0]
+        return grad_ratio, jnp.zeros_like(advantage), jnp.zeros_like(epsilon)
+
+    drift.defvjp(forward, backward)
+    return drift
+
+
+_M = ArgSpec(("m",))
+_SHARED = ArgSpec((), lane=False)
 
 TARGET = Target(
     name="lpo",
@@ -68,4 +108,10 @@ TARGET = Target(
     default_train_envs=("CartPole-v1",),
     default_test_envs=("Acrobot-v1",),
     probe=probe,
+    plugin_field="drift",
+    modules=(
+        ModuleSpec("drift", args=(_M, _M, _SHARED), results=(_M,), build=_lanes),
+        ModuleSpec("drift_vjp", args=(_M, _M, _SHARED, _M), results=(_M,), build=_lanes_vjp),
+    ),
+    assemble=assemble,
 )

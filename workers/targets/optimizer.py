@@ -12,7 +12,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from workers.targets.base import CandidateError, Target, TargetInput
+from workers.targets.base import ArgSpec, CandidateError, ModuleSpec, Target, TargetInput
 
 STATE_SLOTS = 4
 
@@ -51,6 +51,37 @@ def probe(fn: Callable[..., Any]) -> None:
         raise CandidateError("update returned NaN or Inf on random inputs")
 
 
+def _lanes(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """update over a leading lane axis, flat: (grad, param, *state, iteration, progress, lr) -> (delta, *state)."""
+    def one(grad: jax.Array, param: jax.Array, *rest: jax.Array) -> tuple[jax.Array, ...]:
+        state, (iteration, progress, lr) = rest[:STATE_SLOTS], rest[STATE_SLOTS:]
+        delta, new_state = fn(grad, param, tuple(state), iteration, progress, lr)
+        new_state = tuple(new_state)
+        if len(new_state) != STATE_SLOTS:
+            raise CandidateError(f"update must return a new state of {STATE_SLOTS} arrays")
+        return tuple(jnp.broadcast_to(jnp.asarray(x, jnp.float32), param.shape) for x in (delta, *new_state))
+
+    return jax.vmap(one)
+
+
+def assemble(calls: dict[str, Callable[..., Any]]) -> Callable[..., Any]:
+    """The update rule for PPO: the module exported for the parameter's rank."""
+    def update(grad: jax.Array, param: jax.Array, state: tuple, iteration: jax.Array, progress: jax.Array,
+               lr: jax.Array) -> tuple[jax.Array, tuple]:
+        call = calls[f"update_{param.ndim}d"]
+        f32 = jnp.float32
+        out = call(grad, param, *state, jnp.asarray(iteration, f32), jnp.asarray(progress, f32), jnp.asarray(lr, f32))
+        return out[0], tuple(out[1:])
+
+    return update
+
+
+def _update_module(dims: tuple[str, ...]) -> ModuleSpec:
+    tensor, scalar = ArgSpec(dims), ArgSpec(())
+    return ModuleSpec(f"update_{len(dims)}d", args=(tensor,) * (2 + STATE_SLOTS) + (scalar,) * 3,
+                      results=(tensor,) * (1 + STATE_SLOTS), build=_lanes)
+
+
 TARGET = Target(
     name="optimizer",
     function_name="update",
@@ -81,4 +112,7 @@ TARGET = Target(
     default_train_envs=("CartPole-v1",),
     default_test_envs=("Acrobot-v1",),
     probe=probe,
+    plugin_field="update",
+    modules=(_update_module(("n",)), _update_module(("n", "k"))),
+    assemble=assemble,
 )
