@@ -124,3 +124,22 @@ def train_batch(trainer: TrainerProcess, request: TrainRequest, baseline: Baseli
         second = request.model_copy(update={"artifacts": request.artifacts[half:]})
         return train_batch(trainer, first, baseline) + train_batch(trainer, second, baseline)
     return _results(request, response, time.monotonic() - started)
+
+
+def evaluate_in_process(target: str, codes: list[str], env: str, profile: str, seeds: list[int],
+                        with_random_baseline: bool = False) -> list[EvaluationResult]:
+    """Trace and train `codes` as one batch in this very process, with no sandbox and no trainer process.
+
+    For project code, tests and benchmarks only: candidate code runs here unisolated.
+    """
+    from workers.sandbox.tracer import trace as trace_here
+    from workers.trainer.server import handle
+
+    traced = [trace_here(TraceRequest(target=target, code=code)) for code in codes]
+    ok = [t.artifact for t in traced if t.outcome is Outcome.ok and t.artifact]
+    request = TrainRequest(target=target, env=env, profile=profile, seeds=seeds,
+                           learning_rates=get_config(env, profile).learning_rates(), artifacts=ok,
+                           with_random_baseline=with_random_baseline)
+    trained = iter(_results(request, handle(request), 0.0) if ok else [])
+    return [next(trained) if t.outcome is Outcome.ok and t.artifact
+            else EvaluationResult(outcome=t.outcome, error=t.error, seconds=t.seconds) for t in traced]

@@ -10,9 +10,9 @@ import subprocess
 import sys
 
 SCRIPT = """
-from workers.evaluate import train_plugins, warm_start_plugins
-r = train_plugins("CartPole-v1", "smoke", [0, 1, 2, 3], [1e-3, 5e-4], warm_start_plugins())
-print("final", r.final_return)
+from workers.trainer.server import train_lanes, warm_start_plugins
+ret_sum, episodes, finite, _, _ = train_lanes("CartPole-v1", "smoke", [0, 1, 2, 3], [1e-3, 5e-4], warm_start_plugins())
+print("final", ret_sum.sum(), bool(finite.all()))
 """
 
 

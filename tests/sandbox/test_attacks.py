@@ -1,8 +1,8 @@
 """Hostile candidates: each must fail with its exact outcome and achieve nothing it tries.
 
-Every attack runs once in a sandboxed child. Those that the static check rejects are also checked
-through `evaluate_candidate` (rejected with a reason, no process started) and then run through
-`run_in_child` without the static check, to show that the runtime layer holds on its own.
+Every attack runs once in a sandboxed tracer child. Those that the static check rejects are also checked
+through `trace_candidate` (rejected with a reason, no process started) and then run through
+`run_tracer` without the static check, to show that the runtime layer holds on its own.
 After each run the test looks for evidence: a marker file on the host, a connection to a loopback
 listener, the parent's secrets in any output, a forged compile-cache entry, a file in the package.
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 import workers
-from workers.results import EvaluationRequest, EvaluationResult, Outcome
-from workers.sandbox import SandboxLimits, evaluate_candidate, run_in_child
+from workers.results import Outcome, TraceRequest, TraceResult
+from workers.sandbox import SandboxLimits, run_tracer, trace_candidate
 
 HEADER = "import jax\nimport jax.numpy as jnp\n\n\n"
 SIGNATURE = "def advantages(rewards, values, dones, last_value, gamma, lam):\n"
@@ -197,7 +197,7 @@ def _prepare(attack: Attack, tmp_path: Path, port: int) -> tuple[str, Path]:
     return code.replace("@PACKAGE@", str(package)), marker
 
 
-def _assert_contained(result: EvaluationResult, marker: Path, accepted_before: int, listener, secrets: dict[str, str],
+def _assert_contained(result: TraceResult, marker: Path, accepted_before: int, listener, secrets: dict[str, str],
                       cache_dir: Path, limits: SandboxLimits) -> None:
     assert not marker.exists() and not marker.parent.exists(), "the attack wrote on the host"
     assert listener.accepted == accepted_before, "the attack reached the loopback listener"
@@ -220,17 +220,17 @@ def test_attack_is_contained(attack: Attack, tmp_path: Path, listener, secrets, 
                              limits: SandboxLimits) -> None:
     limits = limits.model_copy(update={"timeout_seconds": attack.timeout, "cpu_seconds": attack.cpu_seconds})
     code, marker = _prepare(attack, tmp_path, listener.port)
-    request = EvaluationRequest(target="advantage", code=code, env="CartPole-v1", profile="smoke")
+    request = TraceRequest(target="advantage", code=code)
     accepted_before = listener.accepted
 
     if attack.static_reason is not None:
-        rejected = evaluate_candidate(request, limits)
+        rejected = trace_candidate(request, limits)
         assert rejected.outcome == Outcome.invalid
         assert attack.static_reason in (rejected.error or ""), rejected.error
         assert rejected.error.startswith("line ")
-        result = run_in_child(request, limits)  # the runtime layer on its own
+        result = run_tracer(request, limits)  # the runtime layer on its own
     else:
-        result = evaluate_candidate(request, limits)
+        result = trace_candidate(request, limits)
 
     assert result.outcome == attack.outcome, (result.outcome, result.error, result.stderr[-2000:])
     _assert_contained(result, marker, accepted_before, listener, secrets, cache_dir, limits)

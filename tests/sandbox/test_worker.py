@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -11,9 +12,15 @@ import time
 from pathlib import Path
 
 import pytest
+from jax import export
+from jax._src.interpreters import mlir as jax_mlir
+from jax._src.lib.mlir import ir
 
-from workers.results import EvaluationRequest, Outcome
-from workers.sandbox import SandboxLimits, evaluate_candidate, probe_isolation, run_in_child
+from workers.artifact import Artifact
+
+from workers.results import Outcome, TraceRequest
+from workers.sandbox import SandboxLimits, probe_isolation, run_tracer, trace_candidate
+from workers.sandbox.tracer import trace
 from workers.sandbox.cgroups import CGROUP_ROOT, GROUP
 from workers.targets import get_target
 
@@ -21,8 +28,8 @@ ADVANTAGE = get_target("advantage")
 REPO = Path(__file__).resolve().parents[2]
 
 
-def request(code: str, **kwargs) -> EvaluationRequest:
-    return EvaluationRequest(target="advantage", code=code, env="CartPole-v1", profile="smoke", **kwargs)
+def request(code: str) -> TraceRequest:
+    return TraceRequest(target="advantage", code=code)
 
 
 def fn(body: str) -> str:
@@ -42,12 +49,12 @@ def test_probe_finds_the_isolation_of_this_machine() -> None:
 
 def test_refuses_to_evaluate_when_bwrap_is_required_but_missing(tmp_path: Path) -> None:
     script = textwrap.dedent("""
-        from workers.results import EvaluationRequest
-        from workers.sandbox import IsolationUnavailable, SandboxLimits, evaluate_candidate, probe_isolation
+        from workers.results import TraceRequest
+        from workers.sandbox import IsolationUnavailable, SandboxLimits, trace_candidate, probe_isolation
         from workers.targets import get_target
-        req = EvaluationRequest(target="advantage", code=get_target("advantage").warm_start, env="CartPole-v1")
+        req = TraceRequest(target="advantage", code=get_target("advantage").warm_start)
         try:
-            evaluate_candidate(req, SandboxLimits(isolation="bwrap"))
+            trace_candidate(req, SandboxLimits(isolation="bwrap"))
         except IsolationUnavailable as exc:
             print("REFUSED:", exc)
         print("bwrap", probe_isolation().bwrap)
@@ -61,29 +68,25 @@ def test_refuses_to_evaluate_when_bwrap_is_required_but_missing(tmp_path: Path) 
     assert "bwrap False" in done.stdout
 
 
-def test_benign_candidate_scores_as_in_process_and_only_trusted_runs_write_the_cache(tmp_path: Path) -> None:
-    evaluate = pytest.importorskip("workers.evaluate")
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    limits = SandboxLimits(timeout_seconds=300, memory_mb=4096, cache_dir=cache)
-    req = request(ADVANTAGE.warm_start, seeds=[0, 1])
-
-    sandboxed = evaluate_candidate(req, limits)
+@pytest.mark.parametrize("target", ["lpo", "optimizer", "advantage"])
+def test_the_sandbox_exports_exactly_what_an_unsandboxed_trace_exports(target: str) -> None:
+    warm = get_target(target).warm_start
+    sandboxed = trace_candidate(TraceRequest(target=target, code=warm), SandboxLimits(timeout_seconds=120))
     assert sandboxed.outcome == Outcome.ok, (sandboxed.error, sandboxed.stderr[-2000:])
-    assert [p for p in cache.rglob("*") if p.is_file()] == [], "an untrusted evaluation wrote the compile cache"
+    here = trace(TraceRequest(target=target, code=warm))
 
-    trusted = run_in_child(req.model_copy(update={"trusted": True}), limits)
-    assert trusted.outcome == Outcome.ok, (trusted.error, trusted.stderr[-2000:])
-    assert [p for p in cache.rglob("*") if p.is_file()], "a trusted evaluation did not write the compile cache"
+    def programs(encoded: str) -> dict[str, str]:  # the operations, without source locations (paths differ)
+        artifact = Artifact.from_bytes(base64.b64decode(encoded))
+        out = {}
+        with jax_mlir.make_ir_context():
+            for name in artifact.modules:
+                text = export.deserialize(bytearray(artifact.module_bytes(name))).mlir_module()
+                out[name] = ir.Module.parse(text).operation.get_asm(enable_debug_info=False)
+        return out
 
-    in_process = evaluate.evaluate_in_process(req)
-    assert in_process.outcome == Outcome.ok
-    for result in (sandboxed, trusted):
-        assert result.result is not None and in_process.result is not None
-        flat = [x for per_lr in result.result.returns for x in per_lr]
-        expected = [x for per_lr in in_process.result.returns for x in per_lr]
-        assert flat == pytest.approx(expected, rel=1e-5, abs=1e-5)
-        assert result.result.final_return == pytest.approx(in_process.result.final_return, rel=1e-5, abs=1e-5)
+    assert programs(sandboxed.artifact) == programs(here.artifact)
+    # What a tracer can say: a verdict and an artifact; there is no field for a return or a score.
+    assert set(type(sandboxed).model_fields) == {"outcome", "error", "artifact", "seconds", "stdout", "stderr"}
 
 
 def test_process_isolation_scrubs_the_environment_and_removes_its_scratch(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -94,7 +97,7 @@ def test_process_isolation_scrubs_the_environment_and_removes_its_scratch(monkey
         print(dict(os.environ))
         open("scratch-file", "w").write("in the scratch folder")
         return rewards[0]""")
-    result = run_in_child(request(code), SandboxLimits(timeout_seconds=60, memory_mb=1024, isolation="process"))
+    result = run_tracer(request(code), SandboxLimits(timeout_seconds=60, memory_mb=1024, isolation="process"))
     assert result.outcome == Outcome.invalid
     assert "must return the shape of rewards" in (result.error or "")
     assert "sk-process-mode-5ecret" not in result.stdout
@@ -120,7 +123,7 @@ def _status_field(stdout: str, name: str) -> str:
 
 
 def test_the_candidate_sees_the_layers_the_probe_reports() -> None:
-    result = run_in_child(request(INTROSPECT), SandboxLimits(timeout_seconds=60, memory_mb=1024))
+    result = run_tracer(request(INTROSPECT), SandboxLimits(timeout_seconds=60, memory_mb=1024))
     assert result.outcome == Outcome.invalid
     out = result.stdout
     assert _status_field(out, "Uid") == "65534" and _status_field(out, "Gid") == "65534"
@@ -134,7 +137,7 @@ def test_the_candidate_sees_the_layers_the_probe_reports() -> None:
 
 
 def test_process_isolation_still_drops_privileges_and_filters_syscalls() -> None:
-    result = run_in_child(request(INTROSPECT), SandboxLimits(timeout_seconds=60, memory_mb=1024, isolation="process"))
+    result = run_tracer(request(INTROSPECT), SandboxLimits(timeout_seconds=60, memory_mb=1024, isolation="process"))
     assert result.outcome == Outcome.invalid
     report = probe_isolation()
     if report.is_root and report.setpriv:
@@ -162,7 +165,7 @@ def _children_of(pid: int) -> list[int]:
 def _own_sandbox_cgroups() -> list[Path]:
     """The per-evaluation cgroups this process created and did not remove (other workers may run)."""
     dirs = []
-    for controller in ("memory", "pids"):
+    for controller in ("memory", "pids", "cpu"):
         parent = CGROUP_ROOT / controller / GROUP
         if parent.is_dir():
             dirs += [p for p in parent.glob(f"{os.getpid()}-*") if p.is_dir()]
@@ -194,10 +197,10 @@ def test_fifty_evaluations_in_a_row_leak_nothing() -> None:
     for i in range(50):
         if i % 5 == 0:
             code, lim, expected = in_child[i // 5]
-            result = run_in_child(request(code), lim)
+            result = run_tracer(request(code), lim)
         else:
             code, lim, expected = rejected.pop(), limits, Outcome.invalid
-            result = evaluate_candidate(request(code), lim)
+            result = trace_candidate(request(code), lim)
         outcomes.append(result.outcome)
         assert result.outcome == expected, (i, result.outcome, result.error)
 
@@ -211,10 +214,10 @@ def test_fifty_evaluations_in_a_row_leak_nothing() -> None:
 def test_a_worker_killed_mid_evaluation_leaves_nothing_behind() -> None:
     script = textwrap.dedent("""
         import textwrap
-        from workers.results import EvaluationRequest
-        from workers.sandbox import SandboxLimits, run_in_child
+        from workers.results import TraceRequest
+        from workers.sandbox import SandboxLimits, run_tracer
         code = "import time\\ntime.sleep(600)\\n"
-        run_in_child(EvaluationRequest(target="advantage", code=code, env="CartPole-v1"),
+        run_tracer(TraceRequest(target="advantage", code=code),
                      SandboxLimits(timeout_seconds=600, memory_mb=1024))
     """)
     worker = subprocess.Popen([sys.executable, "-c", script], env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
@@ -231,10 +234,10 @@ def test_a_worker_killed_mid_evaluation_leaves_nothing_behind() -> None:
         worker.wait()
     dead = worker.pid
 
-    result = run_in_child(request("import jax\n"), SandboxLimits(timeout_seconds=60, memory_mb=1024))
+    result = run_tracer(request("import jax\n"), SandboxLimits(timeout_seconds=60, memory_mb=1024))
     assert result.outcome == Outcome.invalid  # no function defined
 
-    leftovers = [p for c in ("memory", "pids") for p in (CGROUP_ROOT / c / GROUP).glob(f"{dead}-*")]
+    leftovers = [p for c in ("memory", "pids", "cpu") for p in (CGROUP_ROOT / c / GROUP).glob(f"{dead}-*")]
     assert leftovers == []
     for _ in range(100):  # orphans are reaped by init, not by us: give it a moment
         alive = [pid for pid in sandbox if _running(pid)]
