@@ -2,7 +2,8 @@
 
 (a) random actions, vmapped over the same envs and seeds in one jit: the ceiling of env throughput;
 (b) PPO with the warm start written as a native Python function in this file;
-(c) PPO with a candidate passed as source text (the warm start's source, then a DPO-style drift).
+(c) PPO with a candidate as the trainer runs it: traced, exported, verified and plugged in through the
+    lane-batched module calls (the warm start's source, then a DPO-style drift).
 Prints a table with the ratios (b)/(a) and (c)/(b), and compile against train time.
 Run: .venv/bin/python bench/rl_throughput.py [--env CartPole-v1] [--profile quick] [--seeds 4] [--repeats 3]
 """
@@ -10,15 +11,20 @@ Run: .venv/bin/python bench/rl_throughput.py [--env CartPole-v1] [--profile quic
 from __future__ import annotations
 
 import argparse
+import base64
 import time
 
 import jax
 import jax.numpy as jnp
 
-from workers.evaluate import train_plugins, warm_start_plugins
+from workers.results import TraceRequest
 from workers.rl.envs import get_config
-from workers.rl.scoring import make_random_rollout
-from workers.targets import TARGETS, load_function
+from workers.rl.random_policy import make_random_rollout
+from workers.sandbox.tracer import trace
+from workers.targets import TARGETS
+from workers.trainer.lanes import candidate_plugin
+from workers.trainer.server import train_lanes, warm_start_plugins
+from workers.trainer.verify import verify_artifact
 
 DPO_DRIFT = """import jax
 import jax.numpy as jnp
@@ -63,14 +69,21 @@ def main() -> None:
 
     base = warm_start_plugins()
     lpo = TARGETS["lpo"]
+
+    def exported(code: str):  # noqa: ANN202
+        artifact = trace(TraceRequest(target="lpo", code=code)).artifact
+        modules = verify_artifact(base64.b64decode(artifact), lpo, jax.default_backend())
+        return base._replace(drift=candidate_plugin(lpo, [modules], lanes))
+
     variants = [
         ("(b) PPO, native warm start", base._replace(drift=native_clip_drift)),
-        ("(c) PPO, warm start as source", base._replace(drift=load_function(lpo.warm_start, lpo))),
-        ("(c') PPO, DPO drift as source", base._replace(drift=load_function(DPO_DRIFT, lpo))),
+        ("(c) PPO, warm start exported", exported(lpo.warm_start)),
+        ("(c') PPO, DPO drift exported", exported(DPO_DRIFT)),
     ]
     for label, plugins in variants:
-        result = train_plugins(args.env, args.profile, seeds, None, plugins, repeats=args.repeats)
-        rows.append((label, result.compile_seconds, result.train_seconds))
+        *_, compile_s, train_s = train_lanes(args.env, args.profile, seeds, config.learning_rates(), plugins,
+                                             repeats=args.repeats)
+        rows.append((label, compile_s, train_s))
 
     steps = config.env_steps * lanes
     print(f"{args.env}, profile {args.profile}: {lanes} lanes (seeds x learning rates) x {config.env_steps} steps "

@@ -11,7 +11,9 @@ import time
 
 import numpy as np
 
-from workers.evaluate import train_plugins, warm_start_plugins
+from workers.rl.envs import get_config
+from workers.rl.scoring import final_returns
+from workers.trainer.server import train_lanes, warm_start_plugins
 
 
 def main() -> None:
@@ -21,13 +23,17 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=8)
     args = parser.parse_args()
     started = time.perf_counter()
-    result = train_plugins(args.env, args.profile, list(range(args.seeds)), None, warm_start_plugins())
-    print(f"env {args.env}  profile {args.profile}  seeds {args.seeds}  env steps per lane {result.env_steps}")
-    for lr, returns in zip(result.learning_rates, result.returns, strict=True):
-        print(f"  lr {lr:<8g} mean final return {np.mean(returns):8.2f}  per seed {np.round(returns, 1).tolist()}")
-    print(f"best lr {result.best_lr:g}: mean final return {result.final_return:.2f} (bar: >= 450 on CartPole-v1)")
-    print(f"compile {result.compile_seconds:.1f} s, train {result.train_seconds:.1f} s, "
-          f"total {time.perf_counter() - started:.1f} s")
+    config = get_config(args.env, args.profile)
+    lrs = config.learning_rates()
+    ret_sum, episodes, _, compile_s, train_s = train_lanes(args.env, args.profile, list(range(args.seeds)), lrs,
+                                                           warm_start_plugins())
+    returns = final_returns(ret_sum[0], episodes[0])  # [lr, seed]
+    print(f"env {args.env}  profile {args.profile}  seeds {args.seeds}  env steps per lane {config.env_steps}")
+    for lr, per_seed in zip(lrs, returns, strict=True):
+        print(f"  lr {lr:<8g} mean final return {np.mean(per_seed):8.2f}  per seed {np.round(per_seed, 1).tolist()}")
+    best = int(np.argmax(returns.mean(axis=1)))
+    print(f"best lr {lrs[best]:g}: mean final return {returns[best].mean():.2f} (bar: >= 450 on CartPole-v1)")
+    print(f"compile {compile_s:.1f} s, train {train_s:.1f} s, total {time.perf_counter() - started:.1f} s")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ trace candidates, measure baselines and train batches on this process's warm tra
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 from pydantic import BaseModel
 
@@ -58,6 +59,14 @@ def check_isolation(settings: Settings) -> str:
 def trace_code(settings: Settings, target: str, code: str) -> TraceResult:
     """Static check and the sandboxed tracer: an artifact, or the verdict; raises only IsolationUnavailable."""
     return trace(code, target, tracer_limits(settings))
+
+
+def trace_many(settings: Settings, target: str, codes: list[str]) -> list[TraceResult]:
+    """Trace several candidates, each in its own sandboxed child, as many at once as there are cores."""
+    if len(codes) <= 1:
+        return [trace_code(settings, target, code) for code in codes]
+    with ThreadPoolExecutor(max_workers=min(len(codes), os.cpu_count() or 1)) as pool:
+        return list(pool.map(lambda code: trace_code(settings, target, code), codes))
 
 
 def learning_rates(env: str, profile: str) -> list[float]:

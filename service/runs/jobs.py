@@ -38,7 +38,7 @@ from service.db.models import (
     Run,
     RunStatus,
 )
-from service.evaluation import baseline_for, score, trace_code, train_artifacts, train_warm_start
+from service.evaluation import baseline_for, score, trace_many, train_artifacts, train_warm_start
 from service.proposers import (
     HistoryEntry,
     LLMCallRecord,
@@ -289,26 +289,35 @@ def _load_batch(factory: sessionmaker[Session], job_ids: list[str]) -> tuple[Run
         return run, phase, seeds_for(run, phase), pending
 
 
-def _artifact_for(factory: sessionmaker[Session], settings: Settings, target: str, item: _Pending
-                  ) -> tuple[str | None, EvaluationResult | None]:
-    """The candidate's artifact (traced once, then reused: re-evaluation and meta-test train the same bytes),
-    or the failed trace as a result."""
-    if item.artifact_sha256 is not None:
-        with session_scope(factory) as session:
-            row = session.get(Artifact, item.artifact_sha256)
-            if row is not None:
-                return base64.b64encode(row.data).decode(), None
-    traced = trace_code(settings, target, item.code)
-    if traced.outcome is not Outcome.ok or traced.artifact is None:
-        return None, EvaluationResult(outcome=traced.outcome, error=traced.error, seconds=traced.seconds)
-    data = base64.b64decode(traced.artifact)
-    digest = hashlib.sha256(data).hexdigest()
+def _artifacts_for(factory: sessionmaker[Session], settings: Settings, target: str, items: list[_Pending]
+                   ) -> list[tuple[str | None, EvaluationResult | None]]:
+    """Each candidate's artifact, or its failed trace as a result.
+
+    A candidate is traced once; its artifact is stored, and re-evaluation and meta-test train the same bytes.
+    """
+    found: dict[str, str] = {}
     with session_scope(factory) as session:
-        if session.get(Artifact, digest) is None:
-            session.add(Artifact(sha256=digest, target=target, data=data))
-            session.flush()
-        session.execute(update(Candidate).where(Candidate.id == item.candidate_id).values(artifact_sha256=digest))
-    return traced.artifact, None
+        for item in items:
+            row = session.get(Artifact, item.artifact_sha256) if item.artifact_sha256 else None
+            if row is not None:
+                found[item.candidate_id] = base64.b64encode(row.data).decode()
+    to_trace = [item for item in items if item.candidate_id not in found]
+    failed: dict[str, EvaluationResult] = {}
+    for item, traced in zip(to_trace, trace_many(settings, target, [i.code for i in to_trace]), strict=True):
+        if traced.outcome is not Outcome.ok or traced.artifact is None:
+            failed[item.candidate_id] = EvaluationResult(outcome=traced.outcome, error=traced.error,
+                                                         seconds=traced.seconds)
+            continue
+        data = base64.b64decode(traced.artifact)
+        digest = hashlib.sha256(data).hexdigest()
+        with session_scope(factory) as session:
+            if session.get(Artifact, digest) is None:
+                session.add(Artifact(sha256=digest, target=target, data=data))
+                session.flush()
+            session.execute(update(Candidate).where(Candidate.id == item.candidate_id)
+                            .values(artifact_sha256=digest))
+        found[item.candidate_id] = traced.artifact
+    return [(found.get(i.candidate_id), failed.get(i.candidate_id)) for i in items]
 
 
 def _store(factory: sessionmaker[Session], item: _Pending, env: str, phase: EvalPhase, seeds: list[int],
@@ -331,14 +340,12 @@ def evaluate(factory: sessionmaker[Session], settings: Settings, job_ids: list[s
     run, phase, seeds, pending = _load_batch(factory, job_ids)
     target, profile = run.target, run.profile
     artifacts: dict[str, str] = {}
-    for item in pending:
-        finished = all(e in item.done for e in item.envs)
-        if item.is_warm_start or finished or any(outcome != Outcome.ok for outcome in item.done.values()):
-            continue
-        artifact, failed = _artifact_for(factory, settings, target, item)
+    needed = [item for item in pending if not item.is_warm_start and any(e not in item.done for e in item.envs)
+              and all(outcome == Outcome.ok for outcome in item.done.values())]
+    for item, (artifact, failed) in zip(needed, _artifacts_for(factory, settings, target, needed), strict=True):
         if failed is not None:
             _store(factory, item, next(e for e in item.envs if e not in item.done), phase, seeds, failed, None)
-        else:
+        elif artifact is not None:
             artifacts[item.candidate_id] = artifact
     for env in dict.fromkeys(e for item in pending for e in item.envs):
         todo = [i for i in pending if env in i.envs and env not in i.done

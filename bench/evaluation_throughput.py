@@ -1,0 +1,95 @@
+"""Evaluation efficiency through the whole worker path: trace, verify, compile, train, score.
+
+For each environment, 8 distinct drifts go through the path twice in the same run:
+- batch=1 on a cold trainer: every candidate alone, each with a freshly started trainer process
+  (about what a per-candidate process cost before the trainer was warm and batched);
+- batch=8 on a warm trainer: the 8 traced in parallel sandboxes, then trained as one program.
+Efficiency = (time the bare warm-start PPO program needs for the same lanes, measured here, compile
+excluded) / (wall time through the worker path). Prints, per case, exactly
+`efficiency ENV batch=K: X`, then candidates per hour.
+Run: .venv/bin/python bench/evaluation_throughput.py [--envs CartPole-v1,Breakout-MinAtar] [--profile quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from service.evaluation import baseline_for, learning_rates, score, trace_many, train_artifacts
+from service.settings import Settings
+from workers.results import Outcome
+from workers.trainer.client import POOL
+from workers.trainer.server import train_lanes, warm_start_plugins
+
+CANDIDATES = 8
+
+
+def drifts() -> list[str]:
+    """Eight distinct, reasonable drifts (clip variants with their own widths and slopes)."""
+    out = []
+    for k in range(CANDIDATES):
+        width, slope = 0.5 + 0.15 * k, 1.0 + 0.1 * k
+        out.append(f'''import jax
+import jax.numpy as jnp
+
+
+def drift(ratio, advantage, epsilon):
+    clipped = jnp.clip(ratio, 1.0 - {width:.2f} * epsilon, 1.0 + {width:.2f} * epsilon)
+    return {slope:.2f} * jax.nn.relu((ratio - clipped) * advantage)
+''')
+    return out
+
+
+def through_worker(settings: Settings, env: str, profile: str, seeds: list[int], codes: list[str]) -> list[float]:
+    traced = trace_many(settings, "lpo", codes)
+    artifacts = [t.artifact for t in traced if t.outcome is Outcome.ok and t.artifact]
+    if len(artifacts) != len(codes):
+        raise SystemExit(f"tracing failed: {[t.error for t in traced if t.outcome is not Outcome.ok]}")
+    baseline = baseline_for(settings, "lpo", env, profile, seeds)
+    results = train_artifacts(settings, "lpo", env, profile, seeds, artifacts, baseline)
+    if any(r.result is None for r in results):
+        raise SystemExit(f"training failed: {[r.error for r in results if r.result is None]}")
+    return [score(r.result, baseline) for r in results if r.result is not None]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--envs", default="CartPole-v1,Breakout-MinAtar")
+    parser.add_argument("--profile", default="quick")
+    parser.add_argument("--seeds", type=int, default=2)
+    args = parser.parse_args()
+    seeds = list(range(args.seeds))
+    codes = drifts()
+    settings = Settings(cache_dir=Path(tempfile.mkdtemp(prefix="discovery-bench-")), database_url="sqlite://")
+    for env in args.envs.split(","):
+        lrs = learning_rates(env, args.profile)
+        *_, bare_seconds = train_lanes(env, args.profile, seeds, lrs, warm_start_plugins(), candidates=CANDIDATES)
+        lanes = CANDIDATES * len(lrs) * len(seeds)
+        print(f"{env} {args.profile}: bare warm-start PPO for {lanes} lanes: {bare_seconds:.1f} s (compile excluded)",
+              flush=True)
+        baseline_for(settings, "lpo", env, args.profile, seeds)  # measured once per host, as in production
+
+        started = time.perf_counter()
+        scores = []
+        for code in codes:
+            POOL.close()  # a cold trainer for every candidate
+            scores += through_worker(settings, env, args.profile, seeds, [code])
+        cold = time.perf_counter() - started
+        print(f"efficiency {env} batch=1: {bare_seconds / cold:.3f}")
+        print(f"  {CANDIDATES / cold * 3600:.0f} candidates/hour ({cold:.1f} s for {CANDIDATES}; "
+              f"scores {' '.join(f'{s:.2f}' for s in scores)})", flush=True)
+
+        through_worker(settings, env, args.profile, seeds, codes[:1])  # the trainer is up and warm
+        started = time.perf_counter()
+        scores = through_worker(settings, env, args.profile, seeds, codes)
+        warm = time.perf_counter() - started
+        print(f"efficiency {env} batch={CANDIDATES}: {bare_seconds / warm:.3f}")
+        print(f"  {CANDIDATES / warm * 3600:.0f} candidates/hour ({warm:.1f} s for {CANDIDATES}; "
+              f"scores {' '.join(f'{s:.2f}' for s in scores)})", flush=True)
+    POOL.close()
+
+
+if __name__ == "__main__":
+    main()
