@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     # The trainer (long-lived, contained, project code only). Its deadlines follow the warm start's
     # measured time; "auto" uses the GPU when the host has NVIDIA device nodes.
     trainer_memory_mb: int = 12288
-    trainer_cpus: float | None = None  # CPU quota in cores; unset: all of this machine's cores
+    trainer_cpus: float = 0.0  # CPU quota in cores; 0: all of this machine's cores
     trainer_device: Literal["auto", "cpu", "gpu"] = "auto"
     evaluate_batch_size: int = 8  # compatible evaluations trained together in one program
 

@@ -205,5 +205,13 @@ def assert_complete_and_consistent(report: RunReport, candidates: int) -> None:
     keys = {(e.candidate_id, e.env, e.phase) for e in report.evaluations}
     assert len(keys) == len(report.evaluations), report.describe()
     assert not [j for j in report.jobs if j.status in ("pending", "claimed")], report.describe()
+    # Provenance: every trained evaluation of a candidate names the one artifact the candidate was traced to.
+    by_id = {c.id: c for c in report.candidates}
+    for e in report.evaluations:
+        candidate = by_id[e.candidate_id]
+        if candidate.is_warm_start:
+            assert e.artifact_sha256 is None, report.describe()  # the project's own code, never traced
+        elif e.outcome == "ok":
+            assert e.artifact_sha256 is not None and e.artifact_sha256 == candidate.artifact_sha256, report.describe()
     types = report.event_types
     assert types[0] == "run.started" and types[-1] == "run.completed" and types.count("run.completed") == 1, types

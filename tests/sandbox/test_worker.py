@@ -17,11 +17,10 @@ from jax._src.interpreters import mlir as jax_mlir
 from jax._src.lib.mlir import ir
 
 from workers.artifact import Artifact
-
 from workers.results import Outcome, TraceRequest
 from workers.sandbox import SandboxLimits, probe_isolation, run_tracer, trace_candidate
-from workers.sandbox.tracer import trace
 from workers.sandbox.cgroups import CGROUP_ROOT, GROUP
+from workers.sandbox.tracer import trace
 from workers.targets import get_target
 
 ADVANTAGE = get_target("advantage")

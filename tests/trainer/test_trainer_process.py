@@ -19,9 +19,9 @@ from workers.baselines import Baseline
 from workers.evaluate import artifact_sha256, train_batch
 from workers.results import Outcome
 from workers.sandbox.isolate import IsolationReport, SandboxLimits, bwrap_options
+from workers.targets import TARGETS
 from workers.trainer.client import TrainerConfig, TrainerProcess, trainer_sandbox
 from workers.trainer.protocol import TrainRequest
-from workers.targets import TARGETS
 
 WARM = TARGETS["lpo"].warm_start
 

@@ -1,0 +1,55 @@
+"""Compatible evaluations waiting beside a claimed one train with it, in one program, and keep provenance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import Engine, select
+
+from service.db import make_session_factory, session_scope
+from service.db.models import Artifact, Candidate, Evaluation, Job, JobKind, JobStatus
+from service.runs.jobs import run_job
+from service.runs.orchestrator import add_job, create_run
+from service.runs.spec import RunSpec
+from service.settings import Settings
+from tests.trainer.conftest import NAN_IN_TRAINING_DRIFT, SMALL_DRIFT, USELESS_DRIFT
+from workers.trainer.client import POOL
+
+
+def test_one_claim_trains_the_waiting_batch_and_records_each_artifact(sqlite_engine: Engine, cache_dir: Path,
+                                                                        sqlite_url: str) -> None:
+    factory = make_session_factory(sqlite_engine)
+    settings = Settings(database_url=sqlite_url, cache_dir=cache_dir, evaluate_batch_size=8)
+    codes = [SMALL_DRIFT, NAN_IN_TRAINING_DRIFT, USELESS_DRIFT]
+    with session_scope(factory) as session:
+        run, [warm_job] = create_run(session, RunSpec.model_validate(
+            {"environments": {"train": ["CartPole-v1"]}, "profile": "smoke", "seeds_per_eval": 1}))
+        job_ids = []
+        for index, code in enumerate(codes, start=1):
+            candidate = Candidate(run_id=run.id, index=index, name=f"c{index}", code=code, parent_ids=[],
+                                  ast_hash=f"hash-{index}")
+            session.add(candidate)
+            session.flush()
+            job_ids.append(add_job(session, run, JobKind.EVALUATE, f"evaluate:{candidate.id}",
+                                   candidate_id=candidate.id).id)
+        warm_job_id, run_id = warm_job.id, run.id
+    try:
+        run_job(factory, settings, job_ids[0], publish=lambda jobs: None)
+    finally:
+        POOL.close()
+
+    with session_scope(factory) as session:
+        jobs = {j.id: j for j in session.scalars(select(Job).where(Job.run_id == run_id))}
+        batch = [warm_job_id, *job_ids]
+        assert [jobs[i].status for i in batch] == [JobStatus.DONE] * 4  # one claim did all four
+        assert len({jobs[i].lease_owner for i in batch}) == 1
+        candidates = {c.index: c for c in session.scalars(select(Candidate).where(Candidate.run_id == run_id))}
+        rows = {e.candidate_id: e for e in session.scalars(select(Evaluation))}
+        warm, small, nan, useless = (candidates[i] for i in (0, 1, 2, 3))
+        assert warm.score == 1.0 and rows[warm.id].artifact_sha256 is None  # the project's own warm start
+        assert (small.outcome, nan.outcome, useless.outcome) == ("ok", "nan", "ok")
+        assert (small.status, nan.status) == ("evaluated", "failed")
+        assert rows[small.id].compile_seconds == rows[useless.id].compile_seconds  # one compiled program
+        for candidate in (small, useless):
+            assert candidate.artifact_sha256 and rows[candidate.id].artifact_sha256 == candidate.artifact_sha256
+            assert session.get(Artifact, candidate.artifact_sha256) is not None
