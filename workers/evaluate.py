@@ -108,8 +108,9 @@ def _results(request: TrainRequest, response: TrainResponse, seconds: float) -> 
 def train_batch(trainer: TrainerProcess, request: TrainRequest, baseline: Baseline | None) -> list[EvaluationResult]:
     """Train the request's artifacts (or, with none, the warm start) as one batch; split and retry on failure.
 
-    One result per artifact, in order. A batch that times out, exhausts memory or kills the trainer is
-    split in halves, each retried on a fresh trainer, down to single candidates, which then fail alone.
+    One result per artifact, in order. A batch that times out, exhausts memory, kills the trainer or makes
+    it fail (a verified module that XLA cannot run) is split in halves, each retried (on a fresh trainer
+    after a crash), down to single candidates, which then fail alone.
     """
     started = time.monotonic()
     count = 1 if request.artifacts is None else len(request.artifacts)
@@ -119,11 +120,18 @@ def train_batch(trainer: TrainerProcess, request: TrainRequest, baseline: Baseli
     except TrainerFailed as exc:
         if count == 1 or request.artifacts is None:
             return [EvaluationResult(outcome=exc.outcome, error=exc.message, seconds=time.monotonic() - started)]
-        half = math.ceil(count / 2)
-        first = request.model_copy(update={"artifacts": request.artifacts[:half]})
-        second = request.model_copy(update={"artifacts": request.artifacts[half:]})
-        return train_batch(trainer, first, baseline) + train_batch(trainer, second, baseline)
+        return _split(trainer, request, baseline)
+    if response.error is not None and count > 1 and request.artifacts is not None:
+        return _split(trainer, request, baseline)
     return _results(request, response, time.monotonic() - started)
+
+
+def _split(trainer: TrainerProcess, request: TrainRequest, baseline: Baseline | None) -> list[EvaluationResult]:
+    assert request.artifacts is not None
+    half = math.ceil(len(request.artifacts) / 2)
+    first = request.model_copy(update={"artifacts": request.artifacts[:half]})
+    second = request.model_copy(update={"artifacts": request.artifacts[half:]})
+    return train_batch(trainer, first, baseline) + train_batch(trainer, second, baseline)
 
 
 def evaluate_in_process(target: str, codes: list[str], env: str, profile: str, seeds: list[int],

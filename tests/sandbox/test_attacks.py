@@ -162,8 +162,8 @@ ATTACKS = [
         for i in range(0, size, 4096):
             m[i] = 1"""), Outcome.memory, "`import mmap`"),
     Attack("memory_bomb_in_xla", in_function("""
-        big = jnp.ones((60000, 60000))
-        return rewards + big[0, 0]"""), Outcome.memory, None),
+        big = jnp.ones((30000, 30000)) * rewards[0, 0]
+        return rewards + jnp.cumsum(big, axis=0)[-1, -1]"""), Outcome.memory, None),
     Attack("infinite_loop_python", in_function("while True:\n    pass"), Outcome.timeout, None, timeout=5),
     Attack("infinite_lax_while_loop", in_function("""
         return jax.lax.while_loop(lambda c: jnp.all(c == c), lambda c: c + 1.0, rewards)"""),

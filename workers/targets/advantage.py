@@ -10,6 +10,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from workers.targets.base import ArgSpec, CandidateError, ModuleSpec, Target, TargetInput
 
@@ -34,19 +35,21 @@ def advantages(rewards, values, dones, last_value, gamma, lam):
 
 
 def probe(fn: Callable[..., Any]) -> None:
-    keys = jax.random.split(jax.random.PRNGKey(0), 4)
+    """Call the estimator on random inputs, traced and compiled once as the trainer would."""
+    rng = np.random.default_rng(0)
     t, n = 16, 4
-    rewards = jax.random.normal(keys[0], (t, n))
-    values = jax.random.normal(keys[1], (t, n))
-    dones = (jax.random.uniform(keys[2], (t, n)) < 0.1).astype(jnp.float32)
-    last_value = jax.random.normal(keys[3], (n,))
+    rewards = rng.standard_normal((t, n)).astype(np.float32)
+    values = rng.standard_normal((t, n)).astype(np.float32)
+    dones = (rng.uniform(size=(t, n)) < 0.1).astype(np.float32)
+    last_value = rng.standard_normal(n).astype(np.float32)
     try:
-        out = jnp.asarray(fn(rewards, values, dones, last_value, 0.99, 0.95))
+        out = np.asarray(jax.jit(lambda *args: jnp.asarray(fn(*args)))(
+            rewards, values, dones, last_value, np.float32(0.99), np.float32(0.95)))
     except Exception as exc:  # noqa: BLE001 - any failure is the candidate's
         raise CandidateError(f"calling advantages on random inputs failed: {type(exc).__name__}: {exc}") from exc
     if out.shape != rewards.shape:
         raise CandidateError(f"advantages must return the shape of rewards {rewards.shape}, got {out.shape}")
-    if not bool(jnp.all(jnp.isfinite(out))):
+    if not bool(np.all(np.isfinite(out))):
         raise CandidateError("advantages returned NaN or Inf on random inputs")
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from workers.targets.base import ArgSpec, CandidateError, ModuleSpec, Target, TargetInput
 
@@ -26,17 +27,21 @@ def drift(ratio, advantage, epsilon):
 
 
 def probe(fn: Callable[..., Any]) -> None:
-    key_r, key_a = jax.random.split(jax.random.PRNGKey(0))
-    ratio = 1.0 + 0.1 * jax.random.normal(key_r, (64,))
-    advantage = jax.random.normal(key_a, (64,))
+    """Call the drift and its gradient on random inputs, traced and compiled once as the trainer would."""
+    rng = np.random.default_rng(0)
+    ratio = (1.0 + 0.1 * rng.standard_normal(64)).astype(np.float32)
+    advantage = rng.standard_normal(64).astype(np.float32)
+
+    def drift_and_grad(r: jax.Array, a: jax.Array, e: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return jnp.asarray(fn(r, a, e)), jax.grad(lambda r: jnp.sum(fn(r, a, e)))(r)
+
     try:
-        out = jnp.asarray(fn(ratio, advantage, 0.2))
-        grad = jax.grad(lambda r: jnp.sum(fn(r, advantage, 0.2)))(ratio)
+        out, grad = (np.asarray(x) for x in jax.jit(drift_and_grad)(ratio, advantage, np.float32(0.2)))
     except Exception as exc:  # noqa: BLE001 - any failure is the candidate's
         raise CandidateError(f"calling drift on random inputs failed: {type(exc).__name__}: {exc}") from exc
     if out.shape != ratio.shape:
         raise CandidateError(f"drift must return the shape of ratio {ratio.shape}, got {out.shape}")
-    if not bool(jnp.all(jnp.isfinite(out))) or not bool(jnp.all(jnp.isfinite(grad))):
+    if not bool(np.all(np.isfinite(out))) or not bool(np.all(np.isfinite(grad))):
         raise CandidateError("drift returned NaN or Inf (or a NaN gradient) on ratio ~ N(1, 0.1), A ~ N(0, 1)")
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from workers.targets.base import ArgSpec, CandidateError, ModuleSpec, Target, TargetInput
 
@@ -33,21 +34,26 @@ def update(grad, param, state, iteration, progress, lr):
 
 
 def probe(fn: Callable[..., Any]) -> None:
-    key_g, key_p = jax.random.split(jax.random.PRNGKey(0))
-    grad = 0.1 * jax.random.normal(key_g, (8, 4))
-    param = jax.random.normal(key_p, (8, 4))
-    state = tuple(jnp.zeros_like(param) for _ in range(STATE_SLOTS))
+    """Call the update rule on random inputs, traced and compiled once as the trainer would."""
+    rng = np.random.default_rng(0)
+    grad = (0.1 * rng.standard_normal((8, 4))).astype(np.float32)
+    param = rng.standard_normal((8, 4)).astype(np.float32)
+    state = tuple(np.zeros_like(param) for _ in range(STATE_SLOTS))
+
+    def call(*args: jax.Array) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+        delta, new_state = fn(*args)
+        return jnp.asarray(delta), tuple(jnp.asarray(s) for s in new_state)
+
     try:
-        delta, new_state = fn(grad, param, state, jnp.float32(3.0), jnp.float32(0.5), jnp.float32(1e-3))
-        delta = jnp.asarray(delta)
-        new_state = tuple(jnp.asarray(s) for s in new_state)
+        delta, new_state = jax.jit(call)(grad, param, state, np.float32(3.0), np.float32(0.5), np.float32(1e-3))
     except Exception as exc:  # noqa: BLE001 - any failure is the candidate's
         raise CandidateError(f"calling update on random inputs failed: {type(exc).__name__}: {exc}") from exc
+    delta, new_state = np.asarray(delta), tuple(np.asarray(s) for s in new_state)
     if delta.shape != param.shape:
         raise CandidateError(f"update must return a step with the parameter's shape {param.shape}, got {delta.shape}")
     if len(new_state) != STATE_SLOTS or any(s.shape != param.shape for s in new_state):
         raise CandidateError(f"update must return a new state of {STATE_SLOTS} arrays shaped like the parameter")
-    if not all(bool(jnp.all(jnp.isfinite(x))) for x in (delta, *new_state)):
+    if not all(bool(np.all(np.isfinite(x))) for x in (delta, *new_state)):
         raise CandidateError("update returned NaN or Inf on random inputs")
 
 
