@@ -42,8 +42,12 @@ def drift(ratio, advantage, epsilon):
     return out
 
 
-def through_worker(settings: Settings, env: str, profile: str, seeds: list[int], codes: list[str]) -> list[float]:
+def through_worker(settings: Settings, env: str, profile: str, seeds: list[int], codes: list[str]
+                   ) -> tuple[list[float], str]:
+    """Scores, and where the time went (tracing; the trainer's compile and train)."""
+    started = time.perf_counter()
     traced = trace_many(settings, "lpo", codes)
+    trace_s = time.perf_counter() - started
     artifacts = [t.artifact for t in traced if t.outcome is Outcome.ok and t.artifact]
     if len(artifacts) != len(codes):
         raise SystemExit(f"tracing failed: {[t.error for t in traced if t.outcome is not Outcome.ok]}")
@@ -51,7 +55,10 @@ def through_worker(settings: Settings, env: str, profile: str, seeds: list[int],
     results = train_artifacts(settings, "lpo", env, profile, seeds, artifacts, baseline)
     if any(r.result is None for r in results):
         raise SystemExit(f"training failed: {[r.error for r in results if r.result is None]}")
-    return [score(r.result, baseline) for r in results if r.result is not None]
+    first = results[0].result
+    assert first is not None
+    where = f"trace {trace_s:.1f} s, compile {first.compile_seconds:.1f} s, train {first.train_seconds:.1f} s"
+    return [score(r.result, baseline) for r in results if r.result is not None], where
 
 
 def main() -> None:
@@ -75,7 +82,7 @@ def main() -> None:
         scores = []
         for code in codes:
             POOL.close()  # a cold trainer for every candidate
-            scores += through_worker(settings, env, args.profile, seeds, [code])
+            scores += through_worker(settings, env, args.profile, seeds, [code])[0]
         cold = time.perf_counter() - started
         print(f"efficiency {env} batch=1: {bare_seconds / cold:.3f}")
         print(f"  {CANDIDATES / cold * 3600:.0f} candidates/hour ({cold:.1f} s for {CANDIDATES}; "
@@ -83,10 +90,10 @@ def main() -> None:
 
         through_worker(settings, env, args.profile, seeds, codes[:1])  # the trainer is up and warm
         started = time.perf_counter()
-        scores = through_worker(settings, env, args.profile, seeds, codes)
+        scores, where = through_worker(settings, env, args.profile, seeds, codes)
         warm = time.perf_counter() - started
         print(f"efficiency {env} batch={CANDIDATES}: {bare_seconds / warm:.3f}")
-        print(f"  {CANDIDATES / warm * 3600:.0f} candidates/hour ({warm:.1f} s for {CANDIDATES}; "
+        print(f"  {CANDIDATES / warm * 3600:.0f} candidates/hour ({warm:.1f} s for {CANDIDATES}: {where}; "
               f"scores {' '.join(f'{s:.2f}' for s in scores)})", flush=True)
     POOL.close()
 
