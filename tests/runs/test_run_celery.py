@@ -109,7 +109,7 @@ def test_worker_killed_mid_evaluation_recovers(
     held = claimed_evaluation(celery_runtime, run_id)
     assert held is not None
     job_id, attempts = held
-    time.sleep(3)  # the sandbox is up and training
+    time.sleep(0.5)  # tracing (a warm trainer then needs a few seconds at most on smoke)
     assert job_attempts(celery_runtime, job_id) == ("claimed", attempts)
     first.kill()
     killed_at = time.monotonic()

@@ -190,6 +190,8 @@ def test_fifty_evaluations_in_a_row_leak_nothing() -> None:
     ]
     rejected = [fn(f"import os\nx = {i}\nreturn rewards") for i in range(40)]
 
+    children_before = set(_children_of(os.getpid()))  # warm trainers of earlier tests may be alive
+    cgroups_before = set(_own_sandbox_cgroups())
     fds_before = len(os.listdir("/proc/self/fd"))
     scratch_before = set(Path(tempfile.gettempdir()).glob("discovery-sandbox-*"))
     outcomes = []
@@ -204,8 +206,8 @@ def test_fifty_evaluations_in_a_row_leak_nothing() -> None:
         assert result.outcome == expected, (i, result.outcome, result.error)
 
     assert len(outcomes) == 50
-    assert _children_of(os.getpid()) == []
-    assert _own_sandbox_cgroups() == []  # a cgroup is removed only once every process in it is gone
+    assert set(_children_of(os.getpid())) == children_before
+    assert set(_own_sandbox_cgroups()) == cgroups_before  # removed only once every process in it is gone
     assert len(os.listdir("/proc/self/fd")) == fds_before
     assert set(Path(tempfile.gettempdir()).glob("discovery-sandbox-*")) == scratch_before
 
@@ -261,3 +263,32 @@ def _descendants(pid: int) -> list[int]:
         found += children
         queue += children
     return found
+
+
+SNOOP = '''import jax.numpy as jnp
+
+g = getattr
+builtins = g(print, "_" * 2 + "self" + "_" * 2)
+load = g(builtins, "_" * 2 + "import" + "_" * 2)
+os = load("os")
+pid1 = builtins.open("/proc/1/cmdline").read().replace(chr(0), " ")
+mine = builtins.open("/proc/self/cmdline").read().replace(chr(0), " ")
+shown = builtins.print("PID1", pid1, "SELF", mine, "PREFIX", load("sys").prefix,
+                       "CACHE", g(os.path, "exists")("/cache"), "HOME", g(os, "listdir")("/"))
+
+
+def drift(ratio, advantage, epsilon):
+    return 0.0 * ratio
+'''
+
+
+def test_the_tracer_sees_no_host_path_and_no_cache(tmp_path: Path) -> None:
+    """/proc/1/cmdline used to show bwrap's binds (host paths, the cache); the tracer gets no cache at all."""
+    cache = tmp_path / "cache"
+    (cache / "baselines").mkdir(parents=True)
+    result = run_tracer(TraceRequest(target="lpo", code=SNOOP), SandboxLimits(timeout_seconds=60, cache_dir=cache))
+    assert result.outcome == Outcome.ok, (result.error, result.stderr[-2000:])
+    out = result.stdout
+    assert "PID1 bwrap --args" in out and "SELF" in out
+    assert str(REPO) not in out and str(tmp_path) not in out and "baselines" not in out
+    assert "CACHE False" in out

@@ -53,6 +53,7 @@ from workers.targets import get_target
 log = logging.getLogger(__name__)
 
 SANDBOX_PACKAGE_ROOT = "/opt/discovery"
+SANDBOX_VENV = "/opt/venv"  # where a virtualenv is bound inside bwrap, so no checkout path shows there
 SANDBOX_CACHE_DIR = "/cache"
 NVIDIA_DEVICE_PATTERNS = ("nvidia[0-9]*", "nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset",
                           "nvidia-caps/*")
@@ -201,6 +202,19 @@ def _system_binds() -> list[str]:
     return args
 
 
+def _virtualenv() -> Path | None:
+    """This interpreter's virtualenv, if it runs in one (bound at SANDBOX_VENV inside bwrap)."""
+    return Path(sys.prefix).absolute() if sys.prefix != sys.base_prefix else None
+
+
+def _python(isolation: str) -> str:
+    """The interpreter as the child sees it."""
+    venv = _virtualenv()
+    if isolation == "bwrap" and venv is not None:
+        return str(Path(SANDBOX_VENV) / Path(sys.executable).relative_to(venv))
+    return str(Path(sys.executable).absolute())
+
+
 def _dirs_for(path: Path, done: set[Path]) -> list[str]:
     """`--dir` with mode 0755 for every missing ancestor (bwrap would create them 0700 as root)."""
     args: list[str] = []
@@ -227,7 +241,8 @@ def bwrap_options(
 ) -> list[str]:
     """bwrap's options (what `--args` reads from a descriptor, so that /proc/1/cmdline shows no host path)."""
     package_root = Path(workers.__file__).resolve().parent
-    prefixes = sorted({Path(sys.base_prefix).resolve(), Path(sys.prefix).absolute()})
+    venv = _virtualenv()
+    prefixes = sorted({Path(sys.base_prefix).resolve(), Path(sys.prefix).absolute()} - ({venv} if venv else set()))
     args = [*_unshare_flags(report.is_root), "--die-with-parent", "--new-session", "--clearenv",
             "--hostname", "sandbox", *_system_binds(),
             # The scratch tmpfs first: the binds below may lie under /tmp (a checkout or virtualenv there)
@@ -239,6 +254,8 @@ def bwrap_options(
         if prefix == Path("/usr") or Path("/usr") in prefix.parents:
             continue
         args += [*_dirs_for(prefix, done), "--ro-bind", str(prefix), str(prefix)]
+    if venv is not None:
+        args += [*_dirs_for(Path(SANDBOX_VENV), done), "--ro-bind", str(venv), SANDBOX_VENV]
     inner_package = Path(SANDBOX_PACKAGE_ROOT) / "workers"
     args += [*_dirs_for(inner_package, done), "--ro-bind", str(package_root), str(inner_package)]
     if Path("/etc/fonts").is_dir():  # matplotlib (imported by gymnax) complains without it
@@ -338,7 +355,7 @@ class SandboxProcess:
                 seccomp_fd = _memfd("sandbox-seccomp", seccomp.compile_filter())
                 to_close.append(seccomp_fd)
                 pass_fds.append(seccomp_fd)
-            child = [str(Path(sys.executable).absolute()), "-m", module, "--result-fd", str(result_write), *args]
+            child = [_python(limits.isolation), "-m", module, "--result-fd", str(result_write), *args]
             extra_env = dict(env or {})
             if limits.isolation == "bwrap":
                 options = bwrap_options(limits, report, drop_uid, binds or [], extra_env, seccomp_fd)
