@@ -10,10 +10,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-.PHONY: install demo test lint bench
+.PHONY: install bwrap demo test lint bench
 install: $(STAMP)
 
-demo: $(STAMP)
+# The sandbox needs bubblewrap: installed here when we can (root with apt-get), else the one command to run.
+bwrap:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; \
+	  else echo "the sandbox needs bubblewrap; install it with: sudo apt-get install bubblewrap" >&2; exit 1; fi; }
+
+demo: $(STAMP) bwrap
 	$(BIN)/discovery run --target lpo --env CartPole-v1 --test-env Acrobot-v1 --profile quick --candidates 6
 
 test: $(STAMP)

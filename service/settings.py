@@ -14,7 +14,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DISCOVERY_", env_file=".env", extra="ignore")
 
     database_url: str = "sqlite:///./discovery.db"
-    broker_url: str | None = None  # unset: the local executor (a process pool in this process)
+    broker_url: str | None = None  # unset: the local executor (a thread pool in this process)
 
     # Where `discovery runs ...` / `discovery candidates ...` find the API, and the key they send.
     api_url: str = "http://127.0.0.1:8000"

@@ -430,9 +430,9 @@ class EvolutionProposer:
             change = mutator.mutate(module, function, "crossover", donor)
             if change:
                 changes.append(change)
-        count = rng.randint(1, self.settings.max_mutations) - len(changes)
-        for _ in range(3 * max(count, 0)):
-            if len(changes) >= count + (1 if donor is not None else 0):
+        total = rng.randint(1, self.settings.max_mutations)  # a successful crossover counts as one of them
+        for _ in range(3 * total):
+            if len(changes) >= total:
                 break
             change = mutator.mutate(module, function, rng.choice(MUTATIONS), None)
             if change:

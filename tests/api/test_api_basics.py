@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
+import base64
+import json
 
+import pytest
+from sqlalchemy import event, select
+
+from service.db import session_scope
+from service.db.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from tests.api.conftest import ApiServer
 
 SMALL_RUN = {"target": "lpo", "environments": {"train": ["CartPole-v1"], "test": []}, "profile": "smoke",
@@ -96,6 +102,24 @@ def test_run_list_pages_with_a_cursor_and_filters(api: ApiServer) -> None:
     assert client.get("/v1/runs", params={"cursor": "garbage"}).status_code == 400
 
 
+WRONG_SHAPES = [[1], ["x"], [None], {"created": "x"}, ["2026-01-01T00:00:00", "id", 3], [True], [-1], "text", 5]
+
+
+@pytest.mark.parametrize("shape", WRONG_SHAPES, ids=[json.dumps(s) for s in WRONG_SHAPES])
+def test_cursors_of_the_wrong_shape_are_400_problems(api: ApiServer, shape: object) -> None:
+    client = api.client(api.new_key())
+    run_id = client.post("/v1/runs", json=SMALL_RUN).json()["id"]
+    client.post(f"/v1/runs/{run_id}/cancel")
+    cursor = base64.urlsafe_b64encode(json.dumps(shape).encode()).decode()
+    for path, params in (("/v1/runs", {}), (f"/v1/runs/{run_id}/candidates", {"sort": "time"}),
+                         (f"/v1/runs/{run_id}/candidates", {"sort": "score"})):
+        response = client.get(path, params={**params, "cursor": cursor})
+        if path == "/v1/runs" or shape not in ([1],):  # [1] is a well-formed candidate cursor
+            assert response.status_code == 400, (path, params, response.text)
+            assert response.headers["content-type"].startswith("application/problem+json")
+            assert "cursor" in response.json()["detail"]
+
+
 def test_health_readiness_and_metrics(api: ApiServer) -> None:
     client = api.client(None)
     assert client.get("/healthz").json()["status"] == "ok"
@@ -113,3 +137,48 @@ def test_openapi_declares_every_route_and_problem_responses(api: ApiServer) -> N
         assert path in paths, path
     assert "404" in paths["/v1/runs/{run_id}"]["get"]["responses"]
     assert "401" in paths["/v1/runs"]["get"]["responses"]
+
+
+def test_webhook_deliveries_are_read_in_a_fixed_number_of_queries(api: ApiServer) -> None:
+    client = api.client(api.new_key())
+    run_id = client.post("/v1/runs", json={**SMALL_RUN, "webhook": {"url": "http://127.0.0.1:9/hook"}}).json()["id"]
+    client.post(f"/v1/runs/{run_id}/cancel")
+    engine = api.runtime.factory.kw["bind"]
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args) -> None:  # noqa: ANN001
+        statements.append(statement)
+
+    def queries() -> tuple[int, int]:
+        statements.clear()
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            deliveries = client.get(f"/v1/runs/{run_id}/webhook-deliveries").json()
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+        return len(deliveries), len(statements)
+
+    with session_scope(api.runtime.factory) as session:
+        endpoint = session.scalar(select(WebhookEndpoint).where(WebhookEndpoint.run_id == run_id))
+        for i in range(6):
+            row = Event(run_id=run_id, type="candidate.new_best", payload={"i": i})
+            session.add(row)
+            session.flush()
+            delivery = WebhookDelivery(endpoint_id=endpoint.id, event_id=row.id, message_id=f"msg_{run_id}_{i}")
+            session.add(delivery)
+            session.flush()
+            session.add_all([WebhookAttempt(delivery_id=delivery.id, status_code=500, latency_ms=1.0)
+                             for _ in range(i)])
+    many, with_many = queries()
+    assert many >= 6  # the six above, and the run's own run.cancelled
+    with session_scope(api.runtime.factory) as session:  # one more delivery with attempts
+        extra = Event(run_id=run_id, type="candidate.new_best", payload={})
+        session.add(extra)
+        session.flush()
+        delivery = WebhookDelivery(endpoint_id=endpoint.id, event_id=extra.id, message_id=f"msg_{run_id}_extra")
+        session.add(delivery)
+        session.flush()
+        session.add(WebhookAttempt(delivery_id=delivery.id, status_code=500))
+    more, with_more = queries()
+    assert more == many + 1
+    assert with_more == with_many  # not one query per delivery

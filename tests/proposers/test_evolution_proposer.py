@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from service.proposers import (
@@ -145,3 +147,18 @@ def test_a_population_with_nothing_new_to_offer_raises_a_clear_reason():
     proposer = EvolutionProposer(config, check=always_failing)
     with pytest.raises(ProposerUnavailable, match="no new valid child in 3 attempts.*scripted rejection"):
         proposer.propose(context("lpo", 1))
+
+
+def test_a_failed_crossover_does_not_add_a_mutation() -> None:
+    """With at most one change per child, a second parent that offers nothing leaves exactly one mutation."""
+    proposer = EvolutionProposer(ProposerConfig(evolution=EvolutionSettings(max_mutations=1,
+                                                                            crossover_probability=1.0)))
+    target = get_target("lpo")
+    warm = warm_entry("lpo")
+    no_drift = warm.model_copy(update={"code": "def other(x):\n    return x\n", "candidate_id": "other"})
+    counts = []
+    for seed in range(20):
+        child = proposer._child(random.Random(seed), target, warm, no_drift)
+        if child is not None:
+            counts.append(len(child[1]))
+    assert counts and set(counts) == {1}, counts

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 from sqlalchemy import Engine, select
 
 from service.db import make_session_factory, session_scope
-from service.db.models import Artifact, Candidate, Evaluation, Job, JobKind, JobStatus
+from service.db.models import Artifact, Candidate, CandidateStatus, Evaluation, Job, JobKind, JobStatus
 from service.runs.jobs import run_job
 from service.runs.orchestrator import add_job, create_run
 from service.runs.spec import RunSpec
@@ -33,10 +35,19 @@ def test_one_claim_trains_the_waiting_batch_and_records_each_artifact(sqlite_eng
             job_ids.append(add_job(session, run, JobKind.EVALUATE, f"evaluate:{candidate.id}",
                                    candidate_id=candidate.id).id)
         warm_job_id, run_id = warm_job.id, run.id
+    worker = threading.Thread(target=run_job, args=(factory, settings, job_ids[0], lambda jobs: None))
+    worker.start()
+    seen: set[str] = set()
     try:
-        run_job(factory, settings, job_ids[0], publish=lambda jobs: None)
+        while worker.is_alive():  # what a user browsing the run sees meanwhile
+            with session_scope(factory) as session:
+                seen |= set(session.scalars(select(Candidate.status).where(Candidate.run_id == run_id,
+                                                                          Candidate.index > 0)))
+            time.sleep(0.2)
+        worker.join()
     finally:
         POOL.close()
+    assert CandidateStatus.EVALUATING in seen  # stored while the batch trains, not skipped
 
     with session_scope(factory) as session:
         jobs = {j.id: j for j in session.scalars(select(Job).where(Job.run_id == run_id))}

@@ -1,7 +1,7 @@
 """The actor-critic network as plain JAX functions over a dict of arrays.
 
 Parameters are initialised with NumPy (orthogonal, as in PureJaxRL) outside every JAX graph: batched
-QR inside a vmapped init deadlocks XLA's CPU thread pool on 2 cores (see REFERENCES.md).
+QR inside a vmapped init deadlocks XLA's CPU thread pool on 2 cores (tests/rl/test_fresh_processes.py checks it).
 """
 
 from __future__ import annotations

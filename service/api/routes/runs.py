@@ -6,10 +6,11 @@ from __future__ import annotations
 import base64
 import json
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from pydantic import NonNegativeInt, TypeAdapter
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -60,11 +61,14 @@ def _encode_cursor(*values: object) -> str:
     return base64.urlsafe_b64encode(json.dumps(values).encode()).decode()
 
 
-def _decode_cursor(cursor: str) -> list:
+RUNS_CURSOR = TypeAdapter(tuple[str, str])  # (created_at, run id)
+POSITION_CURSOR = TypeAdapter(tuple[NonNegativeInt])  # (candidate index) or (offset)
+
+
+def _decode_cursor(cursor: str, shape: TypeAdapter[Any]) -> Any:
+    """The cursor's values, checked against the shape this endpoint writes; 400 for anything else."""
     try:
-        values = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        assert isinstance(values, list)
-        return values
+        return shape.validate_json(base64.urlsafe_b64decode(cursor.encode()), strict=True)
     except Exception:  # noqa: BLE001 - any garbage is the client's
         raise HTTPException(400, "cursor is not one this API returned") from None
 
@@ -162,7 +166,7 @@ def list_runs(key: KeyDep, session: SessionDep,
     if target:
         query = query.where(Run.target == target)
     if cursor:
-        created, run_id = _decode_cursor(cursor)
+        created, run_id = _decode_cursor(cursor, RUNS_CURSOR)
         try:
             created_at = datetime.fromisoformat(created)
         except (TypeError, ValueError):
@@ -213,7 +217,7 @@ def list_candidates(run_id: str, key: KeyDep, session: SessionDep,
         query = query.where(Candidate.status == status)
     if outcome:
         query = query.where(Candidate.outcome == outcome)
-    position = _decode_cursor(cursor) if cursor else None
+    position = _decode_cursor(cursor, POSITION_CURSOR) if cursor else None
     if sort == "time":
         if position:
             query = query.where(Candidate.index > int(position[0]))
@@ -259,16 +263,21 @@ def list_deliveries(run_id: str, key: KeyDep, session: SessionDep) -> list[Webho
                            .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
                            .join(Event, Event.id == WebhookDelivery.event_id)
                            .where(WebhookEndpoint.run_id == run_id).order_by(WebhookDelivery.created_at)).all()
+    attempts: dict[str, list[WebhookAttempt]] = {}
+    for attempt in session.scalars(select(WebhookAttempt)
+                                   .join(WebhookDelivery, WebhookDelivery.id == WebhookAttempt.delivery_id)
+                                   .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+                                   .where(WebhookEndpoint.run_id == run_id).order_by(WebhookAttempt.id)):
+        attempts.setdefault(attempt.delivery_id, []).append(attempt)
     out = []
     for delivery, url, event_type in rows:
-        attempts = session.scalars(select(WebhookAttempt).where(WebhookAttempt.delivery_id == delivery.id)
-                                   .order_by(WebhookAttempt.id)).all()
         out.append(WebhookDeliveryOut(
             id=delivery.id, event_id=delivery.event_id, event_type=event_type, message_id=delivery.message_id,
             url=url, status=delivery.status, attempts=delivery.attempts, last_status_code=delivery.last_status_code,
             next_attempt_at=delivery.next_attempt_at, delivered_at=delivery.delivered_at,
             attempt_log=[WebhookAttemptOut(attempted_at=a.attempted_at, status_code=a.status_code,
-                                           latency_ms=a.latency_ms, error=a.error) for a in attempts]))
+                                           latency_ms=a.latency_ms, error=a.error)
+                         for a in attempts.get(delivery.id, [])]))
     return out
 
 
