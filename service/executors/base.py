@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Protocol
 
@@ -60,10 +61,15 @@ def sweep(factory: sessionmaker[Session], publish: Publish, republish_after: flo
 
 
 class Sweeper:
-    """Runs `sweep` every `interval` seconds in a daemon thread until closed."""
+    """Runs `sweep` every `interval` seconds in a daemon thread until closed.
 
-    def __init__(self, factory: sessionmaker[Session], publish: Publish, interval: float) -> None:
-        self.factory, self.publish, self.interval = factory, publish, interval
+    `leader()` is asked before each pass: where many processes run a sweeper (every Celery worker
+    process and the API), only the one holding the deployment's leader lock sweeps.
+    """
+
+    def __init__(self, factory: sessionmaker[Session], publish: Publish, interval: float,
+                 leader: Callable[[], bool] = lambda: True) -> None:
+        self.factory, self.publish, self.interval, self.leader = factory, publish, interval, leader
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="sweeper", daemon=True)
         self.thread.start()
@@ -74,6 +80,8 @@ class Sweeper:
         republish_after = 0.0
         while not self.stopped.wait(self.interval):
             try:
+                if not self.leader():
+                    continue
                 sweep(self.factory, self.publish, republish_after)
                 republish_after = REPUBLISH_AFTER_SECONDS
             except Exception:  # noqa: BLE001 - the database or broker may be away; try again next time
