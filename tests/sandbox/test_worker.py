@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -18,8 +19,9 @@ from jax._src.lib.mlir import ir
 
 from workers.artifact import Artifact
 from workers.results import Outcome, TraceRequest
-from workers.sandbox import SandboxLimits, probe_isolation, run_tracer, trace_candidate
+from workers.sandbox import IsolationUnavailable, SandboxLimits, probe_isolation, run_tracer, trace_candidate
 from workers.sandbox.cgroups import CGROUP_ROOT, GROUP
+from workers.sandbox.isolate import process_mode_problem, unreachable_for
 from workers.sandbox.tracer import trace
 from workers.targets import get_target
 
@@ -88,7 +90,39 @@ def test_the_sandbox_exports_exactly_what_an_unsandboxed_trace_exports(target: s
     assert set(type(sandboxed).model_fields) == {"outcome", "error", "artifact", "seconds", "stdout", "stderr"}
 
 
+PROCESS_MODE = SandboxLimits(timeout_seconds=60, memory_mb=1024, isolation="process")
+
+
+def refused_where_unreachable() -> bool:
+    """In `process` mode a checkout under a private folder is out of the sandbox uid's reach: then every
+    evaluation is refused up front with the reason in one line (and the process-mode tests check that)."""
+    problem = process_mode_problem(PROCESS_MODE)
+    if problem is None:
+        return False
+    with pytest.raises(IsolationUnavailable, match="cannot reach") as refused:
+        run_tracer(request(fn("return rewards")), PROCESS_MODE)
+    assert "\n" not in str(refused.value)
+    return True
+
+
+def test_unreachable_folders_are_named() -> None:
+    top = Path(tempfile.mkdtemp())  # not under pytest's own private folder
+    try:
+        top.chmod(0o755)
+        private = top / "private"
+        (private / "checkout").mkdir(parents=True)
+        private.chmod(0o700)
+        expected = f"{private} (mode 0700, owner uid {os.getuid()})"
+        assert unreachable_for(65534, 65534, [private / "checkout"]) == expected
+        private.chmod(0o755)
+        assert unreachable_for(65534, 65534, [private / "checkout"]) is None
+    finally:
+        shutil.rmtree(top)
+
+
 def test_process_isolation_scrubs_the_environment_and_removes_its_scratch(monkeypatch: pytest.MonkeyPatch) -> None:
+    if refused_where_unreachable():
+        return
     monkeypatch.setenv("OPENAI_API_KEY", "sk-process-mode-5ecret")
     before = set(Path(tempfile.gettempdir()).glob("discovery-sandbox-*"))
     code = fn("""
@@ -96,7 +130,7 @@ def test_process_isolation_scrubs_the_environment_and_removes_its_scratch(monkey
         print(dict(os.environ))
         open("scratch-file", "w").write("in the scratch folder")
         return rewards[0]""")
-    result = run_tracer(request(code), SandboxLimits(timeout_seconds=60, memory_mb=1024, isolation="process"))
+    result = run_tracer(request(code), PROCESS_MODE)
     assert result.outcome == Outcome.invalid
     assert "must return the shape of rewards" in (result.error or "")
     assert "sk-process-mode-5ecret" not in result.stdout
@@ -136,7 +170,9 @@ def test_the_candidate_sees_the_layers_the_probe_reports() -> None:
 
 
 def test_process_isolation_still_drops_privileges_and_filters_syscalls() -> None:
-    result = run_tracer(request(INTROSPECT), SandboxLimits(timeout_seconds=60, memory_mb=1024, isolation="process"))
+    if refused_where_unreachable():
+        return
+    result = run_tracer(request(INTROSPECT), PROCESS_MODE)
     assert result.outcome == Outcome.invalid
     report = probe_isolation()
     if report.is_root and report.setpriv:

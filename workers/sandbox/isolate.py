@@ -169,6 +169,9 @@ def require_isolation(limits: SandboxLimits) -> IsolationReport:
             "sandbox isolation 'bwrap' is required but bubblewrap does not work here: "
             f"{report.bwrap_detail}. Install bubblewrap or set sandbox_isolation='process' explicitly."
         )
+    problem = process_mode_problem(limits)
+    if problem is not None:
+        raise IsolationUnavailable(problem)
     return report
 
 
@@ -200,6 +203,40 @@ def _system_binds() -> list[str]:
         elif path.is_dir():
             args += ["--ro-bind", str(path), str(path)]
     return args
+
+
+def unreachable_for(uid: int, gid: int, paths: list[Path]) -> str | None:
+    """The first of `paths` (or a folder above it) that `uid`/`gid` may not enter or read, said in words."""
+    for path in paths:
+        current = Path("/")
+        for part in [*path.parts[1:], None]:
+            st = current.stat()
+            shift = 6 if st.st_uid == uid else 3 if st.st_gid == gid else 0
+            need = 0o5 if current.is_dir() else 0o4
+            if (st.st_mode >> shift) & need != need:
+                return f"{current} (mode {st.st_mode & 0o777:04o}, owner uid {st.st_uid})"
+            if part is None:
+                break
+            current = current / part
+    return None
+
+
+def process_mode_problem(limits: SandboxLimits) -> str | None:
+    """Why a child in `process` isolation could not start as the sandbox uid, or None when it can.
+
+    Without a mount namespace the dropped uid reads Python, the virtualenv and the package where they
+    are: a checkout under a private (0700) folder is out of its reach.
+    """
+    report = probe_isolation()
+    if limits.isolation != "process" or not (report.is_root and report.setpriv):
+        return None
+    needed = [Path(sys.executable).resolve(), Path(sys.base_prefix).resolve(), Path(sys.prefix).absolute(),
+              Path(workers.__file__).resolve().parent]
+    where = unreachable_for(limits.sandbox_uid, limits.sandbox_uid, needed)
+    if where is None:
+        return None
+    return (f"the sandbox user (uid {limits.sandbox_uid}) cannot reach {where}: put the checkout and virtualenv "
+            "where other users can read them, or use bwrap isolation")
 
 
 def _virtualenv() -> Path | None:
@@ -367,6 +404,9 @@ class SandboxProcess:
                 cwd = "/"
                 env_extra: dict[str, str] = {}
             else:
+                problem = process_mode_problem(limits.model_copy(update={"sandbox_uid": uid or limits.sandbox_uid}))
+                if problem is not None:
+                    raise IsolationUnavailable(problem)
                 self._scratch = Path(tempfile.mkdtemp(prefix="discovery-sandbox-"))
                 if drop_uid is not None:
                     os.chown(self._scratch, drop_uid, drop_uid)
