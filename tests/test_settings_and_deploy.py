@@ -5,12 +5,16 @@ Docker does not run on CI machines, so docker-compose.yml and the Dockerfile are
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
 
 from service.cli import app
+from service.db import head_revision
 from service.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,3 +49,24 @@ def test_the_api_reference_in_docs_is_current() -> None:
 
     current = render(create_app().openapi())
     assert (REPO / "docs" / "api.md").read_text() == current, "run: python -m service.api.reference > docs/api.md"
+
+
+def test_a_plain_install_can_migrate_and_prompt(tmp_path: Path) -> None:
+    """`pip install .` (not -e) ships prompts/ and migrations/: the installed package finds them, not the checkout."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    built = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                            "--prefix", str(venv), str(REPO)], capture_output=True, text=True, timeout=600,
+                           cwd=tmp_path)
+    assert built.returncode == 0, built.stderr[-2000:]
+    deps = [p for p in sys.path if p.endswith("site-packages")]  # this environment's dependencies, no checkout
+    script = ("import service, sys\n"
+              "from service.db import head_revision, upgrade_database\n"
+              "from service.proposers.prompts import load_template\n"
+              "upgrade_database('sqlite:///plain.db')\n"
+              "print(service.__file__, head_revision(), len(load_template('system.md').template))\n")
+    ran = subprocess.run([str(venv / "bin" / "python"), "-c", script], capture_output=True, text=True, timeout=300,
+                         cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": os.pathsep.join(deps)})
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    where, revision, prompt_chars = ran.stdout.split()
+    assert where.startswith(str(venv)) and revision == head_revision() and int(prompt_chars) > 100

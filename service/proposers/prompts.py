@@ -7,11 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 from string import Template
 
+from service.data_dirs import data_dir
 from service.proposers.base import HistorySettings, ProposalContext
 from service.proposers.history import render_sections, select_history
 from workers.targets import Target
 
-PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
+PROMPTS_DIR = data_dir("prompts")
 
 # What the model is designing, in the words of the system prompt ("a new ... for reinforcement learning").
 COMPONENTS = {

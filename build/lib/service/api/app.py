@@ -1,0 +1,106 @@
+"""The FastAPI application: factory, RFC 9457 error handlers, request metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import asynccontextmanager
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.api import metrics
+from service.api.routes import candidates, health, runs, targets
+from service.runtime import Runtime, build_runtime
+from service.settings import Settings, get_settings
+from service.web import install as install_web_ui
+
+log = logging.getLogger(__name__)
+PROBLEM = "application/problem+json"
+
+
+def problem(status: int, detail: str | None, request: Request, errors: list[dict[str, Any]] | None = None,
+            headers: dict[str, str] | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status,
+                            "detail": detail, "instance": request.url.path}
+    if errors is not None:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def create_app(runtime: Runtime | None = None, settings: Settings | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # noqa: ANN202
+        owned = runtime is None
+        app.state.runtime = runtime or build_runtime(settings or get_settings())
+        yield
+        if owned:
+            app.state.runtime.executor.close()
+
+    app = FastAPI(title="Discovery", version="0.1.0", lifespan=lifespan,
+                  description="Discover reinforcement-learning algorithms with a language model in the loop.",
+                  responses={401: {"model": None}})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem(exc.status_code, str(exc.detail), request, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"field": _field(tuple(e["loc"])), "message": e["msg"]} for e in exc.errors()]
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return problem(422, detail, request, errors=errors)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s", request.url.path)
+        return problem(500, "an internal error; it has been logged", request)
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next):  # noqa: ANN001, ANN202
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        metrics.observe_request(request.method, getattr(route, "path", "unmatched"), response.status_code,
+                                time.perf_counter() - started)
+        return response
+
+    for module in (runs, candidates, targets, health):
+        app.include_router(module.router)
+    install_web_ui(app, runtime.settings if runtime else settings)
+    app.openapi = lambda: problem_openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def problem_openapi(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document, with every error response declared as application/problem+json."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        problem_ref = {"$ref": "#/components/schemas/Problem"}
+        for operation in (op for path in spec["paths"].values() for op in path.values()):
+            responses = operation.setdefault("responses", {})
+            if "parameters" in operation or "requestBody" in operation:
+                responses.setdefault("422", {"description": "Validation Error"})
+            if operation.get("security") or any(p.get("in") == "query" and p["name"] == "cursor"
+                                                for p in operation.get("parameters", [])):
+                responses.setdefault("400", {"description": "Bad Request"})
+            for code, response in responses.items():
+                if code.startswith(("4", "5")):
+                    response["content"] = {PROBLEM: {"schema": problem_ref}}
+            responses.setdefault("500", {"description": "Internal Server Error",
+                                         "content": {PROBLEM: {"schema": problem_ref}}})
+        spec["components"]["schemas"].pop("HTTPValidationError", None)
+        spec["components"]["schemas"].pop("ValidationError", None)
+        app.openapi_schema = spec
+    return app.openapi_schema

@@ -1,0 +1,48 @@
+"""Dependencies of the API routes: the runtime, a database session and the caller's API key."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from service.db.models import ApiKey
+from service.keys import find_key
+from service.runtime import Runtime
+
+bearer = HTTPBearer(auto_error=False, description="an API key from `discovery keys create NAME`")
+
+
+def get_runtime_dep(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+def get_session(runtime: Annotated[Runtime, Depends(get_runtime_dep)]) -> Iterator[Session]:
+    session = runtime.factory()
+    try:
+        yield session
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def require_key(session: Annotated[Session, Depends(get_session)],
+                credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> ApiKey:
+    if credentials is None:
+        raise HTTPException(401, "send an API key as 'Authorization: Bearer <key>'",
+                            headers={"WWW-Authenticate": "Bearer"})
+    key = find_key(session, credentials.credentials)
+    if key is None:
+        raise HTTPException(401, "the API key is unknown or revoked", headers={"WWW-Authenticate": "Bearer"})
+    return key
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime_dep)]
+SessionDep = Annotated[Session, Depends(get_session)]
+KeyDep = Annotated[ApiKey, Depends(require_key)]

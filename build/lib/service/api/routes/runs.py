@@ -1,0 +1,298 @@
+"""Runs: create (idempotent), list, get, cancel, live events (SSE), candidates, the best as a .py file,
+webhook deliveries."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from pydantic import NonNegativeInt, TypeAdapter
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from service.api.deps import KeyDep, RuntimeDep, SessionDep
+from service.api.routes.candidates import candidate_summary
+from service.api.schemas import (
+    BestCandidate,
+    CandidateSummary,
+    MetaTestCell,
+    MetaTestRow,
+    Page,
+    Problem,
+    Progress,
+    RunListItem,
+    RunOut,
+    Spent,
+    WebhookAttemptOut,
+    WebhookDeliveryOut,
+    WebhookOut,
+)
+from service.db.models import (
+    RUN_FINAL_STATUSES,
+    ApiKey,
+    Candidate,
+    CandidateStatus,
+    EvalPhase,
+    Evaluation,
+    Event,
+    Job,
+    JobStatus,
+    Run,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
+from service.runs.events import event_stream
+from service.runs.orchestrator import SEARCH_JOBS, cancel, request_hash
+from service.runs.runner import RunRefused, start_run
+from service.runs.spec import RunSpec
+from service.webhooks import resend
+
+router = APIRouter(prefix="/v1", tags=["runs"], responses={401: {"model": Problem}})
+NOT_FOUND = {404: {"model": Problem}}
+
+
+def _encode_cursor(*values: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode()
+
+
+RUNS_CURSOR = TypeAdapter(tuple[str, str])  # (created_at, run id)
+POSITION_CURSOR = TypeAdapter(tuple[NonNegativeInt])  # (candidate index) or (offset)
+
+
+def _decode_cursor(cursor: str, shape: TypeAdapter[Any]) -> Any:
+    """The cursor's values, checked against the shape this endpoint writes; 400 for anything else."""
+    try:
+        return shape.validate_json(base64.urlsafe_b64decode(cursor.encode()), strict=True)
+    except Exception:  # noqa: BLE001 - any garbage is the client's
+        raise HTTPException(400, "cursor is not one this API returned") from None
+
+
+def owned_run(session: Session, key: ApiKey, run_id: str) -> Run:
+    run = session.get(Run, run_id)
+    if run is None or run.owner_key_id != key.id:
+        raise HTTPException(404, f"no run {run_id!r}")
+    return run
+
+
+def _cell(e: Evaluation | None) -> MetaTestCell | None:
+    return None if e is None else MetaTestCell(normalised_score=e.normalised_score, final_return=e.final_return,
+                                               outcome=e.outcome)
+
+
+def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> RunOut:
+    done = session.scalar(select(func.count()).select_from(Candidate).where(
+        Candidate.run_id == run.id, Candidate.is_warm_start.is_(False),
+        Candidate.status.in_([CandidateStatus.EVALUATED, CandidateStatus.FAILED])))
+    in_flight = session.scalar(select(func.count()).select_from(Job).where(
+        Job.run_id == run.id, Job.kind.in_(list(SEARCH_JOBS)),
+        Job.status.in_([JobStatus.PENDING, JobStatus.CLAIMED])))
+    best = session.get(Candidate, run.best_candidate_id) if run.best_candidate_id else None
+    warm_id = session.scalar(select(Candidate.id).where(Candidate.run_id == run.id, Candidate.is_warm_start))
+    tests = session.scalars(select(Evaluation).join(Candidate).where(
+        Candidate.run_id == run.id, Evaluation.phase == EvalPhase.TEST)).all()
+    by_key = {(e.candidate_id, e.env): e for e in tests}
+    endpoint = session.scalar(select(WebhookEndpoint).where(WebhookEndpoint.run_id == run.id))
+    seconds = None
+    if run.started_at:
+        seconds = ((run.finished_at or datetime.now(run.started_at.tzinfo)) - run.started_at).total_seconds()
+    return RunOut(
+        id=run.id, status=run.status, target=run.target,
+        environments={"train": run.train_envs, "test": run.test_envs}, profile=run.profile, proposer=run.proposer,
+        budget=run.budget, concurrency=run.concurrency, seed=run.seed, seeds_per_eval=run.seeds_per_eval,
+        progress=Progress(candidates_done=done or 0, candidates_budget=run.budget["candidates"],
+                          in_flight=in_flight or 0),
+        spent=Spent(candidates=done or 0, tokens=run.tokens_used, cost_usd=run.cost_usd,
+                    duplicates_skipped=run.duplicates_skipped, seconds=seconds),
+        best=BestCandidate(candidate_id=best.id, index=best.index, name=best.name, score=run.best_score)
+        if best else None,
+        meta_test=[MetaTestRow(env=env, best=_cell(by_key.get((run.best_candidate_id, env))),
+                               warm_start=_cell(by_key.get((warm_id, env)))) for env in run.test_envs],
+        error=run.error,
+        webhook=WebhookOut(url=endpoint.url, events=endpoint.events, secret=webhook_secret) if endpoint else None,
+        created_at=run.created_at, started_at=run.started_at, finished_at=run.finished_at,
+        links={"self": f"/v1/runs/{run.id}", "candidates": f"/v1/runs/{run.id}/candidates",
+               "events": f"/v1/runs/{run.id}/events", "best": f"/v1/runs/{run.id}/best.py"},
+    )
+
+
+@router.post("/runs", status_code=201, response_model=RunOut,
+             responses={409: {"model": Problem}, 422: {"model": Problem}})
+def create_run(spec: RunSpec, key: KeyDep, session: SessionDep, runtime: RuntimeDep,
+               idempotency_key: Annotated[str | None, Header(max_length=255)] = None) -> RunOut:
+    """Start a discovery run. The response shows the webhook secret once."""
+    digest = request_hash(spec)
+
+    def replay() -> RunOut | None:
+        session.rollback()
+        existing = session.scalar(select(Run).where(Run.owner_key_id == key.id,
+                                                    Run.idempotency_key == idempotency_key))
+        if existing is None:
+            return None
+        if existing.request_hash != digest:
+            raise HTTPException(422, "this Idempotency-Key was used with a different request body")
+        return run_out(session, existing)
+
+    if idempotency_key and (previous := replay()):
+        return previous
+    try:
+        run_id = start_run(runtime, spec, owner_key_id=key.id, idempotency_key=idempotency_key)
+    except RunRefused as exc:
+        raise HTTPException(422, str(exc)) from None
+    except IntegrityError:
+        if idempotency_key and (previous := replay()):
+            return previous
+        raise HTTPException(409, "a request with this Idempotency-Key is still in progress") from None
+    run = session.get(Run, run_id)
+    endpoint = session.scalar(select(WebhookEndpoint).where(WebhookEndpoint.run_id == run_id))
+    return run_out(session, run, webhook_secret=endpoint.secret if endpoint else None)
+
+
+@router.get("/runs", response_model=Page[RunListItem])
+def list_runs(key: KeyDep, session: SessionDep,
+              status: Annotated[str | None, Query(description="filter by status")] = None,
+              target: Annotated[str | None, Query(description="filter by target")] = None,
+              limit: Annotated[int, Query(ge=1, le=200)] = 50,
+              cursor: Annotated[str | None, Query(description="from next_cursor of the previous page")] = None,
+              ) -> Page[RunListItem]:
+    query = select(Run).where(Run.owner_key_id == key.id)
+    if status:
+        query = query.where(Run.status == status)
+    if target:
+        query = query.where(Run.target == target)
+    if cursor:
+        created, run_id = _decode_cursor(cursor, RUNS_CURSOR)
+        try:
+            created_at = datetime.fromisoformat(created)
+        except (TypeError, ValueError):
+            raise HTTPException(400, "cursor is not one this API returned") from None
+        query = query.where(or_(Run.created_at < created_at, and_(Run.created_at == created_at, Run.id < run_id)))
+    rows = session.scalars(query.order_by(Run.created_at.desc(), Run.id.desc()).limit(limit + 1)).all()
+    items = [RunListItem(id=r.id, status=r.status, target=r.target, proposer=r.proposer.get("kind", "?"),
+                         profile=r.profile, candidates_budget=r.budget["candidates"], best_score=r.best_score,
+                         created_at=r.created_at, finished_at=r.finished_at) for r in rows[:limit]]
+    last = rows[limit - 1] if len(rows) > limit else None
+    return Page(items=items, next_cursor=_encode_cursor(last.created_at.isoformat(), last.id) if last else None)
+
+
+@router.get("/runs/{run_id}", response_model=RunOut, responses=NOT_FOUND)
+def get_run(run_id: str, key: KeyDep, session: SessionDep) -> RunOut:
+    return run_out(session, owned_run(session, key, run_id))
+
+
+@router.post("/runs/{run_id}/cancel", response_model=RunOut, responses={**NOT_FOUND, 409: {"model": Problem}})
+def cancel_run(run_id: str, key: KeyDep, session: SessionDep, runtime: RuntimeDep) -> RunOut:
+    run = owned_run(session, key, run_id)
+    if run.status in RUN_FINAL_STATUSES or not cancel(runtime.factory, run_id):
+        raise HTTPException(409, f"run {run_id} has already ended ({run.status})")
+    session.expire_all()
+    return run_out(session, owned_run(session, key, run_id))
+
+
+@router.get("/runs/{run_id}/events", responses={**NOT_FOUND, 200: {"content": {"text/event-stream": {}}}},
+            response_class=StreamingResponse)
+async def run_events(run_id: str, key: KeyDep, session: SessionDep, runtime: RuntimeDep, request: Request,
+                     last_event_id: Annotated[int | None, Header()] = None) -> StreamingResponse:
+    """Server-Sent Events: candidate proposed, evaluated, new best, run finished. Resume with Last-Event-ID."""
+    owned_run(session, key, run_id)
+    session.close()
+    return event_stream(runtime.factory, run_id, last_event_id or 0, request.is_disconnected)
+
+
+@router.get("/runs/{run_id}/candidates", response_model=Page[CandidateSummary], responses=NOT_FOUND)
+def list_candidates(run_id: str, key: KeyDep, session: SessionDep,
+                    status: Annotated[str | None, Query()] = None,
+                    outcome: Annotated[str | None, Query()] = None,
+                    sort: Annotated[Literal["time", "score"], Query()] = "time",
+                    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+                    cursor: Annotated[str | None, Query()] = None) -> Page[CandidateSummary]:
+    owned_run(session, key, run_id)
+    query = select(Candidate).where(Candidate.run_id == run_id)
+    if status:
+        query = query.where(Candidate.status == status)
+    if outcome:
+        query = query.where(Candidate.outcome == outcome)
+    position = _decode_cursor(cursor, POSITION_CURSOR) if cursor else None
+    if sort == "time":
+        if position:
+            query = query.where(Candidate.index > int(position[0]))
+        rows = session.scalars(query.order_by(Candidate.index).limit(limit + 1)).all()
+        next_cursor = _encode_cursor(rows[limit - 1].index) if len(rows) > limit else None
+    else:
+        offset = int(position[0]) if position else 0
+        score = func.coalesce(Candidate.pooled_score, Candidate.score)
+        rows = session.scalars(query.order_by(score.desc().nulls_last(), Candidate.index)
+                               .offset(offset).limit(limit + 1)).all()
+        next_cursor = _encode_cursor(offset + limit) if len(rows) > limit else None
+    return Page(items=[candidate_summary(c) for c in rows[:limit]], next_cursor=next_cursor)
+
+
+@router.get("/runs/{run_id}/best.py", response_class=PlainTextResponse,
+            responses={**NOT_FOUND, 200: {"content": {"text/x-python": {}}}})
+def best_file(run_id: str, key: KeyDep, session: SessionDep) -> Response:
+    """The run's best algorithm as a standalone Python file, with where it came from in its header."""
+    run = owned_run(session, key, run_id)
+    best = session.get(Candidate, run.best_candidate_id) if run.best_candidate_id else None
+    if best is None:
+        raise HTTPException(404, f"run {run_id} has no evaluated candidate yet")
+    tests = session.scalars(select(Evaluation).where(Evaluation.candidate_id == best.id)).all()
+    lines = [f'"""{best.name}: discovered by Discovery run {run.id}.', "",
+             f"Target: {run.target}; proposer: {run.proposer.get('kind')}; profile: {run.profile}; seed: {run.seed}.",
+             f"Candidate #{best.index} ({best.id}), pooled normalised score {run.best_score:.4f} "
+             "(1.0 = the warm start, 0.0 = a random policy).", ""]
+    for e in sorted(tests, key=lambda e: (e.phase, e.env)):
+        if e.normalised_score is not None:
+            lines.append(f"  {e.phase:7} {e.env:24} score {e.normalised_score:8.4f}  return {e.final_return:10.2f}")
+    if best.thought:
+        lines += ["", "Idea: " + best.thought.replace('"""', "'''")]
+    lines.append('"""')
+    body = "\n".join(lines) + "\n\n" + best.code
+    return Response(body, media_type="text/x-python",
+                    headers={"Content-Disposition": f'attachment; filename="{run.target}_{run.id[:8]}.py"'})
+
+
+@router.get("/runs/{run_id}/webhook-deliveries", response_model=list[WebhookDeliveryOut], responses=NOT_FOUND)
+def list_deliveries(run_id: str, key: KeyDep, session: SessionDep) -> list[WebhookDeliveryOut]:
+    owned_run(session, key, run_id)
+    rows = session.execute(select(WebhookDelivery, WebhookEndpoint.url, Event.type)
+                           .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+                           .join(Event, Event.id == WebhookDelivery.event_id)
+                           .where(WebhookEndpoint.run_id == run_id).order_by(WebhookDelivery.created_at)).all()
+    attempts: dict[str, list[WebhookAttempt]] = {}
+    for attempt in session.scalars(select(WebhookAttempt)
+                                   .join(WebhookDelivery, WebhookDelivery.id == WebhookAttempt.delivery_id)
+                                   .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+                                   .where(WebhookEndpoint.run_id == run_id).order_by(WebhookAttempt.id)):
+        attempts.setdefault(attempt.delivery_id, []).append(attempt)
+    out = []
+    for delivery, url, event_type in rows:
+        out.append(WebhookDeliveryOut(
+            id=delivery.id, event_id=delivery.event_id, event_type=event_type, message_id=delivery.message_id,
+            url=url, status=delivery.status, attempts=delivery.attempts, last_status_code=delivery.last_status_code,
+            next_attempt_at=delivery.next_attempt_at, delivered_at=delivery.delivered_at,
+            attempt_log=[WebhookAttemptOut(attempted_at=a.attempted_at, status_code=a.status_code,
+                                           latency_ms=a.latency_ms, error=a.error)
+                         for a in attempts.get(delivery.id, [])]))
+    return out
+
+
+@router.post("/webhook-deliveries/{delivery_id}/resend", status_code=202,
+             responses={**NOT_FOUND, 409: {"model": Problem}})
+def resend_delivery(delivery_id: str, key: KeyDep, session: SessionDep, runtime: RuntimeDep) -> JSONResponse:
+    """Send a delivery's message again, with the same webhook-id and a fresh retry schedule."""
+    owner = session.scalar(select(WebhookEndpoint.owner_key_id)
+                           .join(WebhookDelivery, WebhookDelivery.endpoint_id == WebhookEndpoint.id)
+                           .where(WebhookDelivery.id == delivery_id))
+    if owner is None or owner != key.id:
+        raise HTTPException(404, f"no webhook delivery {delivery_id!r}")
+    try:
+        resent = resend(runtime.factory, delivery_id)
+    except ValueError as exc:
+        raise HTTPException(409, str(exc)) from None
+    runtime.publish([(resent, "webhook")])
+    return JSONResponse({"id": resent, "status": "pending"}, status_code=202)

@@ -1,0 +1,205 @@
+"""Response models of the REST API (the request model of a run is service.runs.spec.RunSpec)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, Field
+
+T = TypeVar("T")
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[dict[str, Any]] | None = Field(default=None, description="validation errors: field and message")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last page")
+
+
+class Progress(BaseModel):
+    candidates_done: int
+    candidates_budget: int
+    in_flight: int
+
+
+class Spent(BaseModel):
+    candidates: int
+    tokens: int
+    cost_usd: float
+    duplicates_skipped: int
+    seconds: float | None
+
+
+class BestCandidate(BaseModel):
+    candidate_id: str
+    index: int
+    name: str
+    score: float | None = Field(description="pooled normalised score (1.0 = the warm start)")
+
+
+class MetaTestCell(BaseModel):
+    normalised_score: float | None
+    final_return: float | None
+    outcome: str
+
+
+class MetaTestRow(BaseModel):
+    env: str
+    best: MetaTestCell | None
+    warm_start: MetaTestCell | None
+
+
+class WebhookOut(BaseModel):
+    url: str
+    events: list[str]
+    secret: str | None = Field(default=None, description="whsec_...: shown once, in the response that created it")
+
+
+class RunOut(BaseModel):
+    id: str
+    status: str
+    target: str
+    environments: dict[str, list[str]]
+    profile: str
+    proposer: dict[str, Any]
+    budget: dict[str, Any]
+    concurrency: int
+    seed: int
+    seeds_per_eval: int
+    progress: Progress
+    spent: Spent
+    best: BestCandidate | None
+    meta_test: list[MetaTestRow]
+    error: str | None
+    webhook: WebhookOut | None = None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    links: dict[str, str]
+
+
+class RunListItem(BaseModel):
+    id: str
+    status: str
+    target: str
+    proposer: str
+    profile: str
+    candidates_budget: int
+    best_score: float | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class CandidateSummary(BaseModel):
+    id: str
+    run_id: str
+    index: int
+    name: str
+    is_warm_start: bool
+    status: str
+    outcome: str | None
+    score: float | None
+    pooled_score: float | None
+    parent_ids: list[str]
+    error: str | None
+    created_at: datetime
+    evaluated_at: datetime | None
+
+
+class EvaluationOut(BaseModel):
+    env: str
+    phase: str
+    seeds: list[int]
+    learning_rates: list[float]
+    returns: list[list[float]] | None
+    curves: dict[str, Any] | None
+    best_lr: float | None
+    final_return: float | None
+    normalised_score: float | None
+    outcome: str
+    error: str | None
+    compile_seconds: float | None
+    train_seconds: float | None
+
+
+class LlmCallOut(BaseModel):
+    id: str
+    model: str
+    messages: list[dict[str, Any]]
+    reply: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    latency_ms: float | None
+    cost_usd: float | None
+    error: str | None
+
+
+class CandidateDetail(CandidateSummary):
+    code: str
+    thought: str
+    ast_hash: str
+    diff: str | None = Field(description="unified diff against the first parent")
+    children: list[str]
+    evaluations: list[EvaluationOut]
+    llm_call: LlmCallOut | None
+
+
+class TargetInputOut(BaseModel):
+    name: str
+    description: str
+
+
+class TargetOut(BaseModel):
+    name: str
+    signature: str
+    summary: str
+    inputs: list[TargetInputOut]
+    returns: str
+    rules: list[str]
+    warm_start: str
+    default_train_envs: list[str]
+    default_test_envs: list[str]
+
+
+class EnvironmentOut(BaseModel):
+    name: str
+    family: str
+    description: str
+    learning_rate: float
+    profiles: dict[str, dict[str, Any]]
+
+
+class WebhookAttemptOut(BaseModel):
+    attempted_at: datetime
+    status_code: int | None
+    latency_ms: float | None
+    error: str | None
+
+
+class WebhookDeliveryOut(BaseModel):
+    id: str
+    event_id: int
+    event_type: str
+    message_id: str
+    url: str
+    status: str
+    attempts: int
+    last_status_code: int | None
+    next_attempt_at: datetime | None
+    delivered_at: datetime | None
+    attempt_log: list[WebhookAttemptOut]
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)

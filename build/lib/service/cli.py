@@ -1,0 +1,298 @@
+"""`discovery`: the command line. Every command prints one readable line and exits non-zero on bad input."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from service.settings import get_settings
+
+app = typer.Typer(help="Discover reinforcement-learning algorithms with a language model in the loop.",
+                  no_args_is_help=True, add_completion=False)
+console = Console(width=None if sys.stdout.isatty() else 140)
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    raise typer.Exit(code)
+
+
+@app.callback()
+def main() -> None:
+    """Discover reinforcement-learning algorithms with a language model in the loop."""
+
+
+def require_sandbox() -> None:
+    """Refuse to start work that evaluates candidates when the required isolation is missing."""
+    from service.evaluation import check_isolation
+    from workers.sandbox.isolate import IsolationUnavailable
+
+    try:
+        console.print(f"sandbox: {check_isolation(get_settings())}", style="dim")
+    except IsolationUnavailable as exc:
+        fail(str(exc), EXIT_FAILED)
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        fail(f"--seeds takes comma-separated integers, got {text!r}")
+    if not seeds:
+        fail("--seeds needs at least one seed")
+    return seeds
+
+
+@app.command()
+def evaluate(
+    target: Annotated[str, typer.Option(help="lpo, optimizer or advantage")] = "lpo",
+    code: Annotated[Path | None, typer.Option(help="Python file with the candidate (default: the warm start)")] = None,
+    env: Annotated[list[str] | None, typer.Option(help="environment; repeat for several")] = None,
+    profile: Annotated[str, typer.Option(help="full, quick or smoke")] = "smoke",
+    seeds: Annotated[str, typer.Option(help="comma-separated seeds")] = "0,1",
+) -> None:
+    """Evaluate one candidate (in the sandbox) and print returns, learning rate, score and timings."""
+    from service.evaluation import EvaluationFailed, evaluate_code
+
+    settings = get_settings()
+    if code is not None and not code.is_file():
+        fail(f"--code {code}: no such file")
+    from workers.rl.envs import ENVIRONMENTS, PROFILES
+    from workers.targets import TARGETS
+
+    if target not in TARGETS:
+        fail(f"unknown target {target!r}; known: {', '.join(TARGETS)}")
+    envs = env or list(TARGETS[target].default_train_envs)
+    for name in envs:
+        if name not in ENVIRONMENTS:
+            fail(f"unknown environment {name!r}; known: {', '.join(ENVIRONMENTS)}")
+    if profile not in PROFILES:
+        fail(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
+    source = code.read_text() if code is not None else TARGETS[target].warm_start
+    seed_list = _parse_seeds(seeds)
+    require_sandbox()
+
+    table = Table(title=f"{target} candidate ({code or 'warm start'}), profile {profile}, seeds {seed_list}")
+    for column in ("env", "return", "per seed", "lr", "warm start", "random", "score", "compile s", "train s"):
+        table.add_column(column, justify="left" if column == "env" else "right")
+    for name in envs:
+        try:
+            scored = evaluate_code(settings, target, source, name, profile, seed_list)
+        except EvaluationFailed as exc:
+            fail(str(exc), EXIT_BAD_INPUT if exc.outcome == "invalid" else EXIT_FAILED)
+        r = scored.result
+        table.add_row(
+            name, f"{r.final_return:.2f}", " ".join(f"{x:.1f}" for x in r.returns[r.learning_rates.index(r.best_lr)]),
+            f"{r.best_lr:g}", f"{scored.baseline.warm_return:.2f}", f"{scored.baseline.random_return:.2f}",
+            f"{scored.score:.3f}", f"{r.compile_seconds:.1f}", f"{r.train_seconds:.1f}",
+        )
+    console.print(table)
+
+
+@app.command()
+def migrate() -> None:
+    """Apply the database migrations (DISCOVERY_DATABASE_URL)."""
+    from service.db import upgrade_database
+
+    settings = get_settings()
+    upgrade_database(settings.database_url)
+    console.print(f"database at head: {settings.database_url.split('@')[-1]}")
+
+
+@app.command()
+def run(
+    target: Annotated[str, typer.Option(help="lpo, optimizer or advantage")] = "lpo",
+    env: Annotated[list[str] | None, typer.Option(help="meta-train environment; repeat for several")] = None,
+    test_env: Annotated[list[str] | None, typer.Option(help="meta-test environment; repeat for several")] = None,
+    profile: Annotated[str, typer.Option(help="full, quick or smoke")] = "quick",
+    proposer: Annotated[str, typer.Option(help="evolution or llm")] = "evolution",
+    model: Annotated[str | None, typer.Option(help="LLM model (with --proposer llm)")] = None,
+    candidates: Annotated[int, typer.Option(help="how many candidates to propose and evaluate")] = 12,
+    concurrency: Annotated[int, typer.Option(help="candidates in flight at once")] = 2,
+    seed: Annotated[int, typer.Option(help="run seed")] = 0,
+    seeds_per_eval: Annotated[int, typer.Option(help="training seeds per evaluation")] = 2,
+) -> None:
+    """Run a whole discovery here (embedded database and executor unless configured otherwise)."""
+    from pydantic import ValidationError
+
+    from service.runs.runner import RunRefused, run_to_completion
+    from service.runs.spec import RunSpec
+
+    if proposer == "llm" and not model:
+        fail("--proposer llm needs --model NAME (the model at DISCOVERY_OPENAI_BASE_URL)")
+    try:
+        spec = RunSpec.model_validate({
+            "target": target, "profile": profile, "concurrency": concurrency, "seed": seed,
+            "seeds_per_eval": seeds_per_eval, "budget": {"candidates": candidates},
+            "environments": {"train": env or [], "test": test_env or []},
+            "proposer": {"kind": proposer, "model": model} if proposer == "llm" else {"kind": proposer},
+        })
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        fail(f"{where}: {first['msg']}" if where else first["msg"])
+    if not get_settings().broker_url:
+        require_sandbox()
+    try:
+        status = run_to_completion(get_settings(), spec, console)
+    except RunRefused as exc:
+        fail(str(exc))
+    if status != "completed":
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def worker(
+    queues: Annotated[str, typer.Option(help="comma-separated queues: propose, evaluate, webhooks")] = (
+        "propose,evaluate,webhooks"),
+    concurrency: Annotated[int, typer.Option(help="worker processes")] = 2,
+    loglevel: Annotated[str, typer.Option(help="Celery log level")] = "info",
+) -> None:
+    """Start a Celery worker (needs DISCOVERY_BROKER_URL); route `evaluate` to GPU hosts with --queues."""
+    if not get_settings().broker_url:
+        fail("discovery worker needs a broker: set DISCOVERY_BROKER_URL (for example redis://127.0.0.1:6379/0)")
+    if "evaluate" in queues.split(","):
+        require_sandbox()
+    from workers.tasks import app as celery_app
+
+    celery_app.worker_main(["worker", "-Q", queues, "--concurrency", str(concurrency), "--pool", "prefork",
+                            "--loglevel", loglevel, "--without-gossip", "--without-mingle"])
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+) -> None:
+    """Serve the REST API (with the local executor when no broker is configured)."""
+    import uvicorn
+
+    from service.api.app import create_app
+    from service.db import upgrade_database
+
+    settings = get_settings()
+    if not settings.broker_url:
+        require_sandbox()
+    upgrade_database(settings.database_url)
+    uvicorn.run(create_app(settings=settings), host=host, port=port, log_level="info")
+
+
+keys_app = typer.Typer(help="API keys: each key sees only its own runs.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(name: Annotated[str, typer.Argument(help="who or what the key is for")]) -> None:
+    """Create an API key and print it once (only its hash is stored)."""
+    from service.db import make_engine, make_session_factory, session_scope, upgrade_database
+    from service.keys import create_key
+
+    settings = get_settings()
+    upgrade_database(settings.database_url)
+    with session_scope(make_session_factory(make_engine(settings.database_url))) as session:
+        key, row = create_key(session, name)
+    print(key)
+    print(f"created key {row.prefix}... for {name!r}; it is shown only this once", file=sys.stderr)
+
+
+runs_app = typer.Typer(help="Runs on a Discovery server (DISCOVERY_API_URL, DISCOVERY_API_KEY).", no_args_is_help=True)
+candidates_app = typer.Typer(help="Candidates on a Discovery server.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+app.add_typer(candidates_app, name="candidates")
+
+
+def api_call(method: str, path: str, **kwargs: object) -> dict:
+    from service.client import ApiError, request
+
+    try:
+        return request(get_settings(), method, path, **kwargs)
+    except ApiError as exc:
+        fail(str(exc), EXIT_BAD_INPUT if exc.bad_input else EXIT_FAILED)
+
+
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+@runs_app.command("list")
+def runs_list(
+    status: Annotated[str | None, typer.Option(help="only runs with this status")] = None,
+    limit: Annotated[int, typer.Option(help="how many")] = 20,
+) -> None:
+    """List your runs, newest first."""
+    params = {"limit": limit, **({"status": status} if status else {})}
+    page = api_call("GET", "/v1/runs", params=params)
+    table = Table(title="runs")
+    for column in ("id", "status", "target", "proposer", "budget", "best", "created"):
+        table.add_column(column)
+    for r in page["items"]:
+        table.add_row(r["id"], r["status"], r["target"], r["proposer"], str(r["candidates_budget"]),
+                      _score(r["best_score"]), r["created_at"][:19])
+    console.print(table)
+
+
+@runs_app.command("show")
+def runs_show(run_id: Annotated[str, typer.Argument(help="run id")]) -> None:
+    """A run's status, progress, budget spent, best candidate and meta-test table."""
+    r = api_call("GET", f"/v1/runs/{run_id}")
+    console.print(f"run {r['id']}: [bold]{r['status']}[/bold]  {r['target']} on {', '.join(r['environments']['train'])}"
+                  f"  ({r['proposer']['kind']}, profile {r['profile']})")
+    p, spent = r["progress"], r["spent"]
+    console.print(f"candidates {p['candidates_done']}/{p['candidates_budget']} (in flight {p['in_flight']}), "
+                  f"tokens {spent['tokens']}, cost ${spent['cost_usd']:.4f}, duplicates skipped "
+                  f"{spent['duplicates_skipped']}")
+    if r["best"]:
+        console.print(f"best: #{r['best']['index']} {r['best']['name']} ({r['best']['candidate_id']}), "
+                      f"score {_score(r['best']['score'])}")
+    if r["meta_test"]:
+        table = Table(title="meta-test (normalised score)")
+        for column in ("environment", "best", "warm start"):
+            table.add_column(column)
+        for row in r["meta_test"]:
+            table.add_row(row["env"], _score((row["best"] or {}).get("normalised_score")),
+                          _score((row["warm_start"] or {}).get("normalised_score")))
+        console.print(table)
+    if r["error"]:
+        console.print(f"error: {r['error']}")
+
+
+@runs_app.command("cancel")
+def runs_cancel(run_id: Annotated[str, typer.Argument(help="run id")]) -> None:
+    """Cancel a run: no new work starts; in-flight evaluations end on their own."""
+    r = api_call("POST", f"/v1/runs/{run_id}/cancel")
+    console.print(f"run {r['id']}: {r['status']}")
+
+
+@candidates_app.command("show")
+def candidates_show(candidate_id: Annotated[str, typer.Argument(help="candidate id")]) -> None:
+    """A candidate's code, thought, outcome and per-environment results."""
+    from rich.syntax import Syntax
+
+    c = api_call("GET", f"/v1/candidates/{candidate_id}")
+    console.print(f"#{c['index']} {c['name']} ({c['id']}) of run {c['run_id']}: {c['outcome'] or c['status']}, "
+                  f"score {_score(c['score'])}, pooled {_score(c['pooled_score'])}")
+    if c["thought"]:
+        console.print(f"thought: {c['thought']}")
+    if c["error"]:
+        console.print(f"error: {c['error']}")
+    console.print(Syntax(c["code"], "python"))
+    table = Table(title="evaluations")
+    for column in ("phase", "env", "outcome", "return", "score", "lr", "seeds"):
+        table.add_column(column)
+    for e in c["evaluations"]:
+        final_return = "-" if e["final_return"] is None else f"{e['final_return']:.2f}"
+        lr = "-" if e["best_lr"] is None else f"{e['best_lr']:g}"
+        table.add_row(e["phase"], e["env"], e["outcome"], final_return, _score(e["normalised_score"]), lr,
+                      ",".join(map(str, e["seeds"])))
+    console.print(table)
+
+
+if __name__ == "__main__":
+    app()

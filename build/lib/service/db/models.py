@@ -1,0 +1,471 @@
+"""SQLAlchemy models: the schema of the service's single source of truth.
+
+Conventions:
+- Entities that the API exposes or the broker carries (runs, candidates, jobs, ...) have string
+  primary keys made by `new_id()` (uuid4 hex); append-only logs (events, webhook attempts) and the
+  baseline cache have integer autoincrement keys.
+- Every timestamp is timezone-aware UTC (`UTCDateTime`), on SQLite as on PostgreSQL.
+- Statuses are plain strings guarded by CHECK constraints; the allowed values are the StrEnums below
+  (a StrEnum member compares equal to its string, so `run.status == RunStatus.RUNNING` works).
+- JSON columns use the portable `sqlalchemy.JSON`. In-place mutation of a loaded JSON value is not
+  tracked: assign a new list or dict.
+- Schema changes go through Alembic (migrations/versions); tests/db checks the two agree.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+from workers.results import Outcome
+
+# Deterministic constraint names: Alembic (and SQLite batch migrations) need every constraint named.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ID_LENGTH = 32  # uuid4().hex
+
+
+def new_id() -> str:
+    """A new string primary key (uuid4 hex, 32 characters)."""
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored as UTC and always returned timezone-aware in UTC.
+
+    PostgreSQL stores `timestamp with time zone`; SQLite stores text without an offset, so values are
+    converted to UTC before they are written and tagged UTC when read. Naive datetimes are refused.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: use an aware UTC datetime (service.db.utcnow)")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+# BIGINT on PostgreSQL; INTEGER on SQLite, where only "INTEGER PRIMARY KEY" autoincrements.
+BigIntId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETING = "completing"  # budget spent, meta-testing the best candidate
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+RUN_FINAL_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+
+
+class CandidateStatus(StrEnum):
+    PENDING = "pending"
+    EVALUATING = "evaluating"
+    EVALUATED = "evaluated"
+    FAILED = "failed"
+
+
+class EvalPhase(StrEnum):
+    TRAIN = "train"  # meta-train environments, the run's fitness
+    REEVAL = "reeval"  # the same environments on fresh seeds (pooled score)
+    TEST = "test"  # held-out meta-test environments
+
+
+class BaselineKind(StrEnum):
+    RANDOM = "random"
+    WARM_START = "warm_start"
+
+
+class JobKind(StrEnum):
+    PROPOSE = "propose"
+    EVALUATE = "evaluate"
+    REEVALUATE = "reevaluate"
+    METATEST = "metatest"
+    FINISH = "finish"
+    WEBHOOK = "webhook"
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    CLAIMED = "claimed"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class EventType(StrEnum):
+    RUN_STARTED = "run.started"
+    CANDIDATE_PROPOSED = "candidate.proposed"
+    CANDIDATE_EVALUATED = "candidate.evaluated"
+    CANDIDATE_NEW_BEST = "candidate.new_best"
+    RUN_COMPLETED = "run.completed"
+    RUN_FAILED = "run.failed"
+    RUN_CANCELLED = "run.cancelled"
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    DELIVERING = "delivering"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+def one_of(column: str, values: type[StrEnum], name: str | None = None) -> CheckConstraint:
+    """A CHECK constraint `column IN (...)` named after the column (or `name`)."""
+    allowed = ", ".join(f"'{member.value}'" for member in values)
+    return CheckConstraint(f"{column} IN ({allowed})", name=name or column)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSON(),
+        list[Any]: JSON(),
+    }
+
+
+class ApiKey(Base):
+    """An API key. Only the sha256 of the key is stored; `prefix` lets a user recognise it."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+
+
+class Run(Base):
+    """One discovery run: a target, environments, a proposer and a budget."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        one_of("status", RunStatus),
+        UniqueConstraint("owner_key_id", "idempotency_key"),
+        Index("ix_runs_owner_key_id_created_at", "owner_key_id", "created_at"),
+        Index("ix_runs_status", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=new_id)
+    owner_key_id: Mapped[str | None] = mapped_column(String(ID_LENGTH), ForeignKey("api_keys.id"))
+    status: Mapped[str] = mapped_column(String(16), default=RunStatus.QUEUED)
+    target: Mapped[str] = mapped_column(String(64))
+    train_envs: Mapped[list[Any]] = mapped_column(default=list)
+    test_envs: Mapped[list[Any]] = mapped_column(default=list)
+    profile: Mapped[str] = mapped_column(String(64))
+    proposer: Mapped[dict[str, Any]] = mapped_column(default=dict)  # kind, model, temperature, base_url
+    budget: Mapped[dict[str, Any]] = mapped_column(default=dict)  # candidates, tokens, cost_usd, wall_seconds
+    concurrency: Mapped[int] = mapped_column(Integer, default=1)
+    seed: Mapped[int] = mapped_column(BigInteger, default=0)
+    seeds_per_eval: Mapped[int] = mapped_column(Integer)
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)  # full configuration and versions
+    best_candidate_id: Mapped[str | None] = mapped_column(
+        String(ID_LENGTH), ForeignKey("candidates.id", use_alter=True, ondelete="SET NULL")
+    )
+    best_score: Mapped[float | None] = mapped_column(Float)
+    tokens_used: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    duplicates_skipped: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    candidates: Mapped[list[Candidate]] = relationship(
+        back_populates="run",
+        foreign_keys="Candidate.run_id",
+        order_by="Candidate.index",
+        viewonly=True,
+    )
+
+
+class Candidate(Base):
+    """One proposed algorithm (code) in a run, with its fitness once evaluated."""
+
+    __tablename__ = "candidates"
+    __table_args__ = (
+        one_of("status", CandidateStatus),
+        one_of("outcome", Outcome),
+        UniqueConstraint("run_id", "index"),
+        UniqueConstraint("run_id", "ast_hash"),
+        Index("ix_candidates_run_id_score", "run_id", "score"),
+        Index("ix_candidates_run_id_created_at", "run_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=new_id)
+    # Indexed by uq_candidates_run_id_index (run_id leads it).
+    run_id: Mapped[str] = mapped_column(String(ID_LENGTH), ForeignKey("runs.id", ondelete="CASCADE"))
+    index: Mapped[int] = mapped_column(Integer)  # 0, 1, 2, ... in the run
+    is_warm_start: Mapped[bool] = mapped_column(Boolean, default=False)
+    name: Mapped[str] = mapped_column(String(200))
+    thought: Mapped[str] = mapped_column(Text, default="")
+    code: Mapped[str] = mapped_column(Text)
+    parent_ids: Mapped[list[Any]] = mapped_column(default=list)
+    ast_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default=CandidateStatus.PENDING)
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    score: Mapped[float | None] = mapped_column(Float)  # normalised mean over meta-train environments
+    pooled_score: Mapped[float | None] = mapped_column(Float)  # after re-evaluation on fresh seeds
+    error: Mapped[str | None] = mapped_column(Text)
+    llm_call_id: Mapped[str | None] = mapped_column(
+        String(ID_LENGTH), ForeignKey("llm_calls.id", ondelete="SET NULL")
+    )
+    # The traced artifact every evaluation of this candidate trains (None: not traced yet, or the warm start).
+    artifact_sha256: Mapped[str | None] = mapped_column(String(64), ForeignKey("artifacts.sha256"))
+    propose_seconds: Mapped[float | None] = mapped_column(Float)
+    eval_seconds: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    evaluated_at: Mapped[datetime | None]
+
+    run: Mapped[Run] = relationship(back_populates="candidates", foreign_keys=[run_id], viewonly=True)
+    evaluations: Mapped[list[Evaluation]] = relationship(
+        back_populates="candidate", order_by="Evaluation.created_at", viewonly=True
+    )
+
+
+class Evaluation(Base):
+    """One candidate on one environment in one phase: returns per learning rate and seed."""
+
+    __tablename__ = "evaluations"
+    __table_args__ = (
+        one_of("phase", EvalPhase),
+        one_of("outcome", Outcome),
+        # A re-run evaluate job finds this row instead of adding a second one.
+        UniqueConstraint("candidate_id", "env", "phase"),
+    )
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=new_id)
+    # Indexed by uq_evaluations_candidate_id_env_phase.
+    candidate_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("candidates.id", ondelete="CASCADE")
+    )
+    env: Mapped[str] = mapped_column(String(64))
+    phase: Mapped[str] = mapped_column(String(16))
+    seeds: Mapped[list[Any]] = mapped_column(default=list)
+    learning_rates: Mapped[list[Any]] = mapped_column(default=list)
+    returns: Mapped[list[Any] | None] = mapped_column(JSON)  # [lr][seed] final returns
+    curves: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # learning curves, shape is the writer's
+    best_lr: Mapped[float | None] = mapped_column(Float)
+    final_return: Mapped[float | None] = mapped_column(Float)
+    normalised_score: Mapped[float | None] = mapped_column(Float)
+    outcome: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    compile_seconds: Mapped[float | None] = mapped_column(Float)
+    train_seconds: Mapped[float | None] = mapped_column(Float)
+    artifact_sha256: Mapped[str | None] = mapped_column(String(64))  # what was trained (None: the warm start)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    candidate: Mapped[Candidate] = relationship(back_populates="evaluations", viewonly=True)
+
+
+class Artifact(Base):
+    """A candidate's traced function (`workers.artifact.Artifact` bytes), addressed by its SHA-256.
+
+    Traced once per candidate; re-evaluation and meta-test train these same bytes.
+    """
+
+    __tablename__ = "artifacts"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    target: Mapped[str] = mapped_column(String(64))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Baseline(Base):
+    """A cached reference return (random policy or warm start) for normalising scores."""
+
+    __tablename__ = "baselines"
+    __table_args__ = (
+        one_of("kind", BaselineKind),
+        UniqueConstraint("env", "profile", "seeds_key", "kind"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    env: Mapped[str] = mapped_column(String(64))
+    profile: Mapped[str] = mapped_column(String(64))
+    seeds_key: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(16))
+    value: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Job(Base):
+    """A unit of work carried by the executor; `dedupe_key` makes enqueueing idempotent."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        one_of("kind", JobKind),
+        one_of("status", JobStatus),
+        Index("ix_jobs_status_lease_until", "status", "lease_until"),
+        Index("ix_jobs_run_id", "run_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=new_id)
+    run_id: Mapped[str] = mapped_column(String(ID_LENGTH), ForeignKey("runs.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    candidate_id: Mapped[str | None] = mapped_column(
+        String(ID_LENGTH), ForeignKey("candidates.id", ondelete="CASCADE")
+    )
+    env: Mapped[str | None] = mapped_column(String(64))
+    dedupe_key: Mapped[str] = mapped_column(String(255), unique=True)  # e.g. "evaluate:<candidate_id>"
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(255))
+    lease_until: Mapped[datetime | None]
+    published_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class LlmCall(Base):
+    """One request to a language model, stored for audit and cost accounting."""
+
+    __tablename__ = "llm_calls"
+    __table_args__ = (Index("ix_llm_calls_run_id_created_at", "run_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=new_id)
+    run_id: Mapped[str] = mapped_column(String(ID_LENGTH), ForeignKey("runs.id", ondelete="CASCADE"))
+    candidate_id: Mapped[str | None] = mapped_column(
+        String(ID_LENGTH), ForeignKey("candidates.id", use_alter=True, ondelete="SET NULL")
+    )
+    model: Mapped[str] = mapped_column(String(200))
+    messages: Mapped[list[Any]] = mapped_column(default=list)
+    reply: Mapped[str | None] = mapped_column(Text)
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    cost_usd: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Event(Base):
+    """The outbox: one row per run event. Its id is the SSE event id; webhooks deliver from here."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        one_of("type", EventType),
+        # "Events of run R after id N" (SSE resume with Last-Event-ID); also indexes run_id alone.
+        Index("ix_events_run_id_id", "run_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(ID_LENGTH), ForeignKey("runs.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookEndpoint(Base):
+    """Where to deliver events: for one run (run_id) or for all runs of a key (owner_key_id)."""
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (
+        Index("ix_webhook_endpoints_run_id", "run_id"),
+        Index("ix_webhook_endpoints_owner_key_id", "owner_key_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=new_id)
+    run_id: Mapped[str | None] = mapped_column(String(ID_LENGTH), ForeignKey("runs.id", ondelete="CASCADE"))
+    owner_key_id: Mapped[str | None] = mapped_column(String(ID_LENGTH), ForeignKey("api_keys.id"))
+    url: Mapped[str] = mapped_column(Text)
+    secret: Mapped[str] = mapped_column(String(255))  # whsec_...: needed in clear to sign
+    events: Mapped[list[Any]] = mapped_column(default=list)  # event types; empty means all
+    disabled_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event to one endpoint. `message_id` is the stable webhook-id header across retries."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        one_of("status", DeliveryStatus),
+        UniqueConstraint("endpoint_id", "event_id"),
+        Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_event_id", "event_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=new_id)
+    endpoint_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("webhook_endpoints.id", ondelete="CASCADE")
+    )
+    event_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("events.id", ondelete="CASCADE"))
+    message_id: Mapped[str] = mapped_column(String(64), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None]
+
+    attempt_log: Mapped[list[WebhookAttempt]] = relationship(order_by="WebhookAttempt.id", viewonly=True)
+
+
+class WebhookAttempt(Base):
+    """One HTTP attempt of a delivery (the delivery log)."""
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (Index("ix_webhook_attempts_delivery_id", "delivery_id"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("webhook_deliveries.id", ondelete="CASCADE")
+    )
+    attempted_at: Mapped[datetime] = mapped_column(default=utcnow)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)

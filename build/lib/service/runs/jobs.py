@@ -1,0 +1,415 @@
+"""The jobs a run is made of, and how a worker runs one: claim, heartbeat, do the work, advance.
+
+Every handler is idempotent and keyed by database rows: results already recorded are not produced
+again (an evaluation row per candidate, environment and phase; a candidate per proposal index; an
+artifact per candidate), and the job is marked done in the same transaction that records its last
+result. A worker that claims an evaluation also claims the compatible evaluations waiting beside it
+(same run, kind and environment, up to `evaluate_batch_size`) and trains them as one batch.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import socket
+import threading
+from datetime import timedelta
+from statistics import mean
+
+from pydantic import BaseModel
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.db import claim_job, session_scope, utcnow
+from service.db.models import (
+    RUN_FINAL_STATUSES,
+    Artifact,
+    Candidate,
+    CandidateStatus,
+    EvalPhase,
+    Evaluation,
+    EventType,
+    Job,
+    JobKind,
+    JobStatus,
+    LlmCall,
+    Run,
+    RunStatus,
+)
+from service.evaluation import baseline_for, score, trace_many, train_artifacts, train_warm_start
+from service.proposers import (
+    HistoryEntry,
+    LLMCallRecord,
+    LLMSettings,
+    Proposal,
+    ProposalContext,
+    ProposerConfig,
+    ProposerUnavailable,
+    make_proposer,
+)
+from service.runs.orchestrator import Publish, add_job, advance, emit, finish_run, lock_run, seeds_for
+from service.settings import Settings
+from workers.baselines import BaselineError
+from workers.results import EvaluationResult, Outcome
+from workers.sandbox.isolate import IsolationUnavailable
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 20.0  # a dead worker's job is taken over within this (plus a sweep)
+PHASE_OF = {JobKind.EVALUATE: EvalPhase.TRAIN, JobKind.REEVALUATE: EvalPhase.REEVAL, JobKind.METATEST: EvalPhase.TEST}
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+class Heartbeat:
+    """Extends claimed jobs' leases while the work runs, so a live worker keeps them and a dead one loses them."""
+
+    def __init__(self, factory: sessionmaker[Session], job_ids: list[str], owner: str) -> None:
+        self.factory, self.job_ids, self.owner = factory, job_ids, owner
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self) -> None:
+        while not self.stop.wait(LEASE_SECONDS / 3):
+            try:
+                with session_scope(self.factory) as session:
+                    session.execute(update(Job).where(Job.id.in_(self.job_ids), Job.lease_owner == self.owner,
+                                                      Job.status == JobStatus.CLAIMED)
+                                    .values(lease_until=utcnow() + timedelta(seconds=LEASE_SECONDS)))
+            except Exception:  # noqa: BLE001 - the database may be briefly away; the next beat retries
+                log.warning("heartbeat for jobs %s failed", self.job_ids, exc_info=True)
+
+    def __enter__(self) -> Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def run_job(factory: sessionmaker[Session], settings: Settings, job_id: str, publish: Publish) -> None:
+    """Claim and run one job (with its batch companions); a job another worker holds, or that is done, is left
+    alone."""
+    owner = worker_id()
+    with session_scope(factory) as session:
+        if not claim_job(session, job_id, owner, LEASE_SECONDS):
+            return
+        job = session.get(Job, job_id)
+        assert job is not None
+        run_id, kind = job.run_id, JobKind(job.kind)
+        job_ids = [job_id]
+        if kind != JobKind.PROPOSE:
+            job_ids += claim_companions(session, job, owner, settings.evaluate_batch_size - 1)
+    with Heartbeat(factory, job_ids, owner):
+        try:
+            if kind == JobKind.PROPOSE:
+                propose(factory, settings, job_id)
+            else:
+                evaluate(factory, settings, job_ids)
+        except ProposerUnavailable as exc:
+            _fail_run(factory, run_id, job_ids, f"the proposer is unavailable: {exc.reason}", exc.llm_calls)
+        except (BaselineError, IsolationUnavailable) as exc:
+            _fail_run(factory, run_id, job_ids, str(exc), [])
+        except Exception as exc:
+            log.exception("jobs %s (%s) failed", job_ids, kind)
+            for failed in job_ids:
+                _fail_job(factory, failed, f"the {kind} job crashed: {type(exc).__name__}: {exc}")
+    advance(factory, run_id, publish)
+
+
+def claim_companions(session: Session, job: Job, owner: str, limit: int) -> list[str]:
+    """Claim up to `limit` pending jobs that can train in the same program as `job`: same run, kind and env."""
+    if limit <= 0:
+        return []
+    candidates = session.scalars(
+        select(Job.id).where(Job.run_id == job.run_id, Job.kind == job.kind, Job.status == JobStatus.PENDING,
+                             Job.id != job.id, Job.env.is_(None) if job.env is None else Job.env == job.env)
+        .order_by(Job.created_at).limit(limit)).all()
+    return [other for other in candidates if claim_job(session, other, owner, LEASE_SECONDS)]
+
+
+def _fail_job(factory: sessionmaker[Session], job_id: str, error: str) -> None:
+    """Record a crashed job; a candidate whose search evaluation crashed gets the outcome `error`."""
+    with session_scope(factory) as session:
+        job = session.get(Job, job_id)
+        job.status, job.error, job.finished_at = JobStatus.FAILED, error, utcnow()
+        if job.kind == JobKind.EVALUATE and job.candidate_id:
+            session.execute(update(Candidate).where(Candidate.id == job.candidate_id,
+                                                    Candidate.status.in_([CandidateStatus.PENDING,
+                                                                          CandidateStatus.EVALUATING]))
+                            .values(status=CandidateStatus.FAILED, outcome=Outcome.error, error=error,
+                                    evaluated_at=utcnow()))
+
+
+def _fail_run(factory: sessionmaker[Session], run_id: str, job_ids: list[str], reason: str,
+              calls: list[LLMCallRecord]) -> None:
+    with session_scope(factory) as session:
+        run = lock_run(session, run_id)
+        if run is not None:
+            _record_calls(session, run, None, calls)
+            if run.status not in RUN_FINAL_STATUSES:
+                finish_run(session, run, RunStatus.FAILED, reason)
+        session.execute(update(Job).where(Job.id.in_(job_ids))
+                        .values(status=JobStatus.FAILED, error=reason, finished_at=utcnow()))
+
+
+# --- propose -------------------------------------------------------------------------------------
+
+def proposer_config(run: Run) -> ProposerConfig:
+    spec = run.proposer
+    if spec["kind"] == "evolution":
+        return ProposerConfig(kind="evolution")
+    return ProposerConfig(kind="llm", llm=LLMSettings(
+        model=spec["model"], base_url=spec.get("base_url"), temperature=spec.get("temperature"),
+        send_temperature=spec.get("send_temperature", True), json_mode=spec.get("json_mode", True),
+        max_tokens=spec.get("max_tokens"), price_prompt_per_1k=spec.get("price_per_1k_prompt_tokens"),
+        price_completion_per_1k=spec.get("price_per_1k_completion_tokens"),
+    ))
+
+
+def history_entry(candidate: Candidate) -> HistoryEntry:
+    evaluated = candidate.status in (CandidateStatus.EVALUATED, CandidateStatus.FAILED)
+    return HistoryEntry(
+        candidate_id=candidate.id, index=candidate.index, name=candidate.name, thought=candidate.thought,
+        code=candidate.code, outcome=Outcome(candidate.outcome) if evaluated and candidate.outcome else None,
+        score=candidate.pooled_score if candidate.pooled_score is not None else candidate.score,
+        error=candidate.error, parent_ids=list(candidate.parent_ids),
+    )
+
+
+def build_context(session: Session, run: Run, index: int) -> ProposalContext:
+    """The proposer's view of the run, rebuilt from the database (so a resumed run prompts the same)."""
+    candidates = session.scalars(select(Candidate).where(Candidate.run_id == run.id, Candidate.index < index)
+                                 .order_by(Candidate.index)).all()
+    warm = next(c for c in candidates if c.is_warm_start)
+    return ProposalContext(
+        run_id=run.id, target=run.target, seed=run.seed, index=index, warm_start=history_entry(warm),
+        history=[history_entry(c) for c in candidates if not c.is_warm_start],
+        known_hashes={c.ast_hash for c in candidates},
+    )
+
+
+def _record_calls(session: Session, run: Run, candidate_id: str | None, calls: list[LLMCallRecord]) -> str | None:
+    last_id = None
+    for call in calls:
+        row = LlmCall(run_id=run.id, candidate_id=candidate_id, **call.model_dump())
+        session.add(row)
+        session.flush()
+        last_id = row.id
+        run.tokens_used += (call.prompt_tokens or 0) + (call.completion_tokens or 0)
+        run.cost_usd += call.cost_usd or 0.0
+    return last_id
+
+
+def propose(factory: sessionmaker[Session], settings: Settings, job_id: str) -> None:
+    with session_scope(factory) as session:
+        job = session.get(Job, job_id)
+        run = session.get(Run, job.run_id)
+        index = int(job.dedupe_key.rsplit(":", 1)[1])
+        if run.status in RUN_FINAL_STATUSES or session.execute(
+            select(Candidate.id).where(Candidate.run_id == run.id, Candidate.index == index)
+        ).first():
+            job.status, job.finished_at = JobStatus.DONE, utcnow()
+            return
+        context = build_context(session, run, index)
+        config = proposer_config(run)
+    api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+    started = utcnow()
+    proposal: Proposal = make_proposer(config, api_key=api_key, base_url=settings.openai_base_url).propose(context)
+    with session_scope(factory) as session:
+        run = lock_run(session, context.run_id)
+        job = session.get(Job, job_id)
+        known = set(session.scalars(select(Candidate.ast_hash).where(Candidate.run_id == run.id)))
+        error = proposal.invalid_error
+        digest = proposal.ast_hash
+        if error is None and (digest is None or digest in known):
+            error = "the same algorithm is already in this run"
+            proposal.duplicates_skipped += 1
+        if error is not None:
+            digest = hashlib.sha256(f"unevaluated:{index}:{proposal.code}".encode()).hexdigest()
+        candidate = Candidate(
+            run_id=run.id, index=index, name=proposal.name or f"candidate {index}", thought=proposal.thought,
+            code=proposal.code, parent_ids=proposal.parent_ids, ast_hash=digest,
+            status=CandidateStatus.FAILED if error else CandidateStatus.PENDING,
+            outcome=Outcome.invalid if error else None, error=error,
+            propose_seconds=(utcnow() - started).total_seconds(),
+            evaluated_at=utcnow() if error else None,
+        )
+        session.add(candidate)
+        session.flush()
+        candidate.llm_call_id = _record_calls(session, run, candidate.id, proposal.llm_calls)
+        run.duplicates_skipped += proposal.duplicates_skipped
+        emit(session, run.id, EventType.CANDIDATE_PROPOSED,
+             {"candidate_id": candidate.id, "index": index, "name": candidate.name})
+        if error is None and run.status not in RUN_FINAL_STATUSES:
+            add_job(session, run, JobKind.EVALUATE, f"evaluate:{candidate.id}", candidate_id=candidate.id)
+        else:
+            emit(session, run.id, EventType.CANDIDATE_EVALUATED,
+                 {"candidate_id": candidate.id, "index": index, "outcome": Outcome.invalid, "score": None})
+        job.status, job.finished_at = JobStatus.DONE, utcnow()
+
+
+# --- evaluate, re-evaluate, meta-test --------------------------------------------------------------
+
+class _Pending(BaseModel):
+    """One claimed evaluation job, as plain values (no ORM object crosses the long-running work)."""
+
+    job_id: str
+    candidate_id: str
+    is_warm_start: bool
+    code: str
+    artifact_sha256: str | None
+    envs: list[str]
+    done: dict[str, str]  # env -> outcome of an evaluation already recorded
+
+
+def _load_batch(factory: sessionmaker[Session], job_ids: list[str]) -> tuple[Run, EvalPhase, list[int], list[_Pending]]:
+    """Read the claimed jobs; search candidates become `evaluating` (committed here)."""
+    with session_scope(factory) as session:
+        jobs = [session.get(Job, job_id) for job_id in job_ids]
+        run = session.get(Run, jobs[0].run_id)
+        phase = PHASE_OF[JobKind(jobs[0].kind)]
+        pending = []
+        for job in jobs:
+            candidate = session.get(Candidate, job.candidate_id)
+            if phase == EvalPhase.TRAIN and candidate.status == CandidateStatus.PENDING:
+                candidate.status = CandidateStatus.EVALUATING
+            done = {e.env: e.outcome for e in session.scalars(
+                select(Evaluation).where(Evaluation.candidate_id == candidate.id, Evaluation.phase == phase))}
+            pending.append(_Pending(
+                job_id=job.id, candidate_id=candidate.id, is_warm_start=candidate.is_warm_start, code=candidate.code,
+                artifact_sha256=candidate.artifact_sha256, done=done,
+                envs=[job.env] if phase == EvalPhase.TEST else list(run.train_envs)))
+        session.expunge(run)
+        return run, phase, seeds_for(run, phase), pending
+
+
+def _artifacts_for(factory: sessionmaker[Session], settings: Settings, target: str, items: list[_Pending]
+                   ) -> list[tuple[str | None, EvaluationResult | None]]:
+    """Each candidate's artifact, or its failed trace as a result.
+
+    A candidate is traced once; its artifact is stored, and re-evaluation and meta-test train the same bytes.
+    """
+    found: dict[str, str] = {}
+    with session_scope(factory) as session:
+        for item in items:
+            row = session.get(Artifact, item.artifact_sha256) if item.artifact_sha256 else None
+            if row is not None:
+                found[item.candidate_id] = base64.b64encode(row.data).decode()
+    to_trace = [item for item in items if item.candidate_id not in found]
+    failed: dict[str, EvaluationResult] = {}
+    for item, traced in zip(to_trace, trace_many(settings, target, [i.code for i in to_trace]), strict=True):
+        if traced.outcome is not Outcome.ok or traced.artifact is None:
+            failed[item.candidate_id] = EvaluationResult(outcome=traced.outcome, error=traced.error,
+                                                         seconds=traced.seconds)
+            continue
+        data = base64.b64decode(traced.artifact)
+        digest = hashlib.sha256(data).hexdigest()
+        with session_scope(factory) as session:
+            if session.get(Artifact, digest) is None:
+                session.add(Artifact(sha256=digest, target=target, data=data))
+                session.flush()
+            session.execute(update(Candidate).where(Candidate.id == item.candidate_id)
+                            .values(artifact_sha256=digest))
+        found[item.candidate_id] = traced.artifact
+    return [(found.get(i.candidate_id), failed.get(i.candidate_id)) for i in items]
+
+
+def _store(factory: sessionmaker[Session], item: _Pending, env: str, phase: EvalPhase, seeds: list[int],
+           result: EvaluationResult, value: float | None) -> None:
+    r = result.result
+    with session_scope(factory) as session:
+        session.add(Evaluation(
+            candidate_id=item.candidate_id, env=env, phase=phase, seeds=seeds, outcome=result.outcome,
+            error=result.error, learning_rates=r.learning_rates if r else [], returns=r.returns if r else None,
+            curves={"learning_rates": r.learning_rates, "returns": r.curves} if r else None,
+            best_lr=r.best_lr if r else None, final_return=r.final_return if r else None,
+            normalised_score=value, compile_seconds=r.compile_seconds if r else None,
+            train_seconds=r.train_seconds if r else None, artifact_sha256=r.artifact_sha256 if r else None,
+        ))
+    item.done[env] = result.outcome
+
+
+def evaluate(factory: sessionmaker[Session], settings: Settings, job_ids: list[str]) -> None:
+    """Evaluate a batch of claimed jobs: trace each candidate once, then train the batch env by env."""
+    run, phase, seeds, pending = _load_batch(factory, job_ids)
+    target, profile = run.target, run.profile
+    artifacts: dict[str, str] = {}
+    needed = [item for item in pending if not item.is_warm_start and any(e not in item.done for e in item.envs)
+              and all(outcome == Outcome.ok for outcome in item.done.values())]
+    for item, (artifact, failed) in zip(needed, _artifacts_for(factory, settings, target, needed), strict=True):
+        if failed is not None:
+            _store(factory, item, next(e for e in item.envs if e not in item.done), phase, seeds, failed, None)
+        elif artifact is not None:
+            artifacts[item.candidate_id] = artifact
+    for env in dict.fromkeys(e for item in pending for e in item.envs):
+        todo = [i for i in pending if env in i.envs and env not in i.done
+                and all(outcome == Outcome.ok for outcome in i.done.values())]
+        for item in (i for i in todo if i.is_warm_start):
+            result = train_warm_start(settings, target, env, profile, seeds)
+            if result.outcome is not Outcome.ok or result.result is None:
+                raise BaselineError(f"the warm start failed on {env} ({result.outcome}): {result.error}")
+            baseline = baseline_for(settings, target, env, profile, seeds, measured=result)
+            _store(factory, item, env, phase, seeds, result, score(result.result, baseline))
+        batch = [i for i in todo if not i.is_warm_start and i.candidate_id in artifacts]
+        if not batch:
+            continue
+        baseline = baseline_for(settings, target, env, profile, seeds)
+        results = train_artifacts(settings, target, env, profile, seeds, [artifacts[i.candidate_id] for i in batch],
+                                  baseline)
+        for item, result in zip(batch, results, strict=True):
+            _store(factory, item, env, phase, seeds, result, score(result.result, baseline) if result.result else None)
+    for item in pending:
+        _record_evaluation(factory, item.job_id, phase)
+
+
+def _record_evaluation(factory: sessionmaker[Session], job_id: str, phase: EvalPhase) -> None:
+    """Score the candidate from its evaluation rows, update the run's best, finish the job: one transaction."""
+    with session_scope(factory) as session:
+        job = session.get(Job, job_id)
+        run = lock_run(session, job.run_id)
+        candidate = session.get(Candidate, job.candidate_id)
+        rows = session.scalars(select(Evaluation).where(Evaluation.candidate_id == candidate.id,
+                                                        Evaluation.phase == phase)).all()
+        job.status, job.finished_at = JobStatus.DONE, utcnow()
+        failed = next((r for r in rows if r.outcome != Outcome.ok), None)
+        score = None if failed else mean(r.normalised_score for r in rows)
+        if phase == EvalPhase.TEST:
+            return
+        if phase == EvalPhase.TRAIN:
+            candidate.status = CandidateStatus.FAILED if failed else CandidateStatus.EVALUATED
+            candidate.outcome = failed.outcome if failed else Outcome.ok
+            candidate.error = failed.error if failed else None
+            candidate.score = score
+            candidate.evaluated_at = utcnow()
+            candidate.eval_seconds = sum((r.compile_seconds or 0) + (r.train_seconds or 0) for r in rows)
+            emit(session, run.id, EventType.CANDIDATE_EVALUATED,
+                 {"candidate_id": candidate.id, "index": candidate.index, "outcome": candidate.outcome,
+                  "score": score})
+            if score is None or run.status in RUN_FINAL_STATUSES:
+                return
+            if candidate.is_warm_start:
+                candidate.pooled_score = score  # the warm start defines the scale: no noise to pool away
+                _crown(session, run, candidate)
+            elif run.best_score is None or score > run.best_score:
+                add_job(session, run, JobKind.REEVALUATE, f"reevaluate:{candidate.id}", candidate_id=candidate.id)
+            return
+        # Re-evaluation on fresh seeds: the run's best is chosen on the pooled result.
+        if score is None or candidate.score is None:
+            candidate.pooled_score = None
+            return
+        candidate.pooled_score = (candidate.score + score) / 2
+        if run.status not in RUN_FINAL_STATUSES and (run.best_score is None or candidate.pooled_score > run.best_score):
+            _crown(session, run, candidate)
+
+
+def _crown(session: Session, run: Run, candidate: Candidate) -> None:
+    run.best_candidate_id, run.best_score = candidate.id, candidate.pooled_score
+    emit(session, run.id, EventType.CANDIDATE_NEW_BEST,
+         {"candidate_id": candidate.id, "index": candidate.index, "name": candidate.name,
+          "pooled_score": candidate.pooled_score, "run_id": run.id})

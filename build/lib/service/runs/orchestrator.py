@@ -1,0 +1,216 @@
+"""The orchestrator: `advance(run_id)` is the only place that moves a run forward.
+
+Under a row lock on the run it reads the run's jobs and candidates, schedules proposals until
+`concurrency` of them are in flight and the budget is spent, then meta-tests the best candidate and
+the warm start on the held-out environments, and finally completes the run. Every job is a row
+committed before it is published; publishing twice is harmless (a job is claimed by one worker).
+It is safe to call at any time, from any process, any number of times.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.db import session_scope, utcnow
+from service.db.models import (
+    RUN_FINAL_STATUSES,
+    Candidate,
+    CandidateStatus,
+    Event,
+    EventType,
+    Job,
+    JobKind,
+    JobStatus,
+    Run,
+    RunStatus,
+    WebhookEndpoint,
+)
+from service.proposers import ast_hash
+from service.runs.spec import RunSpec
+from service.webhooks import enqueue_deliveries, new_secret
+from workers.targets import TARGETS
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[list[tuple[str, str]]], None]  # [(job_id, kind)] -> hands them to the executor
+OPEN_JOB = (JobStatus.PENDING, JobStatus.CLAIMED)
+SEARCH_JOBS = (JobKind.PROPOSE, JobKind.EVALUATE, JobKind.REEVALUATE)
+
+
+def seeds_for(run: Run, phase: str) -> list[int]:
+    """Distinct seeds per phase: a re-evaluation and the meta-test never reuse the search's seeds."""
+    offset = {"train": 0, "reeval": 100, "test": 200}[phase]
+    return [run.seed * 1000 + offset + i for i in range(run.seeds_per_eval)]
+
+
+def emit(session: Session, run_id: str, type_: EventType, payload: dict[str, Any]) -> None:
+    """Write an event and its webhook deliveries (the outbox) in the caller's transaction.
+
+    Callers hold the run's row lock, so a run's event ids are committed in order (SSE resumes by id).
+    """
+    event = Event(run_id=run_id, type=type_, payload=payload)
+    session.add(event)
+    session.flush()
+    enqueue_deliveries(session, event)
+
+
+def lock_run(session: Session, run_id: str) -> Run | None:
+    return session.execute(select(Run).where(Run.id == run_id).with_for_update()).scalar_one_or_none()
+
+
+def add_job(session: Session, run: Run, kind: JobKind, dedupe_key: str, candidate_id: str | None = None,
+            env: str | None = None) -> Job | None:
+    """A new pending job unless one with the same dedupe key exists (then None)."""
+    if session.execute(select(Job.id).where(Job.dedupe_key == dedupe_key)).first():
+        return None
+    job = Job(run_id=run.id, kind=kind, dedupe_key=dedupe_key, candidate_id=candidate_id, env=env)
+    session.add(job)
+    session.flush()
+    return job
+
+
+def request_hash(spec: RunSpec) -> str:
+    return hashlib.sha256(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+def create_run(session: Session, spec: RunSpec, owner_key_id: str | None = None,
+               idempotency_key: str | None = None, config: dict[str, Any] | None = None) -> tuple[Run, list[Job]]:
+    """Insert the run, its warm-start candidate and that candidate's evaluation job (not yet published)."""
+    run = Run(
+        owner_key_id=owner_key_id,
+        status=RunStatus.QUEUED,
+        target=spec.target,
+        train_envs=spec.environments.train,
+        test_envs=spec.environments.test,
+        profile=spec.profile,
+        proposer=spec.proposer.model_dump(mode="json"),
+        budget=spec.budget.model_dump(mode="json"),
+        concurrency=spec.concurrency,
+        seed=spec.seed,
+        seeds_per_eval=spec.seeds_per_eval,
+        config={"spec": spec.model_dump(mode="json"), **(config or {})},
+        idempotency_key=idempotency_key,
+        request_hash=request_hash(spec),
+    )
+    session.add(run)
+    session.flush()
+    if spec.webhook is not None:
+        session.add(WebhookEndpoint(run_id=run.id, owner_key_id=owner_key_id, url=str(spec.webhook.url),
+                                    secret=new_secret(), events=list(spec.webhook.events)))
+    warm = TARGETS[spec.target].warm_start
+    candidate = Candidate(run_id=run.id, index=0, is_warm_start=True, name="warm start",
+                          thought="The hand-made algorithm every candidate is scored against.",
+                          code=warm, parent_ids=[], ast_hash=ast_hash(warm), status=CandidateStatus.PENDING)
+    session.add(candidate)
+    session.flush()
+    job = add_job(session, run, JobKind.EVALUATE, f"evaluate:{candidate.id}", candidate_id=candidate.id)
+    return run, [job] if job else []
+
+
+def budget_spent(run: Run, proposals: int) -> str | None:
+    """Why the search must stop proposing, or None while there is budget left."""
+    budget = run.budget
+    if proposals >= budget["candidates"]:
+        return "candidates"
+    if budget.get("tokens") and run.tokens_used >= budget["tokens"]:
+        return "tokens"
+    if budget.get("cost_usd") and run.cost_usd >= budget["cost_usd"]:
+        return "cost"
+    if budget.get("wall_seconds") and run.started_at is not None:
+        if (utcnow() - run.started_at).total_seconds() >= budget["wall_seconds"]:
+            return "wall time"
+    return None
+
+
+def run_summary(run: Run) -> dict[str, Any]:
+    return {"run_id": run.id, "status": run.status, "target": run.target, "best_candidate_id": run.best_candidate_id,
+            "best_score": run.best_score, "links": {"run": f"/v1/runs/{run.id}",
+                                                    "best": f"/v1/runs/{run.id}/best.py"}}
+
+
+def _advance_locked(session: Session, run: Run) -> list[Job]:
+    new_jobs: list[Job] = []
+    if run.status == RunStatus.QUEUED:
+        run.status = RunStatus.RUNNING
+        run.started_at = utcnow()
+        emit(session, run.id, EventType.RUN_STARTED, run_summary(run))
+    jobs = session.scalars(select(Job).where(Job.run_id == run.id)).all()
+    open_jobs = [j for j in jobs if j.status in OPEN_JOB]
+
+    if run.status == RunStatus.RUNNING and run.best_candidate_id is None:
+        return new_jobs  # proposals start once the warm start has set the scale (and the baselines)
+    if run.status == RunStatus.RUNNING:
+        in_flight = sum(1 for j in open_jobs if j.kind in SEARCH_JOBS)
+        proposals = sum(1 for j in jobs if j.kind == JobKind.PROPOSE)
+        while in_flight < run.concurrency and budget_spent(run, proposals) is None:
+            proposals += 1
+            job = add_job(session, run, JobKind.PROPOSE, f"propose:{run.id}:{proposals}")
+            if job:
+                new_jobs.append(job)
+            in_flight += 1
+        if in_flight == 0 and budget_spent(run, proposals) is not None:
+            run.status = RunStatus.COMPLETING
+            finalists = [c for c in (run.best_candidate_id, _warm_start_id(session, run)) if c]
+            for candidate_id in dict.fromkeys(finalists):
+                for env in run.test_envs:
+                    job = add_job(session, run, JobKind.METATEST, f"metatest:{candidate_id}:{env}",
+                                  candidate_id=candidate_id, env=env)
+                    if job:
+                        new_jobs.append(job)
+            open_jobs = new_jobs[:]
+
+    if run.status == RunStatus.COMPLETING and not any(j.kind == JobKind.METATEST for j in open_jobs):
+        finish_run(session, run, RunStatus.COMPLETED)
+    return new_jobs
+
+
+def _warm_start_id(session: Session, run: Run) -> str | None:
+    return session.execute(
+        select(Candidate.id).where(Candidate.run_id == run.id, Candidate.is_warm_start.is_(True))
+    ).scalar_one_or_none()
+
+
+def finish_run(session: Session, run: Run, status: RunStatus, error: str | None = None) -> None:
+    """Move the run to a final status, close its pending jobs and write the event, in one transaction."""
+    run.status = status
+    run.error = error
+    run.finished_at = utcnow()
+    session.execute(
+        update(Job).where(Job.run_id == run.id, Job.status == JobStatus.PENDING)
+        .values(status=JobStatus.FAILED, error=f"run {status}", finished_at=utcnow())
+    )
+    event = {RunStatus.COMPLETED: EventType.RUN_COMPLETED, RunStatus.FAILED: EventType.RUN_FAILED,
+             RunStatus.CANCELLED: EventType.RUN_CANCELLED}[status]
+    emit(session, run.id, event, {**run_summary(run), "error": error})
+
+
+def advance(factory: sessionmaker[Session], run_id: str, publish: Publish) -> None:
+    """Move the run as far as it can go now; publish the jobs it created after they are committed."""
+    with session_scope(factory) as session:
+        run = lock_run(session, run_id)
+        if run is None or run.status in RUN_FINAL_STATUSES:
+            return
+        jobs = _advance_locked(session, run)
+        # Jobs the handlers added (a proposal's evaluation, a re-evaluation) go out now, not at the next sweep.
+        jobs += session.scalars(select(Job).where(Job.run_id == run_id, Job.status == JobStatus.PENDING,
+                                                  Job.published_at.is_(None))).all()
+        to_publish = list(dict.fromkeys((j.id, j.kind) for j in jobs))
+    if to_publish:
+        publish(to_publish)
+
+
+def cancel(factory: sessionmaker[Session], run_id: str) -> bool:
+    """Stop new work and mark the run cancelled; in-flight evaluations end on their own. False if already final."""
+    with session_scope(factory) as session:
+        run = lock_run(session, run_id)
+        if run is None or run.status in RUN_FINAL_STATUSES:
+            return False
+        finish_run(session, run, RunStatus.CANCELLED)
+        return True

@@ -1,0 +1,115 @@
+"""Starting a run (shared by the API and the CLI) and watching one to the end in a terminal."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.syntax import Syntax
+from rich.table import Table
+from sqlalchemy import func, select
+
+from service.db import session_scope, upgrade_database
+from service.db.models import RUN_FINAL_STATUSES, Candidate, CandidateStatus, EvalPhase, Evaluation, Run
+from service.runs.orchestrator import advance, create_run
+from service.runs.spec import RunSpec
+from service.runtime import Runtime, build_runtime
+from service.settings import Settings
+from service.webhooks import UnsafeWebhookURL, check_webhook_url
+
+
+class RunRefused(ValueError):
+    """The run cannot start as asked (the message says why)."""
+
+
+def start_run(runtime: Runtime, spec: RunSpec, owner_key_id: str | None = None,
+              idempotency_key: str | None = None) -> str:
+    """Create the run and set it going; raise RunRefused for what validation of the shape cannot see."""
+    if spec.proposer.kind == "llm" and not (spec.proposer.base_url or runtime.settings.openai_base_url):
+        raise RunRefused("the llm proposer needs an endpoint: set DISCOVERY_OPENAI_BASE_URL or proposer.base_url")
+    if spec.webhook is not None:
+        try:
+            check_webhook_url(str(spec.webhook.url), runtime.settings)
+        except UnsafeWebhookURL as exc:
+            raise RunRefused(f"webhook.url: {exc}") from None
+    with session_scope(runtime.factory) as session:
+        run, jobs = create_run(session, spec, owner_key_id=owner_key_id, idempotency_key=idempotency_key)
+        run_id, to_publish = run.id, [(j.id, j.kind) for j in jobs]
+    runtime.publish(to_publish)
+    advance(runtime.factory, run_id, runtime.publish)
+    return run_id
+
+
+def run_to_completion(settings: Settings, spec: RunSpec, console: Console) -> str:
+    """Run a discovery in this process with a progress bar, then print its report; returns the final status."""
+    upgrade_database(settings.database_url)
+    runtime = build_runtime(settings, local_workers=spec.concurrency, sweep_interval=5.0)
+    try:
+        run_id = start_run(runtime, spec)
+        console.print(f"run {run_id}: {spec.target} on {', '.join(spec.environments.train)}, "
+                      f"{spec.proposer.kind} proposer, {spec.budget.candidates} candidates, profile {spec.profile}")
+        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                      TextColumn("best {task.fields[best]}"), TimeElapsedColumn(), console=console) as progress:
+            task = progress.add_task("candidates", total=spec.budget.candidates + 1, best="-")
+            while True:
+                with session_scope(runtime.factory) as session:
+                    run = session.get(Run, run_id)
+                    done = session.scalar(select(func.count()).select_from(Candidate).where(
+                        Candidate.run_id == run_id,
+                        Candidate.status.in_([CandidateStatus.EVALUATED, CandidateStatus.FAILED])))
+                    status, best = run.status, run.best_score
+                progress.update(task, completed=done, best=f"{best:.3f}" if best is not None else "-",
+                                description=status)
+                if status in RUN_FINAL_STATUSES:
+                    break
+                time.sleep(0.5)
+        print_report(runtime, run_id, console)
+        return status
+    finally:
+        runtime.executor.close()
+
+
+def print_report(runtime: Runtime, run_id: str, console: Console) -> None:
+    with session_scope(runtime.factory) as session:
+        run = session.get(Run, run_id)
+        candidates = session.scalars(select(Candidate).where(Candidate.run_id == run_id)).all()
+        tests = session.scalars(select(Evaluation).join(Candidate).where(
+            Candidate.run_id == run_id, Evaluation.phase == EvalPhase.TEST)).all()
+        board = Table(title=f"leaderboard of run {run_id} ({run.status})")
+        for column in ("#", "name", "outcome", "score", "pooled", "parents", "error"):
+            board.add_column(column)
+        ranked = sorted(candidates, key=lambda c: (c.pooled_score if c.pooled_score is not None
+                                                   else c.score if c.score is not None else float("-inf")),
+                        reverse=True)
+        index_of = {c.id: c.index for c in candidates}
+        for c in ranked:
+            board.add_row(str(c.index), c.name[:40], c.outcome or c.status,
+                          f"{c.score:.3f}" if c.score is not None else "-",
+                          f"{c.pooled_score:.3f}" if c.pooled_score is not None else "-",
+                          ",".join(str(index_of.get(p, "?")) for p in c.parent_ids),
+                          (c.error or "").splitlines()[0][:60] if c.error else "")
+        console.print(board)
+        if tests:
+            meta = Table(title="meta-test: normalised score (return) on held-out environments")
+            meta.add_column("environment")
+            best = next((c for c in candidates if c.id == run.best_candidate_id), None)
+            warm = next(c for c in candidates if c.is_warm_start)
+            finalists = [c for c in (best, warm) if c is not None]
+            finalists = list({c.id: c for c in finalists}.values())
+            for c in finalists:
+                meta.add_column(f"{'warm start' if c.is_warm_start else c.name} (#{c.index})")
+            for env in run.test_envs:
+                cells = []
+                for c in finalists:
+                    e = next((t for t in tests if t.candidate_id == c.id and t.env == env), None)
+                    cells.append("-" if e is None else e.outcome if e.final_return is None else
+                                 f"{e.normalised_score:.3f} ({e.final_return:.1f})")
+                meta.add_row(env, *cells)
+            console.print(meta)
+        if run.error:
+            console.print(f"[red]run failed: {run.error}[/red]")
+        best = next((c for c in candidates if c.id == run.best_candidate_id), None)
+        if best is not None:
+            console.print(f"best: #{best.index} {best.name}, pooled score {best.pooled_score:.3f}")
+            console.print(Syntax(best.code, "python"))

@@ -1,0 +1,45 @@
+"""The process's runtime: settings, database sessions and the executor, built once from settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.db import make_engine, make_session_factory
+from service.executors.base import Executor
+from service.runs.jobs import run_job
+from service.settings import Settings, get_settings
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    factory: sessionmaker[Session]
+    executor: Executor
+
+    def publish(self, jobs: list[tuple[str, str]]) -> None:
+        self.executor.publish(jobs)
+
+    def run_job(self, job_id: str) -> None:
+        run_job(self.factory, self.settings, job_id, self.publish)
+
+
+def build_runtime(settings: Settings, local_workers: int = 2, sweep_interval: float = 10.0) -> Runtime:
+    factory = make_session_factory(make_engine(settings.database_url))
+    executor: Executor
+    if settings.broker_url:
+        from service.executors.celery import CeleryExecutor
+
+        executor = CeleryExecutor(factory, settings.broker_url, sweep_interval)
+    else:
+        from service.executors.local import LocalExecutor
+
+        executor = LocalExecutor(factory, settings, local_workers, sweep_interval)
+    return Runtime(settings=settings, factory=factory, executor=executor)
+
+
+@cache
+def get_runtime() -> Runtime:
+    return build_runtime(get_settings())

@@ -1,0 +1,57 @@
+"""Settings: the one reader of DISCOVERY_* environment variables (pydantic-settings)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DISCOVERY_", env_file=".env", extra="ignore")
+
+    database_url: str = "sqlite:///./discovery.db"
+    broker_url: str | None = None  # unset: the local executor (a thread pool in this process)
+
+    # Where `discovery runs ...` / `discovery candidates ...` find the API, and the key they send.
+    api_url: str = "http://127.0.0.1:8000"
+    api_key: SecretStr | None = None
+
+    openai_base_url: str | None = None
+    openai_api_key: SecretStr | None = None
+
+    # Where JAX's persistent compilation cache and the baseline cache live (shared by a host).
+    cache_dir: Path = Path.home() / ".cache" / "discovery"
+
+    # Sandbox: "bwrap" requires bubblewrap isolation and refuses to evaluate without it;
+    # "process" runs a plain child process with rlimits (for machines without namespaces).
+    # The sandbox_* limits are the tracer's (load, probe and export one candidate; no training).
+    sandbox_isolation: Literal["bwrap", "process"] = "bwrap"
+    sandbox_timeout_seconds: float = 60.0
+    sandbox_memory_mb: int = 4096
+    sandbox_cpu_seconds: int = 120
+    sandbox_max_output_bytes: int = 65536
+
+    # The trainer (long-lived, contained, project code only). Its deadlines follow the warm start's
+    # measured time; "auto" uses the GPU when the host has NVIDIA device nodes.
+    trainer_memory_mb: int = 12288
+    trainer_cpus: float = 0.0  # CPU quota in cores; 0: all of this machine's cores
+    trainer_device: Literal["auto", "cpu", "gpu"] = "auto"
+    evaluate_batch_size: int = 8  # compatible evaluations trained together in one program
+
+    # Signs the web UI's session cookie; unset: a random secret per process (sessions end on restart).
+    session_secret: SecretStr | None = None
+
+    webhook_allowed_hosts: str = ""  # comma-separated hosts allowed despite resolving to private addresses
+    # Seconds between attempts after the first (Standard Webhooks' schedule, about a day in all).
+    webhook_retry_schedule: list[float] = [5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400]
+    webhook_timeout_seconds: float = 10.0
+    webhook_max_response_bytes: int = 65536
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

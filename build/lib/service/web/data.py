@@ -1,0 +1,288 @@
+"""What the pages show, read from the database: runs, one run, one candidate, a comparison.
+
+Every function takes the caller's ApiKey and only reads rows of runs that key owns
+(Run.owner_key_id), the same ownership rule as the REST API. A run or candidate of another key is
+reported as missing (None), never as forbidden.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from markupsafe import Markup
+from pygments import highlight
+from pygments.formatters import HtmlFormatter
+from pygments.lexers import DiffLexer, PythonLexer
+from sqlalchemy import String, cast, func, select
+from sqlalchemy.orm import Session
+
+from service.api.routes.runs import run_out
+from service.api.schemas import RunOut
+from service.db.models import ApiKey, Candidate, CandidateStatus, EvalPhase, Evaluation, Event, LlmCall, Run
+from service.web.charts import FAIL_COLOR, Chart, RefLine, Series, render
+
+LEADERBOARD_LIMIT = 200
+SORTS = {"score", "index", "name", "status", "evaluated"}
+PHASE_ORDER = {EvalPhase.TRAIN: 0, EvalPhase.REEVAL: 1, EvalPhase.TEST: 2}
+PHASE_TITLE = {EvalPhase.TRAIN: "meta-train", EvalPhase.REEVAL: "re-evaluation (fresh seeds)",
+               EvalPhase.TEST: "meta-test (held out)"}
+
+
+def code_html(code: str) -> Markup:
+    """Python source highlighted by pygments (its output escapes the source)."""
+    return Markup(highlight(code, PythonLexer(), HtmlFormatter(cssclass="highlight", linenos="table")))
+
+
+def diff_html(diff: str) -> Markup:
+    return Markup(highlight(diff, DiffLexer(), HtmlFormatter(cssclass="highlight")))
+
+
+def seconds_between(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None:
+        return None
+    return ((end or datetime.now(UTC)) - start).total_seconds()
+
+
+# --- the list of runs ------------------------------------------------------------------------------
+
+@dataclass
+class RunRow:
+    run: Run
+    done: int
+    seconds: float | None
+
+    @property
+    def proposer(self) -> str:
+        kind = self.run.proposer.get("kind", "?")
+        model = self.run.proposer.get("model")
+        return f"{kind} ({model})" if model else kind
+
+
+def list_runs(session: Session, key: ApiKey, limit: int = 200) -> list[RunRow]:
+    runs = session.scalars(select(Run).where(Run.owner_key_id == key.id)
+                           .order_by(Run.created_at.desc(), Run.id.desc()).limit(limit)).all()
+    done = dict(session.execute(
+        select(Candidate.run_id, func.count()).where(
+            Candidate.run_id.in_([r.id for r in runs]), Candidate.is_warm_start.is_(False),
+            Candidate.status.in_([CandidateStatus.EVALUATED, CandidateStatus.FAILED]))
+        .group_by(Candidate.run_id)).all()) if runs else {}
+    return [RunRow(run=r, done=done.get(r.id, 0), seconds=seconds_between(r.started_at, r.finished_at))
+            for r in runs]
+
+
+def owned_run(session: Session, key: ApiKey, run_id: str) -> Run | None:
+    run = session.get(Run, run_id)
+    return run if run is not None and run.owner_key_id == key.id else None
+
+
+# --- one run ----------------------------------------------------------------------------------------
+
+@dataclass
+class RunPage:
+    run: Run
+    summary: RunOut
+    chart: Markup
+    leaderboard: list[Candidate]
+    total_candidates: int
+    sort: str
+    order: str
+    warm_start: Candidate | None
+    last_event_id: int
+    index_of: dict[str, int] = field(default_factory=dict)
+
+
+def evaluated_in_order(session: Session, run_id: str) -> list[Any]:
+    """(index, id, name, score, status) of every finished non-warm-start candidate, in evaluation order."""
+    return session.execute(
+        select(Candidate.index, Candidate.id, Candidate.name, Candidate.score, Candidate.status)
+        .where(Candidate.run_id == run_id, Candidate.is_warm_start.is_(False),
+               Candidate.status.in_([CandidateStatus.EVALUATED, CandidateStatus.FAILED]))
+        .order_by(Candidate.evaluated_at, Candidate.index)).all()
+
+
+def best_so_far(scores: list[float | None]) -> list[float | None]:
+    best: float | None = None
+    out: list[float | None] = []
+    for score in scores:
+        if score is not None and (best is None or score > best):
+            best = score
+        out.append(best)
+    return out
+
+
+def run_chart(session: Session, run: Run) -> Markup:
+    rows = evaluated_in_order(session, run.id)
+    scored = [(n + 1, r) for n, r in enumerate(rows) if r.score is not None]
+    failed = [(n + 1, r) for n, r in enumerate(rows) if r.score is None]
+    best = best_so_far([r.score for r in rows])
+    series = [
+        Series("best so far", [(n + 1, b) for n, b in enumerate(best)], style="step", color="#e07b00"),
+        Series("score", [(n, r.score) for n, r in scored], style="scatter", color="#0b6bcb",
+               titles=[f"#{r.index} {r.name}: {r.score:.3f}" for _, r in scored],
+               links=[f"/candidates/{r.id}" for _, r in scored]),
+    ]
+    if failed:
+        series.append(Series("failed", [(n, None) for n, _ in failed], style="scatter", marker="cross",
+                             color=FAIL_COLOR, titles=[f"#{r.index} {r.name}: failed" for _, r in failed],
+                             links=[f"/candidates/{r.id}" for _, r in failed]))
+    return render(Chart(series, title="Score of every candidate, in the order evaluated",
+                        x_label="candidates evaluated", y_label="normalised score (1.0 = warm start)",
+                        ref_lines=[RefLine(1.0, "warm start")], x_integer=True, width=1100, height=380,
+                        empty_text="no candidate evaluated yet"))
+
+
+def run_page(session: Session, run: Run, sort: str = "score", order: str = "desc") -> RunPage:
+    sort = sort if sort in SORTS else "score"
+    order = order if order in {"asc", "desc"} else "desc"
+    score = func.coalesce(Candidate.pooled_score, Candidate.score)
+    column = {"score": score, "index": Candidate.index, "name": Candidate.name, "status": Candidate.status,
+              "evaluated": Candidate.evaluated_at}[sort]
+    direction = column.desc().nulls_last() if order == "desc" else column.asc().nulls_last()
+    leaderboard = session.scalars(select(Candidate).where(Candidate.run_id == run.id)
+                                  .order_by(direction, Candidate.index).limit(LEADERBOARD_LIMIT)).all()
+    total = session.scalar(select(func.count()).select_from(Candidate).where(Candidate.run_id == run.id)) or 0
+    warm = session.scalar(select(Candidate).where(Candidate.run_id == run.id, Candidate.is_warm_start))
+    parent_ids = {p for c in leaderboard for p in c.parent_ids}
+    index_of = dict(session.execute(select(Candidate.id, Candidate.index)
+                                    .where(Candidate.id.in_(parent_ids))).all()) if parent_ids else {}
+    return RunPage(run=run, summary=run_out(session, run), chart=run_chart(session, run), leaderboard=list(leaderboard),
+                   total_candidates=total, sort=sort, order=order, warm_start=warm, index_of=index_of,
+                   last_event_id=session.scalar(select(func.max(Event.id)).where(Event.run_id == run.id)) or 0)
+
+
+# --- one candidate -----------------------------------------------------------------------------------
+
+@dataclass
+class EnvView:
+    evaluation: Evaluation
+    chart: Markup | None
+    warm: Evaluation | None
+
+
+@dataclass
+class CandidatePage:
+    candidate: Candidate
+    run: Run
+    code: Markup
+    diff: Markup | None
+    parents: list[Candidate]
+    children: list[Candidate]
+    envs: list[EnvView]
+    llm_call: LlmCall | None
+
+
+def owned_candidate(session: Session, key: ApiKey, candidate_id: str) -> Candidate | None:
+    return session.scalar(select(Candidate).join(Run, Run.id == Candidate.run_id)
+                          .where(Candidate.id == candidate_id, Run.owner_key_id == key.id))
+
+
+def curve_at_best_lr(e: Evaluation | None) -> list[float] | None:
+    """The learning curve at the evaluation's best learning rate (curves = {learning_rates, returns})."""
+    if e is None or not e.curves or e.best_lr is None:
+        return None
+    lrs, returns = e.curves.get("learning_rates") or [], e.curves.get("returns") or []
+    if not lrs or len(returns) != len(lrs):
+        return None
+    row = min(range(len(lrs)), key=lambda i: abs(float(lrs[i]) - e.best_lr))
+    return [float(v) for v in returns[row]]
+
+
+def curve_chart(e: Evaluation, warm: Evaluation | None, is_warm_start: bool) -> Markup | None:
+    mine = curve_at_best_lr(e)
+    theirs = None if is_warm_start else curve_at_best_lr(warm)
+    if mine is None:
+        return None
+    series = [Series(f"this candidate (lr {e.best_lr:g})", [(i + 1, v) for i, v in enumerate(mine)])]
+    if theirs is not None and warm is not None:
+        series.append(Series(f"warm start (lr {warm.best_lr:g})", [(i + 1, v) for i, v in enumerate(theirs)],
+                             color="#6a737d", dashed=True))
+    return render(Chart(series, title=f"{e.env} · {PHASE_TITLE.get(e.phase, e.phase)}",
+                        x_label="training progress (logged point)", y_label="mean episode return",
+                        x_integer=True, width=560, height=300))
+
+
+def candidate_page(session: Session, candidate: Candidate) -> CandidatePage:
+    run = session.get(Run, candidate.run_id)
+    parents = [p for p in (session.get(Candidate, pid) for pid in candidate.parent_ids) if p is not None]
+    diff = None
+    if parents:
+        first = parents[0]
+        text = "".join(difflib.unified_diff(first.code.splitlines(keepends=True),
+                                            candidate.code.splitlines(keepends=True),
+                                            fromfile=f"#{first.index} {first.name}",
+                                            tofile=f"#{candidate.index} {candidate.name}"))
+        diff = diff_html(text) if text else None
+    children = session.scalars(select(Candidate).where(
+        Candidate.run_id == candidate.run_id, cast(Candidate.parent_ids, String).contains(candidate.id))
+        .order_by(Candidate.index)).all()
+    evaluations = session.scalars(select(Evaluation).where(Evaluation.candidate_id == candidate.id)).all()
+    warm_evals: dict[tuple[str, str], Evaluation] = {}
+    if not candidate.is_warm_start:
+        warm_evals = {(e.env, e.phase): e for e in session.scalars(
+            select(Evaluation).join(Candidate).where(Candidate.run_id == candidate.run_id,
+                                                     Candidate.is_warm_start))}
+    envs = []
+    env_order = {env: i for i, env in enumerate([*run.train_envs, *run.test_envs])}
+    for e in sorted(evaluations, key=lambda e: (PHASE_ORDER.get(e.phase, 9), env_order.get(e.env, 99), e.env)):
+        warm = warm_evals.get((e.env, e.phase)) or warm_evals.get((e.env, EvalPhase.TRAIN))
+        envs.append(EnvView(evaluation=e, chart=curve_chart(e, warm, candidate.is_warm_start), warm=warm))
+    call = session.get(LlmCall, candidate.llm_call_id) if candidate.llm_call_id else None
+    return CandidatePage(candidate=candidate, run=run, code=code_html(candidate.code), diff=diff,
+                         parents=parents, children=[c for c in children if candidate.id in c.parent_ids],
+                         envs=envs, llm_call=call)
+
+
+# --- comparison --------------------------------------------------------------------------------------
+
+@dataclass
+class CompareCell:
+    score: float | None
+    final_return: float | None
+    outcome: str | None
+
+
+@dataclass
+class ComparePage:
+    runs: list[RunRow]
+    summaries: list[RunOut]
+    chart: Markup | None
+    envs: list[str]
+    cells: dict[tuple[str, str], CompareCell]  # (run id, env) -> the run's best on that env
+    warm: dict[tuple[str, str], CompareCell]  # (run id, env) -> the run's warm start on that env
+    choices: list[RunRow]
+    selected: set[str]
+
+
+def compare_page(session: Session, key: ApiKey, run_ids: list[str]) -> ComparePage:
+    choices = list_runs(session, key)
+    by_id = {row.run.id: row for row in choices}
+    picked = [by_id[r] for r in dict.fromkeys(run_ids) if r in by_id]
+    summaries = [run_out(session, row.run) for row in picked]
+    series = []
+    for row in picked:
+        best = best_so_far([r.score for r in evaluated_in_order(session, row.run.id)])
+        label = f"{row.proposer} · {row.run.target} · {row.run.id[:8]}"
+        series.append(Series(label, [(n + 1, b) for n, b in enumerate(best)], style="step"))
+    chart = None
+    if picked:
+        chart = render(Chart(series, title="Best score so far against candidates evaluated",
+                             x_label="candidates evaluated", y_label="best normalised score",
+                             ref_lines=[RefLine(1.0, "warm start")], x_integer=True, width=1100, height=400))
+    envs: list[str] = []
+    cells: dict[tuple[str, str], CompareCell] = {}
+    warm: dict[tuple[str, str], CompareCell] = {}
+    for summary in summaries:
+        for row in summary.meta_test:
+            if row.env not in envs:
+                envs.append(row.env)
+            if row.best:
+                cells[(summary.id, row.env)] = CompareCell(row.best.normalised_score, row.best.final_return,
+                                                           row.best.outcome)
+            if row.warm_start:
+                warm[(summary.id, row.env)] = CompareCell(row.warm_start.normalised_score,
+                                                          row.warm_start.final_return, row.warm_start.outcome)
+    return ComparePage(runs=picked, summaries=summaries, chart=chart, envs=envs, cells=cells, warm=warm,
+                       choices=choices, selected={row.run.id for row in picked})

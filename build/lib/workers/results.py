@@ -1,0 +1,71 @@
+"""The evaluation boundary: what is asked of an evaluation and what comes back.
+
+These pydantic models travel as JSON between the service, the sandbox parent and the tracer child
+(`TraceRequest`, `TraceResult`), and from the worker to the service (`EnvResult`, `EvaluationResult`),
+which stores them. `Outcome` is the one enumeration of how an evaluation ended.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Outcome(StrEnum):
+    ok = "ok"
+    invalid = "invalid"  # rejected by the static check or the probe on random inputs
+    error = "error"  # an exception while tracing or running
+    nan = "nan"  # NaN or Inf in the returns or parameters
+    timeout = "timeout"  # wall-clock limit reached
+    memory = "memory"  # memory limit reached
+    killed = "killed"  # the child died from a signal or without a result
+    refused = "refused"  # the trainer refused the artifact (forbidden operations, wrong signature)
+
+
+class TraceRequest(BaseModel):
+    """One candidate (source text) to load, probe and export for the given platforms."""
+
+    target: str
+    code: str
+    platforms: list[str] = Field(default_factory=lambda: ["cpu"])
+
+
+class TraceResult(BaseModel):
+    """What the tracer child reports: a verdict and, when it is ok, the artifact. Untrusted data."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    outcome: Outcome
+    error: str | None = None
+    artifact: str | None = None  # base64 of `Artifact.to_bytes()`
+    seconds: float = 0.0
+    stdout: str = ""
+    stderr: str = ""
+
+
+class EnvResult(BaseModel):
+    """What training produced on one environment."""
+
+    env: str
+    profile: str
+    seeds: list[int]
+    learning_rates: list[float]
+    returns: list[list[float]]  # [learning rate][seed]: mean return over the last part of training
+    curves: list[list[float]]  # [learning rate][update]: mean return across seeds per logged update
+    best_lr: float
+    final_return: float  # mean over seeds at the best learning rate
+    env_steps: int  # environment steps per seed and learning rate
+    compile_seconds: float
+    train_seconds: float
+    random_return: float | None = None  # set for the warm start (the random policy on the same seeds)
+    artifact_sha256: str | None = None  # the artifact that was trained (None: the project's own warm start)
+
+
+class EvaluationResult(BaseModel):
+    """How one candidate's evaluation on one environment ended, computed by the worker."""
+
+    outcome: Outcome
+    error: str | None = None
+    result: EnvResult | None = None
+    seconds: float = 0.0

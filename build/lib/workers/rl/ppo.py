@@ -1,0 +1,218 @@
+"""PPO in the PureJaxRL style for gymnax 1.0's six-value step API, with pluggable parts.
+
+`make_train` returns `train(params, key, lr)`: one whole training run (rollouts, advantage estimation,
+PPO epochs) as a pure function. `make_lanes_train` vmaps it over flat *lanes* and jits it: one lane per
+candidate × learning rate × seed, laid out candidate-major (`lane_inputs`), so one compile serves a
+whole batch of candidates on one environment. The three pluggable parts (drift, optimiser update
+rule, advantage estimator) are JAX functions traced into the loop: the project's own warm starts, or
+a candidate's verified exported modules (`workers.trainer.lanes`), with no Python callback.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import gymnax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from gymnax.environments import spaces
+
+from workers.rl import networks
+from workers.rl.envs import PPOConfig
+from workers.targets.optimizer import STATE_SLOTS
+
+
+class Plugins(NamedTuple):
+    drift: Callable[..., Any]  # lpo target
+    update: Callable[..., Any]  # optimizer target
+    advantages: Callable[..., Any]  # advantage target
+
+
+class EnvInfo(NamedTuple):
+    obs_dim: int
+    action_dim: int
+    continuous: bool
+
+
+class TrainOutput(NamedTuple):
+    episode_return_sum: jax.Array  # [num_updates]: sum of returns of episodes finished in each update
+    episode_count: jax.Array  # [num_updates]: how many episodes finished in each update
+    finite: jax.Array  # scalar bool: parameters and losses stayed finite
+
+
+def make_env(env_name: str) -> tuple[Any, Any, EnvInfo]:
+    env, env_params = gymnax.make(env_name)
+    action_space = env.action_space(env_params)
+    continuous = isinstance(action_space, spaces.Box)
+    action_dim = int(action_space.shape[0]) if continuous else int(action_space.n)
+    obs_dim = int(np.prod(env.observation_space(env_params).shape))
+    return env, env_params, EnvInfo(obs_dim, action_dim, continuous)
+
+
+def init_params(env_name: str, config: PPOConfig, seeds: list[int]) -> networks.Params:
+    """Parameters for every seed, stacked on a leading axis, built outside any JAX graph."""
+    _, _, info = make_env(env_name)
+    return networks.stack_params(
+        [networks.init_params(s, info.obs_dim, info.action_dim, config.hidden, info.continuous) for s in seeds]
+    )
+
+
+def _apply_update(
+    update: Callable[..., Any], params: Any, grads: Any, opt_state: Any, iteration: jax.Array,
+    progress: jax.Array, lr: jax.Array,
+) -> tuple[Any, Any]:
+    p_leaves, treedef = jax.tree.flatten(params)
+    g_leaves = treedef.flatten_up_to(grads)
+    s_leaves = treedef.flatten_up_to(opt_state)
+    new_p, new_s = [], []
+    for p, g, s in zip(p_leaves, g_leaves, s_leaves, strict=True):
+        delta, state = update(g, p, tuple(s), iteration, progress, lr)
+        new_p.append(p + jnp.asarray(delta, p.dtype))
+        new_s.append(tuple(jnp.broadcast_to(jnp.asarray(x, p.dtype), p.shape) for x in state))
+    return treedef.unflatten(new_p), treedef.unflatten(new_s)
+
+
+def _tree_finite(tree: Any) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def make_train(env_name: str, config: PPOConfig, plugins: Plugins) -> Callable[..., TrainOutput]:
+    env, env_params, info = make_env(env_name)
+    if info.continuous:
+        space = env.action_space(env_params)
+        action_low, action_high = jnp.asarray(space.low), jnp.asarray(space.high)
+    n_envs, n_steps, n_mb = config.num_envs, config.num_steps, config.num_minibatches
+    batch_size = n_envs * n_steps
+    mb_size = batch_size // n_mb
+    num_updates = config.num_updates
+    log_2pi = math.log(2.0 * math.pi)
+
+    def policy(params: Any, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return networks.apply(params, obs, config.activation)
+
+    def log_prob_entropy(params: Any, out: jax.Array, action: jax.Array) -> tuple[jax.Array, jax.Array]:
+        if info.continuous:
+            log_std = params["log_std"]["v"]
+            z = (action - out) / jnp.exp(log_std)
+            log_prob = jnp.sum(-0.5 * z * z - log_std - 0.5 * log_2pi, axis=-1)
+            entropy = jnp.sum(0.5 + 0.5 * log_2pi + log_std) * jnp.ones(out.shape[:-1])
+            return log_prob, entropy
+        logp = jax.nn.log_softmax(out)
+        log_prob = jnp.take_along_axis(logp, action[..., None].astype(jnp.int32), axis=-1)[..., 0]
+        entropy = -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+        return log_prob, entropy
+
+    def sample(params: Any, out: jax.Array, key: jax.Array) -> jax.Array:
+        if info.continuous:
+            return out + jnp.exp(params["log_std"]["v"]) * jax.random.normal(key, out.shape)
+        return jax.random.categorical(key, out)
+
+    def loss_fn(params: Any, mb: tuple[jax.Array, ...]) -> tuple[jax.Array, jax.Array]:
+        obs, action, old_log_prob, old_value, adv, target = mb
+        out, value = policy(params, obs)
+        log_prob, entropy = log_prob_entropy(params, out, action)
+        ratio = jnp.exp(log_prob - old_log_prob)
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        drift = plugins.drift(ratio, adv, config.clip_eps)
+        actor_loss = -jnp.mean(ratio * adv - jax.nn.relu(drift))
+        value_clipped = old_value + jnp.clip(value - old_value, -config.clip_eps, config.clip_eps)
+        value_loss = 0.5 * jnp.mean(jnp.maximum((value - target) ** 2, (value_clipped - target) ** 2))
+        total = actor_loss + config.vf_coef * value_loss - config.ent_coef * jnp.mean(entropy)
+        return total, total
+
+    def train(params: Any, key: jax.Array, lr: jax.Array) -> TrainOutput:
+        opt_state = jax.tree.map(lambda p: tuple(jnp.zeros_like(p) for _ in range(STATE_SLOTS)), params)
+        key, reset_key = jax.random.split(key)
+        obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(reset_key, n_envs), env_params)
+
+        def update_step(carry: tuple, update_idx: jax.Array) -> tuple[tuple, tuple]:
+            params, opt_state, env_state, obs, ep_ret, key, iteration, finite = carry
+
+            def env_step(carry: tuple, _: None) -> tuple[tuple, tuple]:
+                env_state, obs, ep_ret, key = carry
+                key, k_act, k_step = jax.random.split(key, 3)
+                flat_obs = obs.reshape(n_envs, -1).astype(jnp.float32)
+                out, value = policy(params, flat_obs)
+                action = sample(params, out, k_act)
+                log_prob, _ = log_prob_entropy(params, out, action)
+                env_action = jnp.clip(action, action_low, action_high) if info.continuous else action
+                obs, env_state, reward, terminated, truncated, _ = jax.vmap(
+                    env.step, in_axes=(0, 0, 0, None)
+                )(jax.random.split(k_step, n_envs), env_state, env_action, env_params)
+                done = jnp.logical_or(terminated, truncated)
+                reward = reward.astype(jnp.float32)
+                ep_ret = ep_ret + reward
+                finished_sum = jnp.sum(jnp.where(done, ep_ret, 0.0))
+                finished_n = jnp.sum(done)
+                ep_ret = jnp.where(done, 0.0, ep_ret)
+                step = (flat_obs, action, log_prob, value, reward, done.astype(jnp.float32))
+                return (env_state, obs, ep_ret, key), (step, finished_sum, finished_n)
+
+            (env_state, obs, ep_ret, key), (traj, f_sum, f_n) = jax.lax.scan(
+                env_step, (env_state, obs, ep_ret, key), None, n_steps
+            )
+            t_obs, t_action, t_log_prob, t_value, t_reward, t_done = traj
+            _, last_value = policy(params, obs.reshape(n_envs, -1).astype(jnp.float32))
+            adv = plugins.advantages(t_reward, t_value, t_done, last_value, config.gamma, config.gae_lambda)
+            target = adv + t_value
+            progress = update_idx.astype(jnp.float32) / num_updates
+            lr_now = lr * (1.0 - progress) if config.anneal_lr else lr
+            flat = jax.tree.map(
+                lambda x: x.reshape((batch_size,) + x.shape[2:]),
+                (t_obs, t_action, t_log_prob, t_value, adv, target),
+            )
+
+            def epoch(carry: tuple, _: None) -> tuple[tuple, None]:
+                params, opt_state, iteration, key, finite = carry
+                key, k_perm = jax.random.split(key)
+                perm = jax.random.permutation(k_perm, batch_size)
+                minibatches = jax.tree.map(lambda x: x[perm].reshape((n_mb, mb_size) + x.shape[1:]), flat)
+
+                def minibatch(carry: tuple, mb: tuple) -> tuple[tuple, None]:
+                    params, opt_state, iteration, finite = carry
+                    grads, loss = jax.grad(loss_fn, has_aux=True)(params, mb)
+                    norm = jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree.leaves(grads)))
+                    scale = jnp.minimum(1.0, config.max_grad_norm / (norm + 1e-6))
+                    grads = jax.tree.map(lambda g: g * scale, grads)
+                    params, opt_state = _apply_update(
+                        plugins.update, params, grads, opt_state, iteration, progress, lr_now
+                    )
+                    finite = finite & jnp.isfinite(loss)
+                    return (params, opt_state, iteration + 1.0, finite), None
+
+                (params, opt_state, iteration, finite), _ = jax.lax.scan(
+                    minibatch, (params, opt_state, iteration, finite), minibatches
+                )
+                return (params, opt_state, iteration, key, finite), None
+
+            (params, opt_state, iteration, key, finite), _ = jax.lax.scan(
+                epoch, (params, opt_state, iteration, key, finite), None, config.update_epochs
+            )
+            carry = (params, opt_state, env_state, obs, ep_ret, key, iteration, finite)
+            return carry, (jnp.sum(f_sum), jnp.sum(f_n))
+
+        carry = (params, opt_state, env_state, obs, jnp.zeros(n_envs), key, jnp.float32(0.0), jnp.bool_(True))
+        carry, (ret_sum, ret_n) = jax.lax.scan(update_step, carry, jnp.arange(num_updates))
+        finite = carry[-1] & _tree_finite(carry[0]) & jnp.all(jnp.isfinite(ret_sum))
+        return TrainOutput(ret_sum, ret_n.astype(jnp.float32), finite)
+
+    return train
+
+
+def make_lanes_train(env_name: str, config: PPOConfig, plugins: Plugins) -> Callable[..., TrainOutput]:
+    """`f(params[lane], keys[lane], lrs[lane]) -> TrainOutput` with a leading lane axis, jitted."""
+    return jax.jit(jax.vmap(make_train(env_name, config, plugins)))
+
+
+def lane_inputs(env_name: str, config: PPOConfig, candidates: int, learning_rates: list[float], seeds: list[int]
+                ) -> tuple[networks.Params, jax.Array, jax.Array]:
+    """Parameters, keys and learning rates per lane, candidate-major: (candidate, learning rate, seed)."""
+    per_seed = init_params(env_name, config, seeds)
+    repeats = candidates * len(learning_rates)
+    params = jax.tree.map(lambda x: jnp.tile(x, (repeats,) + (1,) * (x.ndim - 1)), per_seed)
+    keys = jnp.tile(jnp.stack([jax.random.PRNGKey(s) for s in seeds]), (repeats, 1))
+    lrs = jnp.tile(jnp.repeat(jnp.asarray(learning_rates, jnp.float32), len(seeds)), candidates)
+    return params, keys, lrs

@@ -1,0 +1,131 @@
+"""The tracer: `python -m workers.sandbox.tracer --result-fd N [--seccomp-fd F]`, the sandboxed child.
+
+Reads one `TraceRequest` as JSON from stdin, loads the candidate, probes it on random inputs and
+exports the candidate *function alone* with `jax.export` at symbolic shapes, batched over a leading
+lane axis, for the requested platforms. Its only output is one `TraceResult` (the artifact bytes and
+the probe's verdict) as size-capped JSON on the result descriptor. It never trains and imports no
+environment: it has no return, curve or score to report, and nothing it patches in this process
+reaches the trainer. The parent treats everything that comes back as untrusted data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import sys
+import time
+import traceback
+
+from workers.results import Outcome, TraceRequest, TraceResult
+
+MAX_ERROR_CHARS = 4000
+TRACEBACK_LINES = 12
+
+
+def last_traceback_lines(exc: BaseException, lines: int = TRACEBACK_LINES) -> str:
+    text = "".join(traceback.format_exception(exc)).rstrip().splitlines()
+    return "\n".join(text[-lines:])[-MAX_ERROR_CHARS:]
+
+
+def trace(request: TraceRequest) -> TraceResult:
+    """Load, probe and export; every exception becomes an outcome."""
+    started = time.monotonic()
+
+    def ended(outcome: Outcome, error: str | None = None, artifact: str | None = None) -> TraceResult:
+        return TraceResult(outcome=outcome, error=error, artifact=artifact, seconds=time.monotonic() - started)
+
+    try:
+        from workers.targets import CandidateError, get_target, load_function
+
+        try:
+            target = get_target(request.target)
+        except KeyError as exc:
+            return ended(Outcome.invalid, str(exc.args[0]))
+        try:
+            fn = load_function(request.code, target)
+            target.probe(fn)
+        except CandidateError as exc:
+            if isinstance(exc.__cause__, MemoryError):
+                raise exc.__cause__ from None
+            return ended(Outcome.invalid, str(exc)[:MAX_ERROR_CHARS])
+        try:
+            artifact = export_artifact(fn, target, tuple(request.platforms))
+        except CandidateError as exc:
+            return ended(Outcome.invalid, str(exc)[:MAX_ERROR_CHARS])
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the candidate cannot be exported as a traced function
+            return ended(Outcome.invalid, f"the function could not be exported for the trainer (it must work for "
+                                          f"arrays of any length): {type(exc).__name__}: {str(exc)[:1500]}")
+        return ended(Outcome.ok, artifact=base64.b64encode(artifact.to_bytes()).decode())
+    except MemoryError as exc:
+        return ended(Outcome.memory, f"MemoryError: {exc}"[:MAX_ERROR_CHARS])
+    except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt from candidates too
+        return ended(Outcome.error, last_traceback_lines(exc))
+
+
+def export_artifact(fn, target, platforms: tuple[str, ...]):  # noqa: ANN001, ANN201 - jax types stay local
+    """Export every module of the target at symbolic shapes (one scope, so shared names agree)."""
+    import jax
+    import jax.numpy as jnp
+    from jax import export
+
+    from workers.artifact import Artifact
+
+    names = sorted({d for spec in target.modules for a in (*spec.args, *spec.results) for d in a.dims})
+    symbols = dict(zip(["lanes", *names], export.symbolic_shape(", ".join(["lanes", *names])), strict=True))
+
+    def struct(arg) -> jax.ShapeDtypeStruct:  # noqa: ANN001
+        lane = (symbols["lanes"],) if arg.lane else ()
+        return jax.ShapeDtypeStruct(lane + tuple(symbols[d] for d in arg.dims), jnp.float32)
+
+    modules = {}
+    for spec in target.modules:
+        exported = export.export(jax.jit(spec.build(fn)), platforms=platforms)(*(struct(a) for a in spec.args))
+        modules[spec.name] = base64.b64encode(exported.serialize(vjp_order=0)).decode()
+    return Artifact(target=target.name, platforms=platforms, modules=modules)
+
+
+def write_result(fd: int, result: TraceResult, max_bytes: int) -> None:
+    if result.error and len(result.error) > MAX_ERROR_CHARS:
+        cut = len(result.error) - MAX_ERROR_CHARS
+        half = MAX_ERROR_CHARS // 2
+        result.error = f"{result.error[:half]}\n[... {cut} characters cut ...]\n{result.error[-half:]}"
+    data = result.model_dump_json().encode()
+    if len(data) > max_bytes:
+        data = TraceResult(
+            outcome=Outcome.error, error=f"the result has {len(data)} bytes; the limit is {max_bytes}",
+            seconds=result.seconds,
+        ).model_dump_json().encode()
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+    os.close(fd)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--result-fd", type=int, required=True)
+    parser.add_argument("--max-result-bytes", type=int, default=8 * 1024 * 1024)
+    parser.add_argument("--seccomp-fd", type=int, default=None, help="load this seccomp filter first (no bwrap)")
+    args = parser.parse_args(argv)
+    if args.seccomp_fd is not None:
+        from workers.sandbox.seccomp import install_from_fd
+
+        install_from_fd(args.seccomp_fd)  # before any candidate code; failure ends the child without a result
+    try:
+        request = TraceRequest.model_validate_json(sys.stdin.buffer.read())
+    except Exception as exc:  # noqa: BLE001
+        write_result(args.result_fd, TraceResult(outcome=Outcome.error, error=f"bad request: {exc}"),
+                     args.max_result_bytes)
+        return
+    result = trace(request)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    write_result(args.result_fd, result, args.max_result_bytes)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""What a target is: one pluggable part of the RL pipeline that candidates replace.
+
+A target module declares the function's name and parameters, a plain description of every input
+(the proposer shows them to the language model), the rules a good candidate follows, the warm-start
+source (the hand-made algorithm), a probe that calls a candidate on small random arrays, and how the
+candidate crosses the trust boundary: the modules the tracer exports (`ModuleSpec`: the function
+batched over a leading lane axis, at symbolic shapes) and how the trainer assembles those modules
+into the PPO plug-in (`assemble`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+class CandidateError(ValueError):
+    """The candidate's code does not define a usable function; the message is for the proposer."""
+
+
+@dataclass(frozen=True)
+class TargetInput:
+    name: str
+    description: str
+
+
+@dataclass(frozen=True)
+class ArgSpec:
+    """One array argument or result of an exported module.
+
+    `dims` are symbolic dimension names (shared names must agree); `lane` adds a leading lane axis
+    (one row per seed, learning rate and candidate): per-lane data. Without it the value is shared
+    by every lane (a constant such as PPO's epsilon).
+    """
+
+    dims: tuple[str, ...] = ()
+    lane: bool = True
+
+
+@dataclass(frozen=True)
+class ModuleSpec:
+    """One function the tracer exports and the trainer calls.
+
+    `build(fn)` turns the candidate's function into the flat, lane-batched function that is exported:
+    arrays in, a tuple of arrays out, exactly `args` and `results`.
+    """
+
+    name: str
+    args: tuple[ArgSpec, ...]
+    results: tuple[ArgSpec, ...]
+    build: Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    function_name: str
+    parameters: tuple[str, ...]
+    summary: str
+    inputs: tuple[TargetInput, ...]
+    returns: str
+    rules: tuple[str, ...]
+    warm_start: str
+    default_train_envs: tuple[str, ...]
+    default_test_envs: tuple[str, ...]
+    probe: Callable[[Callable[..., Any]], None]  # raises CandidateError when the function misbehaves
+    plugin_field: str  # the PPO plug-in slot the candidate fills (a field of workers.rl.ppo.Plugins)
+    modules: tuple[ModuleSpec, ...]  # what the tracer exports
+    # Build the PPO plug-in from one lane call per module (`calls[name](*args) -> tuple of results`,
+    # called inside the lane-vmapped training program with unbatched shapes).
+    assemble: Callable[[dict[str, Callable[..., Any]]], Callable[..., Any]]
+
+    @property
+    def signature(self) -> str:
+        return f"def {self.function_name}({', '.join(self.parameters)}):"
+
+
+def load_function(code: str, target: Target) -> Callable[..., Any]:
+    """Execute candidate source in a fresh namespace and return the target's function.
+
+    Only ever called inside the sandbox child (or for the project's own warm starts).
+    """
+    namespace: dict[str, Any] = {"__name__": "candidate"}
+    try:
+        exec(compile(code, "<candidate>", "exec"), namespace)  # noqa: S102 - sandboxed by the caller
+    except SyntaxError as exc:
+        raise CandidateError(f"line {exc.lineno}: syntax error: {exc.msg}") from exc
+    fn = namespace.get(target.function_name)
+    if not callable(fn):
+        raise CandidateError(f"the code must define a function `{target.signature}`")
+    code_obj = getattr(fn, "__code__", None)
+    if code_obj is None:
+        raise CandidateError(f"`{target.function_name}` must be a plain function")
+    names = code_obj.co_varnames[: code_obj.co_argcount]
+    if tuple(names) != target.parameters:
+        raise CandidateError(
+            f"`{target.function_name}` takes ({', '.join(names)}); expected ({', '.join(target.parameters)})"
+        )
+    return fn

@@ -1,0 +1,122 @@
+"""LPO: a learned drift function that replaces PPO's clip (Lu et al. 2022).
+
+The actor objective is `mean(ratio * A - relu(drift(ratio, A, epsilon)))`. PPO's clipped objective is
+exactly the drift `relu((ratio - clip(ratio, 1 - eps, 1 + eps)) * A)`, which is the warm start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from workers.targets.base import ArgSpec, CandidateError, ModuleSpec, Target, TargetInput
+
+WARM_START = '''import jax
+import jax.numpy as jnp
+
+
+def drift(ratio, advantage, epsilon):
+    """PPO's clipped objective written as a drift: the part of ratio * advantage that clipping removes."""
+    clipped = jnp.clip(ratio, 1.0 - epsilon, 1.0 + epsilon)
+    return jax.nn.relu((ratio - clipped) * advantage)
+'''
+
+
+def probe(fn: Callable[..., Any]) -> None:
+    """Call the drift and its gradient on random inputs, traced and compiled once as the trainer would."""
+    rng = np.random.default_rng(0)
+    ratio = (1.0 + 0.1 * rng.standard_normal(64)).astype(np.float32)
+    advantage = rng.standard_normal(64).astype(np.float32)
+
+    def drift_and_grad(r: jax.Array, a: jax.Array, e: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return jnp.asarray(fn(r, a, e)), jax.grad(lambda r: jnp.sum(fn(r, a, e)))(r)
+
+    try:
+        out, grad = (np.asarray(x) for x in jax.jit(drift_and_grad)(ratio, advantage, np.float32(0.2)))
+    except Exception as exc:  # noqa: BLE001 - any failure is the candidate's
+        raise CandidateError(f"calling drift on random inputs failed: {type(exc).__name__}: {exc}") from exc
+    if out.shape != ratio.shape:
+        raise CandidateError(f"drift must return the shape of ratio {ratio.shape}, got {out.shape}")
+    if not bool(np.all(np.isfinite(out))) or not bool(np.all(np.isfinite(grad))):
+        raise CandidateError("drift returned NaN or Inf (or a NaN gradient) on ratio ~ N(1, 0.1), A ~ N(0, 1)")
+
+
+def _lanes(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """drift over a leading lane axis: ratio, advantage [lanes, m], epsilon shared."""
+    def one(ratio: jax.Array, advantage: jax.Array, epsilon: jax.Array) -> jax.Array:
+        return jnp.broadcast_to(jnp.asarray(fn(ratio, advantage, epsilon), jnp.float32), ratio.shape)
+
+    return lambda ratio, advantage, epsilon: (jax.vmap(one, in_axes=(0, 0, None))(ratio, advantage, epsilon),)
+
+
+def _lanes_vjp(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The gradient of the drift with respect to ratio, pulled back from `cotangent` (what PPO's grad needs)."""
+    def one(ratio: jax.Array, advantage: jax.Array, epsilon: jax.Array, cotangent: jax.Array) -> jax.Array:
+        def drift_of_ratio(r: jax.Array) -> jax.Array:
+            return jnp.broadcast_to(jnp.asarray(fn(r, advantage, epsilon), jnp.float32), r.shape)
+
+        return jax.vjp(drift_of_ratio, ratio)[1](cotangent)[0]
+
+    return lambda r, a, e, g: (jax.vmap(one, in_axes=(0, 0, None, 0))(r, a, e, g),)
+
+
+def assemble(calls: dict[str, Callable[..., Any]]) -> Callable[..., Any]:
+    """The drift for PPO's loss: the exported primal, differentiated through the exported VJP."""
+    @jax.custom_vjp
+    def drift(ratio: jax.Array, advantage: jax.Array, epsilon: jax.Array) -> jax.Array:
+        return calls["drift"](ratio, advantage, jnp.asarray(epsilon, jnp.float32))[0]
+
+    def forward(ratio: jax.Array, advantage: jax.Array, epsilon: jax.Array) -> tuple[jax.Array, tuple]:
+        return drift(ratio, advantage, epsilon), (ratio, advantage, epsilon)
+
+    def backward(saved: tuple, cotangent: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        ratio, advantage, epsilon = saved
+        grad_ratio = calls["drift_vjp"](ratio, advantage, jnp.asarray(epsilon, jnp.float32), cotangent)[0]
+        return grad_ratio, jnp.zeros_like(advantage), jnp.zeros_like(epsilon)
+
+    drift.defvjp(forward, backward)
+    return drift
+
+
+_M = ArgSpec(("m",))
+_SHARED = ArgSpec((), lane=False)
+
+TARGET = Target(
+    name="lpo",
+    function_name="drift",
+    parameters=("ratio", "advantage", "epsilon"),
+    summary=(
+        "A drift function for Learned Policy Optimisation. PPO's actor loss becomes "
+        "-(ratio * advantage - relu(drift(ratio, advantage, epsilon))).mean(): the drift is a penalty "
+        "that keeps the new policy near the policy that collected the data."
+    ),
+    inputs=(
+        TargetInput("ratio", "pi_new(a|s) / pi_old(a|s) per sample, an array of positive floats near 1."),
+        TargetInput(
+            "advantage",
+            "GAE advantage per sample, same shape as ratio, normalised per minibatch (mean 0, std 1).",
+        ),
+        TargetInput("epsilon", "a float, PPO's clip range (0.2); use it or ignore it."),
+    ),
+    returns="an array with the shape of ratio: the penalty per sample",
+    rules=(
+        "the drift should be non-negative (the loss applies relu to it anyway)",
+        "the drift should be zero at ratio = 1",
+        "the gradient of the drift with respect to ratio should be zero at ratio = 1",
+        "use only jax, jax.numpy, jax.nn, jax.lax, math and functools; the function is traced by JAX",
+    ),
+    warm_start=WARM_START,
+    default_train_envs=("CartPole-v1",),
+    default_test_envs=("Acrobot-v1",),
+    probe=probe,
+    plugin_field="drift",
+    modules=(
+        ModuleSpec("drift", args=(_M, _M, _SHARED), results=(_M,), build=_lanes),
+        ModuleSpec("drift_vjp", args=(_M, _M, _SHARED, _M), results=(_M,), build=_lanes_vjp),
+    ),
+    assemble=assemble,
+)

@@ -1,0 +1,85 @@
+"""What the worker and the trainer say to each other: length-prefixed JSON frames, never pickle."""
+
+from __future__ import annotations
+
+import base64
+import os
+import struct
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+MAX_FRAME_BYTES = 256 * 1024 * 1024
+_HEADER = struct.Struct(">Q")
+
+
+class EncodedArray(BaseModel):
+    dtype: str
+    shape: list[int]
+    data: str  # base64 of the C-ordered bytes
+
+    @classmethod
+    def of(cls, array: np.ndarray) -> EncodedArray:
+        array = np.ascontiguousarray(array)
+        return cls(dtype=str(array.dtype), shape=list(array.shape), data=base64.b64encode(array.tobytes()).decode())
+
+    def decode(self) -> np.ndarray:
+        if self.dtype not in ("float32", "bool"):
+            raise ValueError(f"unexpected array dtype {self.dtype}")
+        array = np.frombuffer(base64.b64decode(self.data, validate=True), dtype=self.dtype)
+        return array.reshape(self.shape)
+
+
+class TrainRequest(BaseModel):
+    """Train a batch on one environment: every candidate × learning rate × seed in one program."""
+
+    target: str
+    env: str
+    profile: str
+    seeds: list[int]
+    learning_rates: list[float]
+    artifacts: list[str] | None = None  # base64 artifact bytes per candidate; None: the warm start itself
+    with_random_baseline: bool = False
+
+
+class TrainResponse(BaseModel):
+    """Raw arrays for the candidates that were trained (`trained`, in the order of the leading axis)."""
+
+    trained: list[int] = Field(default_factory=list)
+    refused: dict[int, str] = Field(default_factory=dict)  # candidate index -> why the trainer refused it
+    return_sum: EncodedArray | None = None  # [trained, lr, seed, update]: returns of episodes ended per update
+    episodes: EncodedArray | None = None  # [trained, lr, seed, update]: episodes ended per update
+    finite: EncodedArray | None = None  # [trained, lr, seed]: losses, parameters and returns stayed finite
+    random_return: float | None = None
+    platform: str = ""
+    compile_seconds: float = 0.0
+    train_seconds: float = 0.0
+    error: str | None = None  # the request itself could not be served
+
+
+def write_frame(fd: int, payload: bytes) -> None:
+    view = memoryview(_HEADER.pack(len(payload)) + payload)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def read_exactly(fd: int, n: int) -> bytes | None:
+    chunks, left = [], n
+    while left:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_frame(fd: int) -> bytes | None:
+    """One frame, or None at end of stream."""
+    header = read_exactly(fd, _HEADER.size)
+    if header is None:
+        return None
+    (size,) = _HEADER.unpack(header)
+    if size > MAX_FRAME_BYTES:
+        raise ValueError(f"a frame of {size} bytes is over the limit of {MAX_FRAME_BYTES}")
+    return read_exactly(fd, size)

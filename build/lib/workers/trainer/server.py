@@ -1,0 +1,138 @@
+"""The trainer process: `python -m workers.trainer.server --result-fd N [--cache-dir D]`.
+
+Long-lived and warm (JAX imported, the GPU initialised once, compiled programs cached): it reads
+`TrainRequest` frames from stdin and answers each with one `TrainResponse` frame on the result
+descriptor. It runs project code only: PPO from `workers.rl`, the warm starts, and candidate
+modules that `verify` accepted, plugged in by `lanes`. It never loads candidate source. Raw arrays
+go back; the worker computes returns and scores from them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import sys
+import time
+from functools import cache
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from workers.rl.envs import get_config
+from workers.rl.ppo import Plugins, lane_inputs, make_lanes_train
+from workers.rl.random_policy import random_policy_return
+from workers.targets import advantage, get_target, load_function, lpo, optimizer
+from workers.trainer.lanes import candidate_plugin
+from workers.trainer.protocol import EncodedArray, TrainRequest, TrainResponse, read_frame, write_frame
+from workers.trainer.verify import ArtifactRefused, verify_artifact
+
+
+def configure_compile_cache(cache_dir: Path | None) -> None:
+    """Use JAX's persistent compilation cache for every compile, however short."""
+    if cache_dir is None:
+        return
+    jax.config.update("jax_compilation_cache_dir", str(cache_dir))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+
+
+@cache
+def warm_start_plugins() -> Plugins:
+    """The hand-made algorithms, from the project's own source: PPO's clip, Adam and GAE."""
+    return Plugins(
+        drift=load_function(lpo.WARM_START, lpo.TARGET),
+        update=load_function(optimizer.WARM_START, optimizer.TARGET),
+        advantages=load_function(advantage.WARM_START, advantage.TARGET),
+    )
+
+
+def platform() -> str:
+    return jax.default_backend()
+
+
+def train_lanes(env: str, profile: str, seeds: list[int], learning_rates: list[float], plugins: Plugins,
+                candidates: int = 1, repeats: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+    """Train every candidate × learning rate × seed in one program.
+
+    Returns (return_sum, episodes) shaped [candidate, lr, seed, update], finite [candidate, lr, seed],
+    and the compile and (fastest of `repeats`) training seconds.
+    """
+    config = get_config(env, profile)
+    params, keys, lrs = lane_inputs(env, config, candidates, learning_rates, seeds)
+    t0 = time.perf_counter()
+    compiled = make_lanes_train(env, config, plugins).lower(params, keys, lrs).compile()
+    compile_seconds = time.perf_counter() - t0
+    train_seconds = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = jax.block_until_ready(compiled(params, keys, lrs))
+        train_seconds = min(train_seconds, time.perf_counter() - t)
+    shape = (candidates, len(learning_rates), len(seeds))
+    ret_sum, ret_n, finite = (np.asarray(x) for x in out)
+    return (ret_sum.reshape(*shape, -1).astype(np.float32), ret_n.reshape(*shape, -1).astype(np.float32),
+            finite.reshape(shape), compile_seconds, train_seconds)
+
+
+def handle(request: TrainRequest) -> TrainResponse:
+    target = get_target(request.target)
+    response = TrainResponse(platform=platform())
+    if request.artifacts is None:
+        plugins, trained = warm_start_plugins(), [0]
+    else:
+        verified = {}
+        for index, encoded in enumerate(request.artifacts):
+            try:
+                verified[index] = verify_artifact(base64.b64decode(encoded, validate=True), target, response.platform)
+            except (ArtifactRefused, ValueError) as exc:
+                response.refused[index] = str(exc)
+        trained = sorted(verified)
+        if not trained:
+            return response
+        lanes = len(request.seeds) * len(request.learning_rates)
+        plugin = candidate_plugin(target, [verified[i] for i in trained], lanes)
+        plugins = warm_start_plugins()._replace(**{target.plugin_field: plugin})
+    ret_sum, ret_n, finite, response.compile_seconds, response.train_seconds = train_lanes(
+        request.env, request.profile, request.seeds, request.learning_rates, plugins, candidates=len(trained))
+    response.trained = trained
+    response.return_sum, response.episodes = EncodedArray.of(ret_sum), EncodedArray.of(ret_n)
+    response.finite = EncodedArray.of(finite)
+    if request.with_random_baseline:
+        response.random_return = random_policy_return(request.env, get_config(request.env, request.profile),
+                                                      request.seeds)
+    return response
+
+
+def serve(result_fd: int) -> None:
+    """Answer requests until stdin closes; a bad request gets an error response, never a crash."""
+    stdin = sys.stdin.buffer.fileno()
+    while True:
+        frame = read_frame(stdin)
+        if frame is None:
+            return
+        try:
+            response = handle(TrainRequest.model_validate_json(frame))
+        except Exception as exc:  # noqa: BLE001 - reported to the worker, which decides
+            response = TrainResponse(error=f"{type(exc).__name__}: {str(exc)[:2000]}")
+        write_frame(result_fd, response.model_dump_json().encode())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--result-fd", type=int, required=True)
+    parser.add_argument("--cache-dir", type=Path, default=None)
+    parser.add_argument("--seccomp-fd", type=int, default=None, help="load this seccomp filter first (no bwrap)")
+    args = parser.parse_args(argv)
+    if args.seccomp_fd is not None:
+        from workers.sandbox.seccomp import install_from_fd
+
+        install_from_fd(args.seccomp_fd)
+    configure_compile_cache(args.cache_dir)
+    os.set_inheritable(args.result_fd, False)
+    write_frame(args.result_fd, TrainResponse(platform=platform()).model_dump_json().encode())  # ready
+    serve(args.result_fd)
+
+
+if __name__ == "__main__":
+    main()
