@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -15,6 +16,7 @@ from service.settings import get_settings
 app = typer.Typer(help="Discover reinforcement-learning algorithms with a language model in the loop.",
                   no_args_is_help=True, add_completion=False)
 console = Console(width=None if sys.stdout.isatty() else 140)
+JsonFlag = Annotated[bool, typer.Option("--json", help="print the result as JSON (for scripts)")]
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 
@@ -29,13 +31,15 @@ def main() -> None:
     """Discover reinforcement-learning algorithms with a language model in the loop."""
 
 
-def require_sandbox() -> None:
+def require_sandbox(quiet: bool = False) -> None:
     """Refuse to start work that evaluates candidates when the required isolation is missing."""
     from service.evaluation import check_isolation
     from workers.sandbox.isolate import IsolationUnavailable
 
     try:
-        console.print(f"sandbox: {check_isolation(get_settings())}", style="dim")
+        summary = check_isolation(get_settings())
+        if not quiet:
+            console.print(f"sandbox: {summary}", style="dim")
     except IsolationUnavailable as exc:
         fail(str(exc), EXIT_FAILED)
 
@@ -57,6 +61,7 @@ def evaluate(
     env: Annotated[list[str] | None, typer.Option(help="environment; repeat for several")] = None,
     profile: Annotated[str, typer.Option(help="full, quick or smoke")] = "smoke",
     seeds: Annotated[str, typer.Option(help="comma-separated seeds")] = "0,1",
+    as_json: JsonFlag = False,
 ) -> None:
     """Evaluate one candidate (in the sandbox) and print returns, learning rate, score and timings."""
     from service.evaluation import EvaluationFailed, evaluate_code
@@ -77,23 +82,28 @@ def evaluate(
         fail(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
     source = code.read_text() if code is not None else TARGETS[target].warm_start
     seed_list = _parse_seeds(seeds)
-    require_sandbox()
+    require_sandbox(as_json)
 
     table = Table(title=f"{target} candidate ({code or 'warm start'}), profile {profile}, seeds {seed_list}")
     for column in ("env", "return", "per seed", "lr", "warm start", "random", "score", "compile s", "train s"):
         table.add_column(column, justify="left" if column == "env" else "right")
+    results = []
     for name in envs:
         try:
             scored = evaluate_code(settings, target, source, name, profile, seed_list)
         except EvaluationFailed as exc:
             fail(str(exc), EXIT_BAD_INPUT if exc.outcome == "invalid" else EXIT_FAILED)
+        results.append(scored.model_dump(mode="json"))
         r = scored.result
         table.add_row(
             name, f"{r.final_return:.2f}", " ".join(f"{x:.1f}" for x in r.returns[r.learning_rates.index(r.best_lr)]),
             f"{r.best_lr:g}", f"{scored.baseline.warm_return:.2f}", f"{scored.baseline.random_return:.2f}",
             f"{scored.score:.3f}", f"{r.compile_seconds:.1f}", f"{r.train_seconds:.1f}",
         )
-    console.print(table)
+    if as_json:
+        print(json.dumps(results))
+    else:
+        console.print(table)
 
 
 @app.command()
@@ -118,6 +128,7 @@ def run(
     concurrency: Annotated[int, typer.Option(help="candidates in flight at once")] = 2,
     seed: Annotated[int, typer.Option(help="run seed")] = 0,
     seeds_per_eval: Annotated[int, typer.Option(help="training seeds per evaluation")] = 2,
+    as_json: JsonFlag = False,
 ) -> None:
     """Run a whole discovery here (embedded database and executor unless configured otherwise)."""
     from pydantic import ValidationError
@@ -139,11 +150,15 @@ def run(
         where = ".".join(str(p) for p in first["loc"])
         fail(f"{where}: {first['msg']}" if where else first["msg"])
     if not get_settings().broker_url:
-        require_sandbox()
+        require_sandbox(as_json)
     try:
-        status = run_to_completion(get_settings(), spec, console)
+        run_id, status = run_to_completion(get_settings(), spec, Console(stderr=True) if as_json else console)
     except RunRefused as exc:
         fail(str(exc))
+    if as_json:
+        from service.runs.runner import run_result
+
+        print(run_result(get_settings(), run_id).model_dump_json())
     if status != "completed":
         raise typer.Exit(EXIT_FAILED)
 
@@ -225,10 +240,14 @@ def _score(value: float | None) -> str:
 def runs_list(
     status: Annotated[str | None, typer.Option(help="only runs with this status")] = None,
     limit: Annotated[int, typer.Option(help="how many")] = 20,
+    as_json: JsonFlag = False,
 ) -> None:
     """List your runs, newest first."""
     params = {"limit": limit, **({"status": status} if status else {})}
     page = api_call("GET", "/v1/runs", params=params)
+    if as_json:
+        print(json.dumps(page))
+        return
     table = Table(title="runs")
     for column in ("id", "status", "target", "proposer", "budget", "best", "created"):
         table.add_column(column)
@@ -239,9 +258,14 @@ def runs_list(
 
 
 @runs_app.command("show")
-def runs_show(run_id: Annotated[str, typer.Argument(help="run id")]) -> None:
+def runs_show(run_id: Annotated[str, typer.Argument(help="run id")],
+              as_json: JsonFlag = False,
+              ) -> None:
     """A run's status, progress, budget spent, best candidate and meta-test table."""
     r = api_call("GET", f"/v1/runs/{run_id}")
+    if as_json:
+        print(json.dumps(r))
+        return
     console.print(f"run {r['id']}: [bold]{r['status']}[/bold]  {r['target']} on {', '.join(r['environments']['train'])}"
                   f"  ({r['proposer']['kind']}, profile {r['profile']})")
     p, spent = r["progress"], r["spent"]
@@ -271,11 +295,16 @@ def runs_cancel(run_id: Annotated[str, typer.Argument(help="run id")]) -> None:
 
 
 @candidates_app.command("show")
-def candidates_show(candidate_id: Annotated[str, typer.Argument(help="candidate id")]) -> None:
+def candidates_show(candidate_id: Annotated[str, typer.Argument(help="candidate id")],
+                    as_json: JsonFlag = False,
+                    ) -> None:
     """A candidate's code, thought, outcome and per-environment results."""
     from rich.syntax import Syntax
 
     c = api_call("GET", f"/v1/candidates/{candidate_id}")
+    if as_json:
+        print(json.dumps(c))
+        return
     console.print(f"#{c['index']} {c['name']} ({c['id']}) of run {c['run_id']}: {c['outcome'] or c['status']}, "
                   f"score {_score(c['score'])}, pooled {_score(c['pooled_score'])}")
     if c["thought"]:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 
+from pydantic import BaseModel
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.syntax import Syntax
 from rich.table import Table
 from sqlalchemy import func, select
 
-from service.db import session_scope, upgrade_database
+from service.db import make_engine, make_session_factory, session_scope, upgrade_database
 from service.db.models import RUN_FINAL_STATUSES, Candidate, CandidateStatus, EvalPhase, Evaluation, Run
 from service.runs.orchestrator import advance, create_run
 from service.runs.spec import RunSpec
@@ -41,8 +42,8 @@ def start_run(runtime: Runtime, spec: RunSpec, owner_key_id: str | None = None,
     return run_id
 
 
-def run_to_completion(settings: Settings, spec: RunSpec, console: Console) -> str:
-    """Run a discovery in this process with a progress bar, then print its report; returns the final status."""
+def run_to_completion(settings: Settings, spec: RunSpec, console: Console) -> tuple[str, str]:
+    """Run a discovery in this process with a progress bar, then print its report; returns (run id, status)."""
     upgrade_database(settings.database_url)
     runtime = build_runtime(settings, local_workers=spec.concurrency, sweep_interval=5.0)
     try:
@@ -65,7 +66,7 @@ def run_to_completion(settings: Settings, spec: RunSpec, console: Console) -> st
                     break
                 time.sleep(0.5)
         print_report(runtime, run_id, console)
-        return status
+        return run_id, status
     finally:
         runtime.executor.close()
 
@@ -113,3 +114,41 @@ def print_report(runtime: Runtime, run_id: str, console: Console) -> None:
         if best is not None:
             console.print(f"best: #{best.index} {best.name}, pooled score {best.pooled_score:.3f}")
             console.print(Syntax(best.code, "python"))
+
+
+class LeaderboardRow(BaseModel):
+    candidate_id: str
+    index: int
+    name: str
+    outcome: str | None
+    score: float | None
+    pooled_score: float | None
+
+
+class RunResult(BaseModel):
+    """What `discovery run --json` prints: the run's ending and its leaderboard, best first."""
+
+    run_id: str
+    status: str
+    error: str | None
+    best_candidate_id: str | None
+    best_score: float | None
+    candidates: list[LeaderboardRow]
+
+
+def run_result(settings: Settings, run_id: str) -> RunResult:
+    engine = make_engine(settings.database_url)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            run = session.get(Run, run_id)
+            assert run is not None
+            rows = session.scalars(select(Candidate).where(Candidate.run_id == run_id)).all()
+            board = sorted(rows, key=lambda c: (-(c.pooled_score if c.pooled_score is not None else
+                                                  c.score if c.score is not None else float("-inf")), c.index))
+            return RunResult(
+                run_id=run.id, status=run.status, error=run.error, best_candidate_id=run.best_candidate_id,
+                best_score=run.best_score,
+                candidates=[LeaderboardRow(candidate_id=c.id, index=c.index, name=c.name, outcome=c.outcome,
+                                           score=c.score, pooled_score=c.pooled_score) for c in board])
+    finally:
+        engine.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -47,3 +48,17 @@ def test_cli_errors_are_one_line_with_exit_codes_scripts_can_use(api: ApiServer)
     down = subprocess.run([sys.executable, "-m", "service.cli", "runs", "list"], env=env, capture_output=True,
                           text=True, timeout=60)
     assert down.returncode == 1 and "cannot reach the API" in down.stderr
+
+
+def test_json_output_can_be_scripted(api: ApiServer) -> None:
+    key = api.new_key("cli-json")
+    client = api.client(key)
+    run = client.post("/v1/runs", json={**SMALL_RUN, "seed": 8}).json()
+    listed = json.loads(discovery(api, key, "runs", "list", "--json").stdout)
+    assert run["id"] in [r["id"] for r in listed["items"]]
+    shown = json.loads(discovery(api, key, "runs", "show", run["id"], "--json").stdout)
+    assert shown["id"] == run["id"] and shown["progress"]["candidates_budget"] == 1
+    warm = client.get(f"/v1/runs/{run['id']}/candidates").json()["items"][0]
+    candidate = json.loads(discovery(api, key, "candidates", "show", warm["id"], "--json").stdout)
+    assert candidate["id"] == warm["id"] and "def drift(ratio, advantage, epsilon)" in candidate["code"]
+    client.post(f"/v1/runs/{run['id']}/cancel")

@@ -115,3 +115,19 @@ def test_cli_evaluate_reports_bad_code_in_one_line(tmp_path) -> None:  # noqa: A
     missing = subprocess.run([sys.executable, "-m", "service.cli", "evaluate", "--env", "Nope-v0"],
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "unknown environment 'Nope-v0'" in missing.stderr
+
+
+def test_cli_evaluate_prints_json_for_scripts(tmp_path) -> None:  # noqa: ANN001
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DISCOVERY_CACHE_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "service.cli", "evaluate", "--profile", "smoke", "--seeds", "0",
+                          "--json"], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    [scored] = json.loads(out.stdout)
+    assert scored["result"]["env"] == "CartPole-v1" and scored["result"]["seeds"] == [0]
+    assert scored["baseline"]["warm_return"] > scored["baseline"]["random_return"]
+    assert isinstance(scored["score"], float)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -21,18 +22,21 @@ def test_discovery_run_completes_and_meta_tests_the_best(sqlite_url: str, cache_
     done = subprocess.run(
         [sys.executable, "-m", "service.cli", "run", "--target", "lpo", "--env", "CartPole-v1",
          "--test-env", "Acrobot-v1", "--profile", "smoke", "--candidates", str(CANDIDATES), "--concurrency", "1",
-         "--seed", "0", "--seeds-per-eval", "1"],
+         "--seed", "0", "--seeds-per-eval", "1", "--json"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=400,
     )
     print(f"discovery run took {time.monotonic() - began:.1f} s")
     assert done.returncode == 0, f"stdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-3000:]}"
-    assert "leaderboard of run" in done.stdout and "meta-test" in done.stdout, done.stdout
+    assert "leaderboard of run" in done.stderr and "meta-test" in done.stderr, done.stderr  # --json: report aside
+    result = json.loads(done.stdout)  # --json: stdout is the result alone, for scripts
 
     engine = make_engine(sqlite_url)
     try:
-        report = read_report(make_session_factory(engine), done.stdout.split("run ", 1)[1].split(":", 1)[0])
+        report = read_report(make_session_factory(engine), result["run_id"])
     finally:
         engine.dispose()
+    assert result["status"] == "completed" and result["best_candidate_id"] == report.run.best_candidate_id
+    assert sorted(c["index"] for c in result["candidates"]) == list(range(CANDIDATES + 1))
     assert_complete_and_consistent(report, CANDIDATES)
     warm = report.candidates[0]
     assert warm.index == 0 and warm.score == 1.0 and warm.pooled_score == 1.0
