@@ -217,6 +217,18 @@ def keys_create(name: Annotated[str, typer.Argument(help="who or what the key is
     print(f"created key {row.prefix}... for {name!r}; it is shown only this once", file=sys.stderr)
 
 
+@keys_app.command("local")
+def keys_local() -> None:
+    """Print this machine's local identity, which owns runs started without DISCOVERY_API_KEY."""
+    from service.db import make_engine, make_session_factory, session_scope, upgrade_database
+    from service.keys import local_key
+
+    settings = get_settings()
+    upgrade_database(settings.database_url)
+    with session_scope(make_session_factory(make_engine(settings.database_url))) as session:
+        print(local_key(session, settings))
+
+
 runs_app = typer.Typer(help="Runs on a Discovery server (DISCOVERY_API_URL, DISCOVERY_API_KEY).", no_args_is_help=True)
 candidates_app = typer.Typer(help="Candidates on a Discovery server.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")

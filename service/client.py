@@ -6,6 +6,7 @@ from typing import Any
 
 import httpx
 
+from service.keys import local_key_file
 from service.settings import Settings
 
 
@@ -18,9 +19,15 @@ class ApiError(Exception):
 
 
 def request(settings: Settings, method: str, path: str, **kwargs: Any) -> Any:
-    if settings.api_key is None:
+    """Call the API with DISCOVERY_API_KEY, else with this machine's local identity once it exists."""
+    local = local_key_file(settings)
+    if settings.api_key is not None:
+        key = settings.api_key.get_secret_value()
+    elif local.is_file():
+        key = local.read_text().strip()
+    else:
         raise ApiError("set DISCOVERY_API_KEY (create one with `discovery keys create NAME`)", bad_input=True)
-    headers = {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"}
+    headers = {"Authorization": f"Bearer {key}"}
     try:
         response = httpx.request(method, settings.api_url.rstrip("/") + path, headers=headers, timeout=30, **kwargs)
     except httpx.HTTPError as exc:

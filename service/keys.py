@@ -1,16 +1,20 @@
-"""API keys: created once and shown once; only a SHA-256 hash is stored."""
+"""API keys: created once and shown once; only a SHA-256 hash is stored. The CLI's runs belong to the key in
+DISCOVERY_API_KEY, or to this machine's local identity."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.db.models import ApiKey
+from service.settings import Settings
 
 KEY_PREFIX = "dsk_"
+LOCAL_KEY_NAME = "local"
 
 
 def hash_key(key: str) -> str:
@@ -29,3 +33,40 @@ def create_key(session: Session, name: str) -> tuple[str, ApiKey]:
 def find_key(session: Session, key: str) -> ApiKey | None:
     row = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))
     return row if row is not None and row.revoked_at is None else None
+
+
+class UnknownKey(ValueError):
+    """DISCOVERY_API_KEY names no key of this database."""
+
+
+def local_key_file(settings: Settings) -> Path:
+    return Path(settings.cache_dir) / "local-api-key"
+
+
+def local_key(session: Session, settings: Settings) -> str:
+    """The key of this machine's default identity, created once and kept in a 0600 file beside the caches.
+
+    Runs started from the CLI without DISCOVERY_API_KEY belong to it, so the API and the UI can show them
+    (`discovery keys local` prints it to log in with).
+    """
+    path = local_key_file(settings)
+    if path.is_file():
+        key = path.read_text().strip()
+        if find_key(session, key) is not None:
+            return key
+    key, _ = create_key(session, LOCAL_KEY_NAME)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(key + "\n")
+    tmp.chmod(0o600)
+    tmp.replace(path)
+    return key
+
+
+def cli_owner(session: Session, settings: Settings) -> ApiKey:
+    """Who owns what the CLI starts: the key in DISCOVERY_API_KEY, else this machine's local identity."""
+    key = settings.api_key.get_secret_value() if settings.api_key else local_key(session, settings)
+    row = find_key(session, key)
+    if row is None:
+        raise UnknownKey("DISCOVERY_API_KEY is not a key of this database (create one with `discovery keys create`)")
+    return row

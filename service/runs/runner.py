@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from service.db import make_engine, make_session_factory, session_scope, upgrade_database
 from service.db.models import RUN_FINAL_STATUSES, Candidate, CandidateStatus, EvalPhase, Evaluation, Run
+from service.keys import UnknownKey, cli_owner
 from service.runs.orchestrator import advance, create_run
 from service.runs.spec import RunSpec
 from service.runtime import Runtime, build_runtime
@@ -47,7 +48,12 @@ def run_to_completion(settings: Settings, spec: RunSpec, console: Console) -> tu
     upgrade_database(settings.database_url)
     runtime = build_runtime(settings, local_workers=spec.concurrency, sweep_interval=5.0)
     try:
-        run_id = start_run(runtime, spec)
+        with session_scope(runtime.factory) as session:
+            try:
+                owner = cli_owner(session, settings).id
+            except UnknownKey as exc:
+                raise RunRefused(str(exc)) from None
+        run_id = start_run(runtime, spec, owner_key_id=owner)
         console.print(f"run {run_id}: {spec.target} on {', '.join(spec.environments.train)}, "
                       f"{spec.proposer.kind} proposer, {spec.budget.candidates} candidates, profile {spec.profile}")
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from service.db import make_engine, make_session_factory
+from service.keys import find_key
 from tests.runs.conftest import REPO, assert_complete_and_consistent, read_report
 
 CANDIDATES = 3
@@ -36,6 +37,14 @@ def test_discovery_run_completes_and_meta_tests_the_best(sqlite_url: str, cache_
     finally:
         engine.dispose()
     assert result["status"] == "completed" and result["best_candidate_id"] == report.run.best_candidate_id
+
+    # Without DISCOVERY_API_KEY the run belongs to this machine's local identity, which `keys local` hands out.
+    local = subprocess.run([sys.executable, "-m", "service.cli", "keys", "local"], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert local.returncode == 0
+    with make_session_factory(make_engine(sqlite_url))() as session:
+        owner = find_key(session, local.stdout.strip())
+        assert owner is not None and owner.id == report.run.owner_key_id
     assert sorted(c["index"] for c in result["candidates"]) == list(range(CANDIDATES + 1))
     assert_complete_and_consistent(report, CANDIDATES)
     warm = report.candidates[0]
@@ -55,3 +64,12 @@ def test_discovery_run_completes_and_meta_tests_the_best(sqlite_url: str, cache_
     assert types.count("candidate.proposed") == CANDIDATES
     assert types.count("candidate.evaluated") == CANDIDATES + 1
     assert types.index("candidate.new_best") < types.index("candidate.proposed")  # the warm start sets the scale
+
+
+def test_discovery_run_with_an_unknown_key_is_refused_in_one_line(sqlite_url: str, cache_dir: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISCOVERY_")}
+    env.update(DISCOVERY_DATABASE_URL=sqlite_url, DISCOVERY_CACHE_DIR=str(cache_dir), DISCOVERY_API_KEY="dsk_nobody")
+    done = subprocess.run([sys.executable, "-m", "service.cli", "run", "--profile", "smoke", "--candidates", "1"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "DISCOVERY_API_KEY is not a key of this database" in done.stderr
