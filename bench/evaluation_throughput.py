@@ -72,7 +72,8 @@ def main() -> None:
     settings = Settings(cache_dir=Path(tempfile.mkdtemp(prefix="discovery-bench-")), database_url="sqlite://")
     for env in args.envs.split(","):
         lrs = learning_rates(env, args.profile)
-        *_, bare_seconds = train_lanes(env, args.profile, seeds, lrs, warm_start_plugins(), candidates=CANDIDATES)
+        bare = train_lanes(env, args.profile, seeds, lrs, warm_start_plugins(), candidates=CANDIDATES)
+        bare_seconds = bare.train_seconds
         lanes = CANDIDATES * len(lrs) * len(seeds)
         print(f"{env} {args.profile}: bare warm-start PPO for {lanes} lanes: {bare_seconds:.1f} s (compile excluded)",
               flush=True)

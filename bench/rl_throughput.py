@@ -81,9 +81,8 @@ def main() -> None:
         ("(c') PPO, DPO drift exported", exported(DPO_DRIFT)),
     ]
     for label, plugins in variants:
-        *_, compile_s, train_s = train_lanes(args.env, args.profile, seeds, config.learning_rates(), plugins,
-                                             repeats=args.repeats)
-        rows.append((label, compile_s, train_s))
+        arrays = train_lanes(args.env, args.profile, seeds, config.learning_rates(), plugins, repeats=args.repeats)
+        rows.append((label, arrays.compile_seconds, arrays.train_seconds))
 
     steps = config.env_steps * lanes
     print(f"{args.env}, profile {args.profile}: {lanes} lanes (seeds x learning rates) x {config.env_steps} steps "

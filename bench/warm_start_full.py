@@ -25,9 +25,9 @@ def main() -> None:
     started = time.perf_counter()
     config = get_config(args.env, args.profile)
     lrs = config.learning_rates()
-    ret_sum, episodes, _, compile_s, train_s = train_lanes(args.env, args.profile, list(range(args.seeds)), lrs,
-                                                           warm_start_plugins())
-    returns = final_returns(ret_sum[0], episodes[0])  # [lr, seed]
+    arrays = train_lanes(args.env, args.profile, list(range(args.seeds)), lrs, warm_start_plugins())
+    compile_s, train_s = arrays.compile_seconds, arrays.train_seconds
+    returns = final_returns(arrays.return_sum[0], arrays.episodes[0])  # [lr, seed]
     print(f"env {args.env}  profile {args.profile}  seeds {args.seeds}  env steps per lane {config.env_steps}")
     for lr, per_seed in zip(lrs, returns, strict=True):
         print(f"  lr {lr:<8g} mean final return {np.mean(per_seed):8.2f}  per seed {np.round(per_seed, 1).tolist()}")

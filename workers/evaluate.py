@@ -20,7 +20,8 @@ import numpy as np
 from workers.baselines import Baseline
 from workers.results import EnvResult, EvaluationResult, Outcome, TraceRequest, TraceResult
 from workers.rl.envs import get_config, get_env_spec
-from workers.rl.scoring import ImpossibleResult, check_returns, final_returns, learning_curve
+from workers.rl.ppo import DIAGNOSTICS
+from workers.rl.scoring import ImpossibleResult, check_returns, diagnostic_curves, final_returns, learning_curve
 from workers.sandbox.isolate import SandboxLimits, trace_candidate
 from workers.trainer.client import TrainerFailed, TrainerProcess
 from workers.trainer.protocol import TrainRequest, TrainResponse
@@ -50,8 +51,10 @@ def candidate_timeout(profile: str, baseline: Baseline | None, lanes: int) -> fl
 
 
 def env_result(env: str, profile: str, seeds: list[int], learning_rates: list[float], return_sum: np.ndarray,
-               episodes: np.ndarray, response: TrainResponse, sha256: str | None) -> EnvResult:
-    """One candidate's raw arrays ([lr, seed, update]) as returns and curves; ImpossibleResult if implausible."""
+               episodes: np.ndarray, diagnostics: np.ndarray, response: TrainResponse, sha256: str | None
+               ) -> EnvResult:
+    """One candidate's raw arrays ([lr, seed, update(, part)]) as returns and curves; ImpossibleResult if
+    implausible."""
     config, spec = get_config(env, profile), get_env_spec(env)
     check_returns(return_sum, episodes, spec.return_range, config.num_envs * config.num_steps)
     returns = final_returns(return_sum, episodes)  # [lr, seed]
@@ -60,6 +63,7 @@ def env_result(env: str, profile: str, seeds: list[int], learning_rates: list[fl
         env=env, profile=profile, seeds=list(seeds), learning_rates=[float(x) for x in learning_rates],
         returns=returns.tolist(),
         curves=[learning_curve(return_sum[i], episodes[i], config.log_points) for i in range(len(learning_rates))],
+        diagnostics=diagnostic_curves(diagnostics[best], DIAGNOSTICS, config.log_points),
         best_lr=float(learning_rates[best]), final_return=float(returns[best].mean()), env_steps=config.env_steps,
         compile_seconds=response.compile_seconds, train_seconds=response.train_seconds,
         random_return=response.random_return, artifact_sha256=sha256,
@@ -75,8 +79,9 @@ def _results(request: TrainRequest, response: TrainResponse, seconds: float) -> 
     position = {index: k for k, index in enumerate(response.trained)}
     arrays = None
     if response.trained:
-        assert response.return_sum is not None and response.episodes is not None and response.finite is not None
-        arrays = (response.return_sum.decode(), response.episodes.decode(), response.finite.decode())
+        assert response.return_sum and response.episodes and response.finite and response.diagnostics
+        arrays = (response.return_sum.decode(), response.episodes.decode(), response.finite.decode(),
+                  response.diagnostics.decode())
     for index in range(count):
         if index in response.refused:
             out.append(EvaluationResult(outcome=Outcome.refused, error=f"the trainer refused the artifact: "
@@ -87,7 +92,7 @@ def _results(request: TrainRequest, response: TrainResponse, seconds: float) -> 
                                         seconds=seconds))
             continue
         k = position[index]
-        return_sum, episodes, finite = (a[k] for a in arrays)
+        return_sum, episodes, finite, diagnostics = (a[k] for a in arrays)
         if not bool(np.all(finite)):
             out.append(EvaluationResult(outcome=Outcome.nan, seconds=seconds,
                                         error="training produced NaN or Inf (in the loss, the parameters or the "
@@ -96,7 +101,7 @@ def _results(request: TrainRequest, response: TrainResponse, seconds: float) -> 
         sha = None if request.artifacts is None else artifact_sha256(request.artifacts[index])
         try:
             result = env_result(request.env, request.profile, request.seeds, request.learning_rates, return_sum,
-                                episodes, response, sha)
+                                episodes, diagnostics, response, sha)
         except ImpossibleResult as exc:
             out.append(EvaluationResult(outcome=Outcome.error, error=f"impossible training result: {exc}",
                                         seconds=seconds))

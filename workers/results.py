@@ -53,6 +53,9 @@ class EnvResult(BaseModel):
     learning_rates: list[float]
     returns: list[list[float]]  # [learning rate][seed]: mean return over the last part of training
     curves: list[list[float]]  # [learning rate][update]: mean return across seeds per logged update
+    # At the best learning rate, per logged point: PPO's loss parts (actor and value loss, entropy,
+    # approximate KL, clip fraction), the mean over seeds: how the candidate changes the update.
+    diagnostics: dict[str, list[float]] = Field(default_factory=dict)
     best_lr: float
     final_return: float  # mean over seeds at the best learning rate
     env_steps: int  # environment steps per seed and learning rate

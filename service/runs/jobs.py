@@ -327,7 +327,8 @@ def _store(factory: sessionmaker[Session], item: _Pending, env: str, phase: Eval
         session.add(Evaluation(
             candidate_id=item.candidate_id, env=env, phase=phase, seeds=seeds, outcome=result.outcome,
             error=result.error, learning_rates=r.learning_rates if r else [], returns=r.returns if r else None,
-            curves={"learning_rates": r.learning_rates, "returns": r.curves} if r else None,
+            curves={"learning_rates": r.learning_rates, "returns": r.curves, "diagnostics": r.diagnostics}
+            if r else None,
             best_lr=r.best_lr if r else None, final_return=r.final_return if r else None,
             normalised_score=value, compile_seconds=r.compile_seconds if r else None,
             train_seconds=r.train_seconds if r else None, artifact_sha256=r.artifact_sha256 if r else None,

@@ -160,6 +160,7 @@ class EnvView:
     evaluation: Evaluation
     chart: Markup | None
     warm: Evaluation | None
+    diagnostics: list[Markup]  # PPO's loss parts over training, beside the warm start's
 
 
 @dataclass
@@ -204,6 +205,27 @@ def curve_chart(e: Evaluation, warm: Evaluation | None, is_warm_start: bool) -> 
                         x_integer=True, width=560, height=300))
 
 
+DIAGNOSTIC_TITLES = {"actor_loss": "actor loss", "value_loss": "value loss", "entropy": "policy entropy",
+                     "approx_kl": "approximate KL (old ‖ new)", "clip_fraction": "share of |ratio − 1| > ε"}
+
+
+def diagnostic_charts(e: Evaluation, warm: Evaluation | None, is_warm_start: bool) -> list[Markup]:
+    """How the candidate changed PPO's update: one small chart per loss part, the warm start dashed."""
+    mine = (e.curves or {}).get("diagnostics") or {}
+    theirs = {} if is_warm_start or warm is None else (warm.curves or {}).get("diagnostics") or {}
+    charts = []
+    for name, title in DIAGNOSTIC_TITLES.items():
+        if not mine.get(name):
+            continue
+        series = [Series("this candidate", [(i + 1, v) for i, v in enumerate(mine[name])])]
+        if theirs.get(name):
+            series.append(Series("warm start", [(i + 1, v) for i, v in enumerate(theirs[name])], color="#6a737d",
+                                 dashed=True))
+        charts.append(render(Chart(series, title=f"{e.env} · {title}", x_label="training progress",
+                                   x_integer=True, width=560, height=260)))
+    return charts
+
+
 def candidate_page(session: Session, candidate: Candidate) -> CandidatePage:
     run = session.get(Run, candidate.run_id)
     parents = [p for p in (session.get(Candidate, pid) for pid in candidate.parent_ids) if p is not None]
@@ -228,7 +250,8 @@ def candidate_page(session: Session, candidate: Candidate) -> CandidatePage:
     env_order = {env: i for i, env in enumerate([*run.train_envs, *run.test_envs])}
     for e in sorted(evaluations, key=lambda e: (PHASE_ORDER.get(e.phase, 9), env_order.get(e.env, 99), e.env)):
         warm = warm_evals.get((e.env, e.phase)) or warm_evals.get((e.env, EvalPhase.TRAIN))
-        envs.append(EnvView(evaluation=e, chart=curve_chart(e, warm, candidate.is_warm_start), warm=warm))
+        envs.append(EnvView(evaluation=e, chart=curve_chart(e, warm, candidate.is_warm_start), warm=warm,
+                            diagnostics=diagnostic_charts(e, warm, candidate.is_warm_start)))
     call = session.get(LlmCall, candidate.llm_call_id) if candidate.llm_call_id else None
     return CandidatePage(candidate=candidate, run=run, code=code_html(candidate.code), diff=diff,
                          parents=parents, children=[c for c in children if candidate.id in c.parent_ids],

@@ -11,8 +11,8 @@ import sys
 
 SCRIPT = """
 from workers.trainer.server import train_lanes, warm_start_plugins
-ret_sum, episodes, finite, _, _ = train_lanes("CartPole-v1", "smoke", [0, 1, 2, 3], [1e-3, 5e-4], warm_start_plugins())
-print("final", ret_sum.sum(), bool(finite.all()))
+arrays = train_lanes("CartPole-v1", "smoke", [0, 1, 2, 3], [1e-3, 5e-4], warm_start_plugins())
+print("final", arrays.return_sum.sum(), bool(arrays.finite.all()))
 """
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from workers.evaluate import evaluate_in_process
@@ -131,3 +133,14 @@ def test_cli_evaluate_prints_json_for_scripts(tmp_path) -> None:  # noqa: ANN001
     assert scored["result"]["env"] == "CartPole-v1" and scored["result"]["seeds"] == [0]
     assert scored["baseline"]["warm_return"] > scored["baseline"]["random_return"]
     assert isinstance(scored["score"], float)
+
+
+def test_training_reports_ppos_loss_parts_over_time(warm_start) -> None:
+    parts = warm_start.diagnostics
+    assert set(parts) == {"actor_loss", "value_loss", "entropy", "approx_kl", "clip_fraction"}
+    points = get_config("CartPole-v1", "smoke").log_points
+    assert all(len(curve) == points for curve in parts.values())
+    assert all(0.0 <= x <= math.log(2) + 1e-6 for x in parts["entropy"])  # two actions
+    assert all(0.0 <= x <= 1.0 for x in parts["clip_fraction"])
+    assert all(x >= -1e-6 for x in parts["approx_kl"]) and max(parts["approx_kl"]) > 0  # (r - 1) - log r >= 0
+    assert parts["entropy"][-1] < parts["entropy"][0]  # the policy grew surer as it learned

@@ -107,8 +107,17 @@ def evaluation(candidate_id: str, env: str, phase: str, score: float | None, rng
                for i in range(len(LRS))]
     rows = [curve(final if i == best else final - abs(final - rand) * 0.3, rand, rng) for i in range(len(LRS))]
     rows[best][-1] = round(final, 3)
+    # PPO's loss parts as the worker stores them: the KL and clip fraction shrink as the learning rate anneals.
+    diagnostics = {
+        "actor_loss": [round(-0.01 * rng.random(), 5) for _ in range(POINTS)],
+        "value_loss": [round(40.0 * (1 - i / POINTS) + rng.random(), 3) for i in range(POINTS)],
+        "entropy": [round(0.69 - 0.2 * i / POINTS, 4) for i in range(POINTS)],
+        "approx_kl": [round(0.02 * (1 - i / POINTS) * (1 + score), 5) for i in range(POINTS)],
+        "clip_fraction": [round(0.15 * (1 - i / POINTS), 4) for i in range(POINTS)],
+    }
     return Evaluation(candidate_id=candidate_id, env=env, phase=phase, seeds=[0, 1], learning_rates=LRS,
-                      returns=returns, curves={"learning_rates": LRS, "returns": rows}, best_lr=LRS[best],
+                      returns=returns, curves={"learning_rates": LRS, "returns": rows, "diagnostics": diagnostics},
+                      best_lr=LRS[best],
                       final_return=round(final, 3), normalised_score=round(score, 4), outcome="ok",
                       compile_seconds=4.2 + rng.random(), train_seconds=38.0 + 10 * rng.random())
 

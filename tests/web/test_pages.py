@@ -153,6 +153,12 @@ def test_a_candidate_page_shows_code_diff_thought_curves_and_lineage(alice_page:
     assert any(t.startswith("warm start (lr") for t in legend)
     assert f"{TRAIN_ENVS[0]} · meta-train" in legend
     expect(page.locator("#evaluations tbody tr").first).to_contain_text("ok")
+    # How the update behaved: the five loss parts of the first evaluation, against the warm start's.
+    parts = page.locator("#diagnostics-1 svg")
+    expect(parts).to_have_count(5)
+    kl = parts.nth(3)
+    assert f"{TRAIN_ENVS[0]} · approximate KL (old ‖ new)" in kl.locator("text").all_text_contents()
+    assert kl.locator("polyline").count() == 2
     expect(page.locator("#llm-call")).to_contain_text("qwen2.5-coder-7b")
     shoot(page, screenshots, "candidate-best")
     # Lineage: the parent link leads to the parent, whose children include this candidate.

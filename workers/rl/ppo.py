@@ -37,10 +37,14 @@ class EnvInfo(NamedTuple):
     continuous: bool
 
 
+DIAGNOSTICS = ("actor_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")
+
+
 class TrainOutput(NamedTuple):
     episode_return_sum: jax.Array  # [num_updates]: sum of returns of episodes finished in each update
     episode_count: jax.Array  # [num_updates]: how many episodes finished in each update
     finite: jax.Array  # scalar bool: parameters and losses stayed finite
+    diagnostics: jax.Array  # [num_updates, len(DIAGNOSTICS)]: the loss parts, averaged over the update's minibatches
 
 
 def make_env(env_name: str) -> tuple[Any, Any, EnvInfo]:
@@ -110,7 +114,7 @@ def make_train(env_name: str, config: PPOConfig, plugins: Plugins) -> Callable[.
             return out + jnp.exp(params["log_std"]["v"]) * jax.random.normal(key, out.shape)
         return jax.random.categorical(key, out)
 
-    def loss_fn(params: Any, mb: tuple[jax.Array, ...]) -> tuple[jax.Array, jax.Array]:
+    def loss_fn(params: Any, mb: tuple[jax.Array, ...]) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
         obs, action, old_log_prob, old_value, adv, target = mb
         out, value = policy(params, obs)
         log_prob, entropy = log_prob_entropy(params, out, action)
@@ -121,7 +125,10 @@ def make_train(env_name: str, config: PPOConfig, plugins: Plugins) -> Callable[.
         value_clipped = old_value + jnp.clip(value - old_value, -config.clip_eps, config.clip_eps)
         value_loss = 0.5 * jnp.mean(jnp.maximum((value - target) ** 2, (value_clipped - target) ** 2))
         total = actor_loss + config.vf_coef * value_loss - config.ent_coef * jnp.mean(entropy)
-        return total, total
+        approx_kl = jnp.mean((ratio - 1.0) - (log_prob - old_log_prob))  # the k3 estimator of KL(old || new)
+        clip_fraction = jnp.mean((jnp.abs(ratio - 1.0) > config.clip_eps).astype(jnp.float32))
+        parts = jnp.stack([actor_loss, value_loss, jnp.mean(entropy), approx_kl, clip_fraction])
+        return total, (total, jax.lax.stop_gradient(parts))
 
     def train(params: Any, key: jax.Array, lr: jax.Array) -> TrainOutput:
         opt_state = jax.tree.map(lambda p: tuple(jnp.zeros_like(p) for _ in range(STATE_SLOTS)), params)
@@ -171,9 +178,9 @@ def make_train(env_name: str, config: PPOConfig, plugins: Plugins) -> Callable[.
                 perm = jax.random.permutation(k_perm, batch_size)
                 minibatches = jax.tree.map(lambda x: x[perm].reshape((n_mb, mb_size) + x.shape[1:]), flat)
 
-                def minibatch(carry: tuple, mb: tuple) -> tuple[tuple, None]:
+                def minibatch(carry: tuple, mb: tuple) -> tuple[tuple, jax.Array]:
                     params, opt_state, iteration, finite = carry
-                    grads, loss = jax.grad(loss_fn, has_aux=True)(params, mb)
+                    grads, (loss, parts) = jax.grad(loss_fn, has_aux=True)(params, mb)
                     norm = jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree.leaves(grads)))
                     scale = jnp.minimum(1.0, config.max_grad_norm / (norm + 1e-6))
                     grads = jax.tree.map(lambda g: g * scale, grads)
@@ -181,23 +188,23 @@ def make_train(env_name: str, config: PPOConfig, plugins: Plugins) -> Callable[.
                         plugins.update, params, grads, opt_state, iteration, progress, lr_now
                     )
                     finite = finite & jnp.isfinite(loss)
-                    return (params, opt_state, iteration + 1.0, finite), None
+                    return (params, opt_state, iteration + 1.0, finite), parts
 
-                (params, opt_state, iteration, finite), _ = jax.lax.scan(
+                (params, opt_state, iteration, finite), parts = jax.lax.scan(
                     minibatch, (params, opt_state, iteration, finite), minibatches
                 )
-                return (params, opt_state, iteration, key, finite), None
+                return (params, opt_state, iteration, key, finite), parts
 
-            (params, opt_state, iteration, key, finite), _ = jax.lax.scan(
+            (params, opt_state, iteration, key, finite), parts = jax.lax.scan(
                 epoch, (params, opt_state, iteration, key, finite), None, config.update_epochs
             )
             carry = (params, opt_state, env_state, obs, ep_ret, key, iteration, finite)
-            return carry, (jnp.sum(f_sum), jnp.sum(f_n))
+            return carry, (jnp.sum(f_sum), jnp.sum(f_n), jnp.mean(parts, axis=(0, 1)))
 
         carry = (params, opt_state, env_state, obs, jnp.zeros(n_envs), key, jnp.float32(0.0), jnp.bool_(True))
-        carry, (ret_sum, ret_n) = jax.lax.scan(update_step, carry, jnp.arange(num_updates))
+        carry, (ret_sum, ret_n, parts) = jax.lax.scan(update_step, carry, jnp.arange(num_updates))
         finite = carry[-1] & _tree_finite(carry[0]) & jnp.all(jnp.isfinite(ret_sum))
-        return TrainOutput(ret_sum, ret_n.astype(jnp.float32), finite)
+        return TrainOutput(ret_sum, ret_n.astype(jnp.float32), finite, parts)
 
     return train
 

@@ -63,6 +63,16 @@ def learning_curve(ret_sum: np.ndarray, ret_n: np.ndarray, points: int) -> list[
     return curve
 
 
+def diagnostic_curves(diagnostics: np.ndarray, names: tuple[str, ...], points: int) -> dict[str, list[float]]:
+    """PPO's loss parts ([seed, update, part]) as one curve per part: the mean over seeds and over `points`
+    equal slices of training."""
+    num_updates = diagnostics.shape[1]
+    edges = np.linspace(0, num_updates, min(points, num_updates) + 1).astype(int)
+    per_update = diagnostics.mean(axis=0)
+    return {name: [float(per_update[lo:hi, k].mean()) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+            for k, name in enumerate(names)}
+
+
 def normalised_score(candidate_return: float, random_return: float, warm_return: float) -> float:
     """(R - R_random) / (R_warm - R_random); the warm start scores 1.0, a random policy 0.0."""
     spread = warm_return - random_return

@@ -16,6 +16,7 @@ import sys
 import time
 from functools import cache
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -52,13 +53,18 @@ def platform() -> str:
     return jax.default_backend()
 
 
-def train_lanes(env: str, profile: str, seeds: list[int], learning_rates: list[float], plugins: Plugins,
-                candidates: int = 1, repeats: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
-    """Train every candidate × learning rate × seed in one program.
+class LaneArrays(NamedTuple):
+    return_sum: np.ndarray  # [candidate, lr, seed, update]
+    episodes: np.ndarray  # [candidate, lr, seed, update]
+    finite: np.ndarray  # [candidate, lr, seed]
+    diagnostics: np.ndarray  # [candidate, lr, seed, update, part]
+    compile_seconds: float
+    train_seconds: float  # the fastest of `repeats`
 
-    Returns (return_sum, episodes) shaped [candidate, lr, seed, update], finite [candidate, lr, seed],
-    and the compile and (fastest of `repeats`) training seconds.
-    """
+
+def train_lanes(env: str, profile: str, seeds: list[int], learning_rates: list[float], plugins: Plugins,
+                candidates: int = 1, repeats: int = 1) -> LaneArrays:
+    """Train every candidate × learning rate × seed in one program."""
     config = get_config(env, profile)
     params, keys, lrs = lane_inputs(env, config, candidates, learning_rates, seeds)
     t0 = time.perf_counter()
@@ -70,9 +76,10 @@ def train_lanes(env: str, profile: str, seeds: list[int], learning_rates: list[f
         out = jax.block_until_ready(compiled(params, keys, lrs))
         train_seconds = min(train_seconds, time.perf_counter() - t)
     shape = (candidates, len(learning_rates), len(seeds))
-    ret_sum, ret_n, finite = (np.asarray(x) for x in out)
-    return (ret_sum.reshape(*shape, -1).astype(np.float32), ret_n.reshape(*shape, -1).astype(np.float32),
-            finite.reshape(shape), compile_seconds, train_seconds)
+    ret_sum, ret_n, finite, diagnostics = (np.asarray(x) for x in out)
+    return LaneArrays(ret_sum.reshape(*shape, -1).astype(np.float32), ret_n.reshape(*shape, -1).astype(np.float32),
+                      finite.reshape(shape), diagnostics.reshape(*shape, *diagnostics.shape[1:]).astype(np.float32),
+                      compile_seconds, train_seconds)
 
 
 def handle(request: TrainRequest) -> TrainResponse:
@@ -93,11 +100,12 @@ def handle(request: TrainRequest) -> TrainResponse:
         lanes = len(request.seeds) * len(request.learning_rates)
         plugin = candidate_plugin(target, [verified[i] for i in trained], lanes)
         plugins = warm_start_plugins()._replace(**{target.plugin_field: plugin})
-    ret_sum, ret_n, finite, response.compile_seconds, response.train_seconds = train_lanes(
-        request.env, request.profile, request.seeds, request.learning_rates, plugins, candidates=len(trained))
+    arrays = train_lanes(request.env, request.profile, request.seeds, request.learning_rates, plugins,
+                         candidates=len(trained))
     response.trained = trained
-    response.return_sum, response.episodes = EncodedArray.of(ret_sum), EncodedArray.of(ret_n)
-    response.finite = EncodedArray.of(finite)
+    response.return_sum, response.episodes = EncodedArray.of(arrays.return_sum), EncodedArray.of(arrays.episodes)
+    response.finite, response.diagnostics = EncodedArray.of(arrays.finite), EncodedArray.of(arrays.diagnostics)
+    response.compile_seconds, response.train_seconds = arrays.compile_seconds, arrays.train_seconds
     if request.with_random_baseline:
         response.random_return = random_policy_return(request.env, get_config(request.env, request.profile),
                                                       request.seeds)
