@@ -54,10 +54,10 @@ def test_the_api_reference_in_docs_is_current() -> None:
 def test_a_plain_install_can_migrate_and_prompt(tmp_path: Path) -> None:
     """`pip install .` (not -e) ships prompts/ and migrations/: the installed package finds them, not the checkout."""
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
-    built = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                            "--prefix", str(venv), str(REPO)], capture_output=True, text=True, timeout=600,
-                           cwd=tmp_path)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    # The new environment's own pip: installing with this one would replace the checkout's editable install.
+    built = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", str(REPO)],
+                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert built.returncode == 0, built.stderr[-2000:]
     deps = [p for p in sys.path if p.endswith("site-packages")]  # this environment's dependencies, no checkout
     script = ("import service, sys\n"
