@@ -185,6 +185,7 @@ def worker(
 def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="API processes (more than one needs a broker)")] = 1,
 ) -> None:
     """Serve the REST API (with the local executor when no broker is configured)."""
     import uvicorn
@@ -193,10 +194,16 @@ def serve(
     from service.db import upgrade_database
 
     settings = get_settings()
+    if workers > 1 and not settings.broker_url:
+        fail("--workers above 1 needs DISCOVERY_BROKER_URL: without a broker, jobs run inside the one API process")
     if not settings.broker_url:
         require_sandbox()
     upgrade_database(settings.database_url)
-    uvicorn.run(create_app(settings=settings), host=host, port=port, log_level="info")
+    if workers > 1:  # each process builds its own app (and runtime) from the environment
+        uvicorn.run("service.api.app:create_app", factory=True, host=host, port=port, workers=workers,
+                    log_level="info")
+    else:
+        uvicorn.run(create_app(settings=settings), host=host, port=port, log_level="info")
 
 
 keys_app = typer.Typer(help="API keys: each key sees only its own runs.", no_args_is_help=True)
