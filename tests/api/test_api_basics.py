@@ -182,3 +182,25 @@ def test_webhook_deliveries_are_read_in_a_fixed_number_of_queries(api: ApiServer
     more, with_more = queries()
     assert more == many + 1
     assert with_more == with_many  # not one query per delivery
+
+
+def test_a_run_is_read_in_a_few_queries(api: ApiServer) -> None:
+    """GET /v1/runs/{id}: the key, the run, its figures and its meta-test rows, whatever the run holds."""
+    client = api.client(api.new_key())
+    run_id = client.post("/v1/runs", json={**SMALL_RUN, "webhook": {"url": "http://127.0.0.1:9/hook"}}).json()["id"]
+    client.post(f"/v1/runs/{run_id}/cancel")
+    engine = api.runtime.factory.kw["bind"]
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args) -> None:  # noqa: ANN001
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        shown = client.get(f"/v1/runs/{run_id}").json()
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert shown["webhook"]["url"] == "http://127.0.0.1:9/hook" and shown["webhook"]["events"]
+    assert shown["progress"]["candidates_done"] == 0 and shown["best"] is None
+    assert len(statements) <= 4, statements  # key, run, figures, meta-test rows

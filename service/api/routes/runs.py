@@ -86,18 +86,24 @@ def _cell(e: Evaluation | None) -> MetaTestCell | None:
 
 
 def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> RunOut:
-    done = session.scalar(select(func.count()).select_from(Candidate).where(
-        Candidate.run_id == run.id, Candidate.is_warm_start.is_(False),
-        Candidate.status.in_([CandidateStatus.EVALUATED, CandidateStatus.FAILED])))
-    in_flight = session.scalar(select(func.count()).select_from(Job).where(
-        Job.run_id == run.id, Job.kind.in_(list(SEARCH_JOBS)),
-        Job.status.in_([JobStatus.PENDING, JobStatus.CLAIMED])))
-    best = session.get(Candidate, run.best_candidate_id) if run.best_candidate_id else None
-    warm_id = session.scalar(select(Candidate.id).where(Candidate.run_id == run.id, Candidate.is_warm_start))
+    """The run as the API shows it, in two queries: one row of figures, then the meta-test rows."""
+    best_of = select(Candidate).where(Candidate.id == run.best_candidate_id).subquery()
+    endpoint_of = select(WebhookEndpoint).where(WebhookEndpoint.run_id == run.id).limit(1).subquery()
+    figures = session.execute(select(
+        select(func.count()).select_from(Candidate).where(
+            Candidate.run_id == run.id, Candidate.is_warm_start.is_(False),
+            Candidate.status.in_([CandidateStatus.EVALUATED, CandidateStatus.FAILED])).scalar_subquery(),
+        select(func.count()).select_from(Job).where(
+            Job.run_id == run.id, Job.kind.in_(list(SEARCH_JOBS)),
+            Job.status.in_([JobStatus.PENDING, JobStatus.CLAIMED])).scalar_subquery(),
+        select(Candidate.id).where(Candidate.run_id == run.id, Candidate.is_warm_start).scalar_subquery(),
+        select(best_of.c.index).scalar_subquery(), select(best_of.c.name).scalar_subquery(),
+        select(endpoint_of.c.url).scalar_subquery(), select(endpoint_of.c.events).scalar_subquery(),
+    )).one()
+    done, in_flight, warm_id, best_index, best_name, endpoint_url, endpoint_events = figures
     tests = session.scalars(select(Evaluation).join(Candidate).where(
         Candidate.run_id == run.id, Evaluation.phase == EvalPhase.TEST)).all()
     by_key = {(e.candidate_id, e.env): e for e in tests}
-    endpoint = session.scalar(select(WebhookEndpoint).where(WebhookEndpoint.run_id == run.id))
     seconds = None
     if run.started_at:
         seconds = ((run.finished_at or datetime.now(run.started_at.tzinfo)) - run.started_at).total_seconds()
@@ -109,12 +115,13 @@ def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> Ru
                           in_flight=in_flight or 0),
         spent=Spent(candidates=done or 0, tokens=run.tokens_used, cost_usd=run.cost_usd,
                     duplicates_skipped=run.duplicates_skipped, seconds=seconds),
-        best=BestCandidate(candidate_id=best.id, index=best.index, name=best.name, score=run.best_score)
-        if best else None,
+        best=BestCandidate(candidate_id=run.best_candidate_id, index=best_index, name=best_name,
+                           score=run.best_score) if run.best_candidate_id and best_name is not None else None,
         meta_test=[MetaTestRow(env=env, best=_cell(by_key.get((run.best_candidate_id, env))),
                                warm_start=_cell(by_key.get((warm_id, env)))) for env in run.test_envs],
         error=run.error,
-        webhook=WebhookOut(url=endpoint.url, events=endpoint.events, secret=webhook_secret) if endpoint else None,
+        webhook=WebhookOut(url=endpoint_url, events=endpoint_events, secret=webhook_secret)
+        if endpoint_url is not None else None,
         created_at=run.created_at, started_at=run.started_at, finished_at=run.finished_at,
         links={"self": f"/v1/runs/{run.id}", "candidates": f"/v1/runs/{run.id}/candidates",
                "events": f"/v1/runs/{run.id}/events", "best": f"/v1/runs/{run.id}/best.py"},
