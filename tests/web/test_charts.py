@@ -58,3 +58,17 @@ def test_lines_break_at_missing_values_and_empty_charts_say_so() -> None:
     assert str(svg).count("<polyline") == 2
     empty = render(Chart([Series("r", [])], empty_text="no candidate evaluated yet"))
     assert "no candidate evaluated yet" in str(empty)
+
+
+def test_fixture_returns_are_ones_an_environment_can_produce() -> None:
+    import random
+
+    from tests.web.conftest import evaluation
+    from workers.rl.envs import ENVIRONMENTS
+
+    for env in ("CartPole-v1", "Acrobot-v1"):
+        low, high = ENVIRONMENTS[env].return_range
+        e = evaluation("c", env, "train", 1.8, random.Random(0))  # a candidate far above the warm start
+        values = [e.final_return, *(x for row in e.returns for x in row), *(x for row in e.curves["returns"]
+                                                                             for x in row)]
+        assert all(low <= v <= high for v in values), (env, max(values), min(values))
