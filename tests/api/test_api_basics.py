@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import event, select
+from sqlalchemy.orm import Session
 
 from service.db import session_scope
 from service.db.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -139,68 +142,62 @@ def test_openapi_declares_every_route_and_problem_responses(api: ApiServer) -> N
     assert "401" in paths["/v1/runs"]["get"]["responses"]
 
 
-def test_webhook_deliveries_are_read_in_a_fixed_number_of_queries(api: ApiServer) -> None:
-    client = api.client(api.new_key())
+def cancelled_run_with_a_webhook(client: httpx.Client) -> str:
     run_id = client.post("/v1/runs", json={**SMALL_RUN, "webhook": {"url": "http://127.0.0.1:9/hook"}}).json()["id"]
     client.post(f"/v1/runs/{run_id}/cancel")
+    return run_id
+
+
+def get_counting_selects(api: ApiServer, client: httpx.Client, path: str) -> tuple[Any, int]:
+    """GET `path` and count the SELECT statements the API sent to the database meanwhile."""
     engine = api.runtime.factory.kw["bind"]
-    statements: list[str] = []
+    selects: list[str] = []
 
     def count(conn, cursor, statement, *args) -> None:  # noqa: ANN001
-        statements.append(statement)
+        if statement.lstrip().upper().startswith("SELECT"):
+            selects.append(statement)
 
-    def queries() -> tuple[int, int]:
-        statements.clear()
-        event.listen(engine, "before_cursor_execute", count)
-        try:
-            deliveries = client.get(f"/v1/runs/{run_id}/webhook-deliveries").json()
-        finally:
-            event.remove(engine, "before_cursor_execute", count)
-        return len(deliveries), len(statements)
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        body = client.get(path).json()
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    return body, len(selects)
 
+
+def _add_delivery(session: Session, run_id: str, endpoint_id: str, tag: str, attempts: int) -> None:
+    row = Event(run_id=run_id, type="candidate.new_best", payload={"tag": tag})
+    session.add(row)
+    session.flush()
+    delivery = WebhookDelivery(endpoint_id=endpoint_id, event_id=row.id, message_id=f"msg_{run_id}_{tag}")
+    session.add(delivery)
+    session.flush()
+    session.add_all([WebhookAttempt(delivery_id=delivery.id, status_code=500, latency_ms=1.0)
+                     for _ in range(attempts)])
+
+
+def test_webhook_deliveries_are_read_in_a_fixed_number_of_queries(api: ApiServer) -> None:
+    client = api.client(api.new_key())
+    run_id = cancelled_run_with_a_webhook(client)
+    path = f"/v1/runs/{run_id}/webhook-deliveries"
     with session_scope(api.runtime.factory) as session:
-        endpoint = session.scalar(select(WebhookEndpoint).where(WebhookEndpoint.run_id == run_id))
+        endpoint_id = session.scalar(select(WebhookEndpoint.id).where(WebhookEndpoint.run_id == run_id))
         for i in range(6):
-            row = Event(run_id=run_id, type="candidate.new_best", payload={"i": i})
-            session.add(row)
-            session.flush()
-            delivery = WebhookDelivery(endpoint_id=endpoint.id, event_id=row.id, message_id=f"msg_{run_id}_{i}")
-            session.add(delivery)
-            session.flush()
-            session.add_all([WebhookAttempt(delivery_id=delivery.id, status_code=500, latency_ms=1.0)
-                             for _ in range(i)])
-    many, with_many = queries()
-    assert many >= 6  # the six above, and the run's own run.cancelled
-    with session_scope(api.runtime.factory) as session:  # one more delivery with attempts
-        extra = Event(run_id=run_id, type="candidate.new_best", payload={})
-        session.add(extra)
-        session.flush()
-        delivery = WebhookDelivery(endpoint_id=endpoint.id, event_id=extra.id, message_id=f"msg_{run_id}_extra")
-        session.add(delivery)
-        session.flush()
-        session.add(WebhookAttempt(delivery_id=delivery.id, status_code=500))
-    more, with_more = queries()
-    assert more == many + 1
+            _add_delivery(session, run_id, endpoint_id, str(i), attempts=i)
+    many, with_many = get_counting_selects(api, client, path)
+    assert len(many) >= 6  # the six above, and the run's own run.cancelled
+    with session_scope(api.runtime.factory) as session:
+        _add_delivery(session, run_id, endpoint_id, "extra", attempts=1)
+    more, with_more = get_counting_selects(api, client, path)
+    assert len(more) == len(many) + 1
     assert with_more == with_many  # not one query per delivery
 
 
 def test_a_run_is_read_in_a_few_queries(api: ApiServer) -> None:
     """GET /v1/runs/{id}: the key, the run, its figures and its meta-test rows, whatever the run holds."""
     client = api.client(api.new_key())
-    run_id = client.post("/v1/runs", json={**SMALL_RUN, "webhook": {"url": "http://127.0.0.1:9/hook"}}).json()["id"]
-    client.post(f"/v1/runs/{run_id}/cancel")
-    engine = api.runtime.factory.kw["bind"]
-    statements: list[str] = []
-
-    def count(conn, cursor, statement, *args) -> None:  # noqa: ANN001
-        if statement.lstrip().upper().startswith("SELECT"):
-            statements.append(statement)
-
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        shown = client.get(f"/v1/runs/{run_id}").json()
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
+    run_id = cancelled_run_with_a_webhook(client)
+    shown, selects = get_counting_selects(api, client, f"/v1/runs/{run_id}")
     assert shown["webhook"]["url"] == "http://127.0.0.1:9/hook" and shown["webhook"]["events"]
     assert shown["progress"]["candidates_done"] == 0 and shown["best"] is None
-    assert len(statements) <= 4, statements  # key, run, figures, meta-test rows
+    assert selects <= 4  # key, run, figures, meta-test rows
