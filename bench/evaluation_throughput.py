@@ -51,14 +51,15 @@ def through_worker(settings: Settings, env: str, profile: str, seeds: list[int],
     artifacts = [t.artifact for t in traced if t.outcome is Outcome.ok and t.artifact]
     if len(artifacts) != len(codes):
         raise SystemExit(f"tracing failed: {[t.error for t in traced if t.outcome is not Outcome.ok]}")
-    baseline = baseline_for(settings, "lpo", env, profile, seeds)
-    results = train_artifacts(settings, "lpo", env, profile, seeds, artifacts, baseline)
+    rates = learning_rates(env, profile, "grid")
+    baseline = baseline_for(settings, "lpo", env, profile, seeds, rates)
+    results = train_artifacts(settings, "lpo", env, profile, seeds, rates, artifacts, baseline)
     if any(r.result is None for r in results):
         raise SystemExit(f"training failed: {[r.error for r in results if r.result is None]}")
     first = results[0].result
     assert first is not None
     where = f"trace {trace_s:.1f} s, compile {first.compile_seconds:.1f} s, train {first.train_seconds:.1f} s"
-    return [score(r.result, baseline) for r in results if r.result is not None], where
+    return [score(r.result, baseline)[0] for r in results if r.result is not None], where
 
 
 def main() -> None:
@@ -71,13 +72,13 @@ def main() -> None:
     codes = drifts()
     settings = Settings(cache_dir=Path(tempfile.mkdtemp(prefix="discovery-bench-")), database_url="sqlite://")
     for env in args.envs.split(","):
-        lrs = learning_rates(env, args.profile)
+        lrs = learning_rates(env, args.profile, "grid")
         bare = train_lanes(env, args.profile, seeds, lrs, warm_start_plugins(), candidates=CANDIDATES)
         bare_seconds = bare.train_seconds
         lanes = CANDIDATES * len(lrs) * len(seeds)
         print(f"{env} {args.profile}: bare warm-start PPO for {lanes} lanes: {bare_seconds:.1f} s (compile excluded)",
               flush=True)
-        baseline_for(settings, "lpo", env, args.profile, seeds)  # measured once per host, as in production
+        baseline_for(settings, "lpo", env, args.profile, seeds, lrs)  # measured once per host, as in production
 
         started = time.perf_counter()
         scores = []

@@ -61,6 +61,8 @@ def evaluate(
     env: Annotated[list[str] | None, typer.Option(help="environment; repeat for several")] = None,
     profile: Annotated[str, typer.Option(help="full, quick or smoke")] = "smoke",
     seeds: Annotated[str, typer.Option(help="comma-separated seeds")] = "0,1",
+    learning_rate: Annotated[str, typer.Option(help="fixed (the published rate) or grid (chosen on --seeds, "
+                                               "scored on as many fresh seeds)")] = "fixed",
     as_json: JsonFlag = False,
 ) -> None:
     """Evaluate one candidate (in the sandbox) and print returns, learning rate, score and timings."""
@@ -80,6 +82,8 @@ def evaluate(
             fail(f"unknown environment {name!r}; known: {', '.join(ENVIRONMENTS)}")
     if profile not in PROFILES:
         fail(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
+    if learning_rate not in ("fixed", "grid"):
+        fail(f"--learning-rate must be fixed or grid, got {learning_rate!r}")
     source = code.read_text() if code is not None else TARGETS[target].warm_start
     seed_list = _parse_seeds(seeds)
     require_sandbox(as_json)
@@ -90,7 +94,7 @@ def evaluate(
     results = []
     for name in envs:
         try:
-            scored = evaluate_code(settings, target, source, name, profile, seed_list)
+            scored = evaluate_code(settings, target, source, name, profile, seed_list, learning_rate)
         except EvaluationFailed as exc:
             fail(str(exc), EXIT_BAD_INPUT if exc.outcome == "invalid" else EXIT_FAILED)
         results.append(scored.model_dump(mode="json"))
@@ -98,7 +102,8 @@ def evaluate(
         table.add_row(
             name, f"{r.final_return:.2f}", " ".join(f"{x:.1f}" for x in r.returns[r.learning_rates.index(r.best_lr)]),
             f"{r.best_lr:g}", f"{scored.baseline.warm_return:.2f}", f"{scored.baseline.random_return:.2f}",
-            f"{scored.score:.3f}", f"{r.compile_seconds:.1f}", f"{r.train_seconds:.1f}",
+            f"{scored.score:.3f}" + (" (return ratio)" if scored.score_basis == "return_ratio" else ""),
+            f"{r.compile_seconds:.1f}", f"{r.train_seconds:.1f}",
         )
     if as_json:
         print(json.dumps(results))
@@ -118,16 +123,28 @@ def migrate() -> None:
 
 @app.command()
 def run(
-    target: Annotated[str, typer.Option(help="lpo, optimizer or advantage")] = "lpo",
+    preset: Annotated[str | None, typer.Option(help="a named protocol (paper, quick); other flags win over it")] = None,
+    target: Annotated[str | None, typer.Option(help="lpo, optimizer or advantage [lpo]")] = None,
     env: Annotated[list[str] | None, typer.Option(help="meta-train environment; repeat for several")] = None,
-    test_env: Annotated[list[str] | None, typer.Option(help="meta-test environment; repeat for several")] = None,
-    profile: Annotated[str, typer.Option(help="full, quick or smoke")] = "quick",
+    test_env: Annotated[list[str] | None, typer.Option(help="meta-test environment; repeat for several "
+                                                       "[the target's]")] = None,
+    profile: Annotated[str | None, typer.Option(help="full, quick or smoke [quick]")] = None,
     proposer: Annotated[str, typer.Option(help="evolution or llm")] = "evolution",
     model: Annotated[str | None, typer.Option(help="LLM model (with --proposer llm)")] = None,
-    candidates: Annotated[int, typer.Option(help="how many candidates to propose and evaluate")] = 12,
-    concurrency: Annotated[int, typer.Option(help="candidates in flight at once")] = 2,
-    seed: Annotated[int, typer.Option(help="run seed")] = 0,
-    seeds_per_eval: Annotated[int, typer.Option(help="training seeds per evaluation")] = 2,
+    history: Annotated[str | None, typer.Option(help="what the LLM sees of the run: bounded (best and recent), "
+                                                "conversation (the paper's one chat) or none [bounded]")] = None,
+    max_completion_tokens: Annotated[int | None, typer.Option(help="for reasoning models, instead of max_tokens")]
+    = None,
+    reasoning_effort: Annotated[str | None, typer.Option(help="low, medium or high (reasoning models)")] = None,
+    candidates: Annotated[int | None, typer.Option(help="how many candidates to propose and evaluate [12]")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="candidates in flight at once [2]")] = None,
+    seed: Annotated[int | None, typer.Option(help="run seed [0]")] = None,
+    seeds_per_eval: Annotated[int | None, typer.Option(help="search seeds per evaluation [2]")] = None,
+    metatest_seeds: Annotated[int | None, typer.Option(help="fresh seeds per meta-test evaluation [4]")] = None,
+    learning_rate: Annotated[str | None, typer.Option(help="fixed (published rate) or grid (chosen on the search "
+                                                      "seeds, scored on fresh ones) [fixed]")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the resolved run spec as JSON; start nothing")]
+    = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Run a whole discovery here (embedded database and executor unless configured otherwise)."""
@@ -138,17 +155,24 @@ def run(
 
     if proposer == "llm" and not model:
         fail("--proposer llm needs --model NAME (the model at DISCOVERY_OPENAI_BASE_URL)")
+    given = {"preset": preset, "target": target, "profile": profile, "concurrency": concurrency, "seed": seed,
+             "seeds_per_eval": seeds_per_eval, "metatest_seeds": metatest_seeds, "learning_rate": learning_rate,
+             "budget": {"candidates": candidates} if candidates is not None else None,
+             "environments": {k: v for k, v in (("train", env), ("test", test_env)) if v} or None,
+             "proposer": {"kind": proposer, "model": model, **{k: v for k, v in (
+                 ("history", history), ("max_completion_tokens", max_completion_tokens),
+                 ("reasoning_effort", reasoning_effort)) if v is not None}} if proposer == "llm" else None}
+    if proposer != "llm" and (history or max_completion_tokens or reasoning_effort):
+        fail("--history, --max-completion-tokens and --reasoning-effort need --proposer llm")
     try:
-        spec = RunSpec.model_validate({
-            "target": target, "profile": profile, "concurrency": concurrency, "seed": seed,
-            "seeds_per_eval": seeds_per_eval, "budget": {"candidates": candidates},
-            "environments": {"train": env or [], "test": test_env or []},
-            "proposer": {"kind": proposer, "model": model} if proposer == "llm" else {"kind": proposer},
-        })
+        spec = RunSpec.model_validate({key: value for key, value in given.items() if value is not None})
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         fail(f"{where}: {first['msg']}" if where else first["msg"])
+    if dry_run:
+        print(spec.model_dump_json(indent=2))
+        return
     if not get_settings().broker_url:
         require_sandbox(as_json)
     try:

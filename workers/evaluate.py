@@ -66,7 +66,7 @@ def env_result(env: str, profile: str, seeds: list[int], learning_rates: list[fl
         diagnostics=diagnostic_curves(diagnostics[best], DIAGNOSTICS, config.log_points),
         best_lr=float(learning_rates[best]), final_return=float(returns[best].mean()), env_steps=config.env_steps,
         compile_seconds=response.compile_seconds, train_seconds=response.train_seconds,
-        random_return=response.random_return, artifact_sha256=sha256,
+        random_returns=response.random_returns, artifact_sha256=sha256,
     )
 
 
@@ -141,7 +141,8 @@ def _split(trainer: TrainerProcess, request: TrainRequest, baseline: Baseline | 
 
 def evaluate_in_process(target: str, codes: list[str], env: str, profile: str, seeds: list[int],
                         with_random_baseline: bool = False) -> list[EvaluationResult]:
-    """Trace and train `codes` as one batch in this very process, with no sandbox and no trainer process.
+    """Trace and train `codes` as one batch in this very process, with no sandbox and no trainer process,
+    at the environment's published learning rate.
 
     For project code, tests and benchmarks only: candidate code runs here unisolated.
     """
@@ -151,7 +152,7 @@ def evaluate_in_process(target: str, codes: list[str], env: str, profile: str, s
     traced = [trace_here(TraceRequest(target=target, code=code)) for code in codes]
     ok = [t.artifact for t in traced if t.outcome is Outcome.ok and t.artifact]
     request = TrainRequest(target=target, env=env, profile=profile, seeds=seeds,
-                           learning_rates=get_config(env, profile).learning_rates(), artifacts=ok,
+                           learning_rates=[get_env_spec(env).lr], artifacts=ok,
                            with_random_baseline=with_random_baseline)
     trained = iter(_results(request, handle(request), 0.0) if ok else [])
     return [next(trained) if t.outcome is Outcome.ok and t.artifact

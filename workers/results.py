@@ -23,6 +23,13 @@ class Outcome(StrEnum):
     refused = "refused"  # the trainer refused the artifact (forbidden operations, wrong signature)
 
 
+class ScoreBasis(StrEnum):
+    """How a normalised score was computed."""
+
+    normalised = "normalised"  # (R - R_random) / (R_warm - R_random)
+    return_ratio = "return_ratio"  # flagged: the warm start was within seed noise of random (see scoring.py)
+
+
 class TraceRequest(BaseModel):
     """One candidate (source text) to load, probe and export for the given platforms."""
 
@@ -44,6 +51,23 @@ class TraceResult(BaseModel):
     stderr: str = ""
 
 
+class SeedPlan(BaseModel):
+    """The seeds of one evaluation: `score` are the seeds whose returns are scored; `choose`, under the
+    `grid` protocol, the other seeds on which the learning rate is chosen (None: nothing to choose)."""
+
+    score: list[int]
+    choose: list[int] | None = None
+
+
+class LearningRateChoice(BaseModel):
+    """How the `grid` protocol chose a learning rate: mean final return per rate on seeds that are not scored."""
+
+    seeds: list[int]
+    learning_rates: list[float]
+    mean_returns: list[float]
+    chosen: float
+
+
 class EnvResult(BaseModel):
     """What training produced on one environment."""
 
@@ -61,8 +85,9 @@ class EnvResult(BaseModel):
     env_steps: int  # environment steps per seed and learning rate
     compile_seconds: float
     train_seconds: float
-    random_return: float | None = None  # set for the warm start (the random policy on the same seeds)
+    random_returns: list[float] | None = None  # set for the warm start: the random policy on the same seeds
     artifact_sha256: str | None = None  # the artifact that was trained (None: the project's own warm start)
+    lr_choice: LearningRateChoice | None = None  # set when the rate was chosen on other seeds (`grid`)
 
 
 class EvaluationResult(BaseModel):

@@ -49,6 +49,8 @@ class BestCandidate(BaseModel):
 
 class MetaTestCell(BaseModel):
     normalised_score: float | None
+    score_basis: str | None = Field(description="`normalised`, or `return_ratio` when the warm start was within "
+                                    "seed noise of random (flagged: not comparable with normalised scores)")
     final_return: float | None
     outcome: str
 
@@ -57,6 +59,7 @@ class MetaTestRow(BaseModel):
     env: str
     best: MetaTestCell | None
     warm_start: MetaTestCell | None
+    references: dict[str, MetaTestCell | None] = Field(description="the target's reference algorithms, by name")
 
 
 class WebhookOut(BaseModel):
@@ -75,7 +78,11 @@ class RunOut(BaseModel):
     budget: dict[str, Any]
     concurrency: int
     seed: int
+    preset: str | None
     seeds_per_eval: int
+    metatest_seeds: int
+    learning_rate: str = Field(description="`fixed`: published rates; `grid`: chosen on search seeds, scored on "
+                               "fresh seeds")
     progress: Progress
     spent: Spent
     best: BestCandidate | None
@@ -106,6 +113,7 @@ class CandidateSummary(BaseModel):
     index: int
     name: str
     is_warm_start: bool
+    reference: str | None = Field(description="set for a reference algorithm of the target (meta-tested only)")
     status: str
     outcome: str | None
     score: float | None
@@ -126,6 +134,7 @@ class EvaluationOut(BaseModel):
     best_lr: float | None
     final_return: float | None
     normalised_score: float | None
+    score_basis: str | None
     outcome: str
     error: str | None
     compile_seconds: float | None
@@ -159,6 +168,12 @@ class TargetInputOut(BaseModel):
     description: str
 
 
+class ReferenceOut(BaseModel):
+    name: str
+    description: str
+    code: str
+
+
 class TargetOut(BaseModel):
     name: str
     signature: str
@@ -169,6 +184,7 @@ class TargetOut(BaseModel):
     warm_start: str
     default_train_envs: list[str]
     default_test_envs: list[str]
+    references: list[ReferenceOut] = Field(description="known algorithms meta-tested beside the warm start")
 
 
 class EnvironmentOut(BaseModel):

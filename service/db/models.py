@@ -34,12 +34,14 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    and_,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator
 
-from workers.results import Outcome
+from workers.results import Outcome, ScoreBasis
 
 # Deterministic constraint names: Alembic (and SQLite batch migrations) need every constraint named.
 NAMING_CONVENTION = {
@@ -117,6 +119,11 @@ class EvalPhase(StrEnum):
     TEST = "test"  # held-out meta-test environments
 
 
+class LearningRateProtocol(StrEnum):
+    FIXED = "fixed"  # the environment's published learning rate (the paper's protocol)
+    GRID = "grid"  # the best of a grid, chosen on the search seeds and scored on fresh ones
+
+
 class BaselineKind(StrEnum):
     RANDOM = "random"
     WARM_START = "warm_start"
@@ -189,6 +196,7 @@ class Run(Base):
     __tablename__ = "runs"
     __table_args__ = (
         one_of("status", RunStatus),
+        one_of("lr_protocol", LearningRateProtocol),
         UniqueConstraint("owner_key_id", "idempotency_key"),
         Index("ix_runs_owner_key_id_created_at", "owner_key_id", "created_at"),
         Index("ix_runs_status", "status"),
@@ -206,6 +214,8 @@ class Run(Base):
     concurrency: Mapped[int] = mapped_column(Integer, default=1)
     seed: Mapped[int] = mapped_column(BigInteger, default=0)
     seeds_per_eval: Mapped[int] = mapped_column(Integer)
+    metatest_seeds: Mapped[int] = mapped_column(Integer, server_default="2")
+    lr_protocol: Mapped[str] = mapped_column(String(16), server_default=LearningRateProtocol.GRID.value)
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)  # full configuration and versions
     best_candidate_id: Mapped[str | None] = mapped_column(
         String(ID_LENGTH), ForeignKey("candidates.id", use_alter=True, ondelete="SET NULL")
@@ -248,6 +258,8 @@ class Candidate(Base):
     run_id: Mapped[str] = mapped_column(String(ID_LENGTH), ForeignKey("runs.id", ondelete="CASCADE"))
     index: Mapped[int] = mapped_column(Integer)  # 0, 1, 2, ... in the run
     is_warm_start: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A reference algorithm of the target (e.g. DPO for lpo), meta-tested beside the warm start; index < 0.
+    reference: Mapped[str | None] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(200))
     thought: Mapped[str] = mapped_column(Text, default="")
     code: Mapped[str] = mapped_column(Text)
@@ -274,6 +286,11 @@ class Candidate(Base):
     )
 
 
+def is_proposal() -> ColumnElement[bool]:
+    """A proposed candidate: neither the warm start nor a reference algorithm (what budgets and counts count)."""
+    return and_(Candidate.is_warm_start.is_(False), Candidate.reference.is_(None))
+
+
 class Evaluation(Base):
     """One candidate on one environment in one phase: returns per learning rate and seed."""
 
@@ -281,6 +298,7 @@ class Evaluation(Base):
     __table_args__ = (
         one_of("phase", EvalPhase),
         one_of("outcome", Outcome),
+        one_of("score_basis", ScoreBasis),
         # A re-run evaluate job finds this row instead of adding a second one.
         UniqueConstraint("candidate_id", "env", "phase"),
     )
@@ -299,6 +317,7 @@ class Evaluation(Base):
     best_lr: Mapped[float | None] = mapped_column(Float)
     final_return: Mapped[float | None] = mapped_column(Float)
     normalised_score: Mapped[float | None] = mapped_column(Float)
+    score_basis: Mapped[str | None] = mapped_column(String(16))  # how normalised_score was computed
     outcome: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)
     compile_seconds: Mapped[float | None] = mapped_column(Float)

@@ -33,6 +33,9 @@ class HistoryEntry(BaseModel):
     score: float | None = None  # normalised fitness: the warm start scores 1.0, higher is better
     error: str | None = None  # readable error when the outcome is not ok
     parent_ids: list[str] = Field(default_factory=list)
+    # The model's own final reply that produced this candidate (the conversation history mode replays it);
+    # None when no model made it, or when the service did not load it.
+    reply: str | None = None
 
 
 class LLMSettings(BaseModel):
@@ -40,10 +43,11 @@ class LLMSettings(BaseModel):
 
     model: str = "gpt-4o-mini"
     base_url: str | None = None  # None: the server's settings (DISCOVERY_OPENAI_BASE_URL) or OpenAI's
-    temperature: float | None = 1.0
-    send_temperature: bool = True  # False for models that reject it (reasoning models)
-    max_tokens: int | None = 4096
-    max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    temperature: float | None = 1.0  # None: not sent
+    send_temperature: bool = True  # False: not sent either (reasoning models reject it)
+    max_tokens: int | None = 4096  # sent as max_tokens, unless max_completion_tokens is set
+    max_completion_tokens: int | None = None  # set: sent instead of max_tokens (reasoning models need it)
+    reasoning_effort: Literal["low", "medium", "high"] | None = None  # sent only when set
     json_mode: bool = True  # send response_format={"type": "json_object"}
     price_prompt_per_1k: float | None = None  # USD per 1000 prompt tokens; None: cost not counted
     price_completion_per_1k: float | None = None
@@ -56,9 +60,20 @@ class LLMSettings(BaseModel):
     duplicate_retries: int = Field(default=3, ge=0)  # re-asks when the code is already in the run
 
 
-class HistorySettings(BaseModel):
-    """How much of the run's history goes into a prompt."""
+HistoryMode = Literal["bounded", "conversation", "none"]
 
+
+class HistorySettings(BaseModel):
+    """What of the run's history goes into a prompt.
+
+    `bounded`: one user message with the warm start, the best k, the most recent m and the latest
+    failures. `conversation`: the paper's protocol, one multi-turn chat with every earlier proposal as
+    the model's own reply followed by its feedback (the oldest turns beyond `max_turns` are dropped;
+    the warm start's message stays). `none`: only the warm start, never an earlier candidate.
+    """
+
+    mode: HistoryMode = "bounded"
+    max_turns: int = Field(default=30, ge=1)  # conversation mode: earlier proposals kept as turns
     best_k: int = Field(default=5, ge=0)
     recent_m: int = Field(default=5, ge=0)
     failures_f: int = Field(default=3, ge=0)

@@ -1,4 +1,7 @@
-"""The evolution proposer: the paper's symbolic-evolution baseline, with no network.
+"""The evolution proposer: AST mutation and crossover, an offline baseline with no network.
+
+It is in the spirit of symbolic evolution, but it is not the paper's symbolic method (which distils an
+ES-trained network into a formula with PySR): it edits the candidate's source directly.
 
 A parent is picked from the population (the warm start and every candidate that finished `ok`) by a
 tournament on score, and its abstract syntax tree is mutated 1..max_mutations times:

@@ -1,7 +1,8 @@
 """The language-model proposer: a DiscoPOP-style prompt to any OpenAI-compatible chat endpoint.
 
-One proposal is one short conversation: the system prompt (the target, its inputs and rules) and the
-run's bounded history; then, when needed, re-asks for a reply that is not the JSON we want, one
+One proposal is one short conversation: the opening messages of the run's history mode (see
+service/proposers/conversation.py: the bounded history, the paper's multi-turn chat, or the warm start
+alone), then, when needed, re-asks for a reply that is not the JSON we want, one
 repair round with the static check's errors, and re-asks when the code is already in the run.
 Network errors, 429 and 5xx are retried with a short backoff (a server's Retry-After is honoured,
 capped); an endpoint that stays down, or refuses the request outright, raises ProposerUnavailable.
@@ -28,19 +29,21 @@ from service.proposers.base import (
     ProposerUnavailable,
     ast_hash,
 )
-from service.proposers.history import select_history
-from service.proposers.prompts import (
-    PROMPTS_DIR,
-    duplicate_prompt,
-    format_prompt,
-    history_prompt,
-    repair_prompt,
-    system_prompt,
-)
+from service.proposers.conversation import THINK, initial_messages, shown_entries
+from service.proposers.prompts import PROMPTS_DIR, duplicate_prompt, format_prompt, repair_prompt
 from workers.sandbox.static_check import check_source, format_issues
 from workers.targets import get_target
 
 RETRYABLE_STATUS = {408, 409, 429}
+
+# Said when an endpoint refuses a request (400, 422): every name is a field of the run spec's proposer
+# (LLMProposerSpec; a test checks it), so a user can act on it as written.
+PARAMETER_HINT = (
+    "if the model rejects a parameter, change the run spec: proposer.temperature=null (or "
+    "proposer.send_temperature=false) for models that reject a temperature, proposer.max_completion_tokens "
+    "instead of proposer.max_tokens for reasoning models, proposer.json_mode=false for endpoints without "
+    "JSON mode, and leave proposer.reasoning_effort unset for models without it"
+)
 
 
 class LLMReply(BaseModel):
@@ -63,7 +66,6 @@ class LLMReply(BaseModel):
         return value.strip()[:80]
 
 
-_THINK = re.compile(r"<think>.*?</think>", re.DOTALL)
 _FENCE = re.compile(r"```(?:json)?\s*(\{.*\})\s*```", re.DOTALL)
 
 
@@ -74,7 +76,7 @@ def parse_reply(text: str | None) -> LLMReply:
     """
     if not text or not text.strip():
         raise ValueError("the reply was empty.")
-    text = _THINK.sub("", text).strip()
+    text = THINK.sub("", text).strip()
     candidates = [text]
     fenced = _FENCE.search(text)
     if fenced:
@@ -162,13 +164,7 @@ class LLMProposer:
         target = get_target(context.target)
         settings = self.settings
         calls: list[LLMCallRecord] = []
-        messages = [
-            {"role": "system", "content": system_prompt(target, self.prompts_dir)},
-            {
-                "role": "user",
-                "content": history_prompt(target, context, self.config.history, self.prompts_dir),
-            },
-        ]
+        messages = initial_messages(target, context, self.config.history, self.prompts_dir)
         parent_ids = self._parents(context)
         repairs_left = settings.repair_attempts
         duplicate_retries_left = settings.duplicate_retries
@@ -224,9 +220,8 @@ class LLMProposer:
 
     def _parents(self, context: ProposalContext) -> list[str]:
         """The scored candidates the model was shown, best first: parent_ids[0] is the diff base."""
-        selection = select_history(context.warm_start, context.history, self.config.history)
         warm = context.warm_start
-        shown = [warm, *selection.best, *selection.recent]
+        shown = shown_entries(context, self.config.history)
         shown.sort(key=lambda e: (-(e.score if e.score is not None else 1.0 if e is warm else 0.0), e.index))
         return [e.candidate_id for e in shown]
 
@@ -257,8 +252,12 @@ class LLMProposer:
         options: dict[str, object] = {}
         if settings.send_temperature and settings.temperature is not None:
             options["temperature"] = settings.temperature
-        if settings.max_tokens is not None:
-            options[settings.max_tokens_param] = settings.max_tokens
+        if settings.max_completion_tokens is not None:
+            options["max_completion_tokens"] = settings.max_completion_tokens
+        elif settings.max_tokens is not None:
+            options["max_tokens"] = settings.max_tokens
+        if settings.reasoning_effort is not None:
+            options["reasoning_effort"] = settings.reasoning_effort
         if settings.json_mode:
             options["response_format"] = {"type": "json_object"}
         return options
@@ -325,8 +324,5 @@ class LLMProposer:
         elif exc.status_code == 404:
             reason += f" (is the model name {self.settings.model!r} right?)"
         elif exc.status_code in (400, 422):
-            reason += (
-                " (if the model rejects a parameter, set send_temperature=false, json_mode=false or "
-                "max_tokens_param='max_completion_tokens' in the run's LLM settings)"
-            )
+            reason += f" ({PARAMETER_HINT})"
         return reason

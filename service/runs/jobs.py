@@ -38,9 +38,10 @@ from service.db.models import (
     Run,
     RunStatus,
 )
-from service.evaluation import baseline_for, score, trace_many, train_artifacts, train_warm_start
+from service.evaluation import evaluate_artifacts, evaluate_warm_start, score, trace_many
 from service.proposers import (
     HistoryEntry,
+    HistorySettings,
     LLMCallRecord,
     LLMSettings,
     Proposal,
@@ -49,10 +50,10 @@ from service.proposers import (
     ProposerUnavailable,
     make_proposer,
 )
-from service.runs.orchestrator import Publish, add_job, advance, emit, finish_run, lock_run, seeds_for
+from service.runs.orchestrator import Publish, add_job, advance, emit, finish_run, lock_run, seed_plan
 from service.settings import Settings
 from workers.baselines import BaselineError
-from workers.results import EvaluationResult, Outcome
+from workers.results import EvaluationResult, Outcome, ScoreBasis, SeedPlan
 from workers.sandbox.isolate import IsolationUnavailable
 
 log = logging.getLogger(__name__)
@@ -167,29 +168,37 @@ def proposer_config(run: Run) -> ProposerConfig:
     return ProposerConfig(kind="llm", llm=LLMSettings(
         model=spec["model"], base_url=spec.get("base_url"), temperature=spec.get("temperature"),
         send_temperature=spec.get("send_temperature", True), json_mode=spec.get("json_mode", True),
-        max_tokens=spec.get("max_tokens"), price_prompt_per_1k=spec.get("price_per_1k_prompt_tokens"),
+        max_tokens=spec.get("max_tokens"), max_completion_tokens=spec.get("max_completion_tokens"),
+        reasoning_effort=spec.get("reasoning_effort"), price_prompt_per_1k=spec.get("price_per_1k_prompt_tokens"),
         price_completion_per_1k=spec.get("price_per_1k_completion_tokens"),
-    ))
+    ), history=HistorySettings(mode=spec.get("history", "bounded"), max_turns=spec.get("history_max_turns", 30)))
 
 
-def history_entry(candidate: Candidate) -> HistoryEntry:
+def history_entry(candidate: Candidate, reply: str | None = None) -> HistoryEntry:
+    """A candidate as the proposer sees it; `reply` is the model's stored reply that made it, when loaded."""
     evaluated = candidate.status in (CandidateStatus.EVALUATED, CandidateStatus.FAILED)
     return HistoryEntry(
         candidate_id=candidate.id, index=candidate.index, name=candidate.name, thought=candidate.thought,
         code=candidate.code, outcome=Outcome(candidate.outcome) if evaluated and candidate.outcome else None,
         score=candidate.pooled_score if candidate.pooled_score is not None else candidate.score,
-        error=candidate.error, parent_ids=list(candidate.parent_ids),
+        error=candidate.error, parent_ids=list(candidate.parent_ids), reply=reply,
     )
 
 
 def build_context(session: Session, run: Run, index: int) -> ProposalContext:
     """The proposer's view of the run, rebuilt from the database (so a resumed run prompts the same)."""
-    candidates = session.scalars(select(Candidate).where(Candidate.run_id == run.id, Candidate.index < index)
+    candidates = session.scalars(select(Candidate).where(Candidate.run_id == run.id, Candidate.index < index,
+                                                         Candidate.reference.is_(None))
                                  .order_by(Candidate.index)).all()
     warm = next(c for c in candidates if c.is_warm_start)
+    replies: dict[str, str | None] = {}
+    if run.proposer.get("history") == "conversation":  # the chat replays each proposal's last reply
+        call_ids = [c.llm_call_id for c in candidates if c.llm_call_id]
+        rows = session.execute(select(LlmCall.id, LlmCall.reply).where(LlmCall.id.in_(call_ids)))
+        replies = {call_id: text for call_id, text in rows}
     return ProposalContext(
         run_id=run.id, target=run.target, seed=run.seed, index=index, warm_start=history_entry(warm),
-        history=[history_entry(c) for c in candidates if not c.is_warm_start],
+        history=[history_entry(c, replies.get(c.llm_call_id or "")) for c in candidates if not c.is_warm_start],
         known_hashes={c.ast_hash for c in candidates},
     )
 
@@ -266,9 +275,10 @@ class _Pending(BaseModel):
     artifact_sha256: str | None
     envs: list[str]
     done: dict[str, str]  # env -> outcome of an evaluation already recorded
+    rates: dict[str, float]  # env -> the learning rate the search chose (re-evaluation under `grid`)
 
 
-def _load_batch(factory: sessionmaker[Session], job_ids: list[str]) -> tuple[Run, EvalPhase, list[int], list[_Pending]]:
+def _load_batch(factory: sessionmaker[Session], job_ids: list[str]) -> tuple[Run, EvalPhase, SeedPlan, list[_Pending]]:
     """Read the claimed jobs; search candidates become `evaluating` (committed here)."""
     with session_scope(factory) as session:
         jobs = [session.get(Job, job_id) for job_id in job_ids]
@@ -279,14 +289,17 @@ def _load_batch(factory: sessionmaker[Session], job_ids: list[str]) -> tuple[Run
             candidate = session.get(Candidate, job.candidate_id)
             if phase == EvalPhase.TRAIN and candidate.status == CandidateStatus.PENDING:
                 candidate.status = CandidateStatus.EVALUATING
-            done = {e.env: e.outcome for e in session.scalars(
-                select(Evaluation).where(Evaluation.candidate_id == candidate.id, Evaluation.phase == phase))}
+            rows = session.scalars(select(Evaluation).where(Evaluation.candidate_id == candidate.id,
+                                                            Evaluation.phase.in_([phase, EvalPhase.TRAIN]))).all()
             pending.append(_Pending(
                 job_id=job.id, candidate_id=candidate.id, is_warm_start=candidate.is_warm_start, code=candidate.code,
-                artifact_sha256=candidate.artifact_sha256, done=done,
+                artifact_sha256=candidate.artifact_sha256,
+                done={e.env: e.outcome for e in rows if e.phase == phase},
+                rates={e.env: e.best_lr for e in rows if e.phase == EvalPhase.TRAIN and e.best_lr is not None}
+                if phase == EvalPhase.REEVAL else {},
                 envs=[job.env] if phase == EvalPhase.TEST else list(run.train_envs)))
         session.expunge(run)
-        return run, phase, seeds_for(run, phase), pending
+        return run, phase, seed_plan(run, phase), pending
 
 
 def _artifacts_for(factory: sessionmaker[Session], settings: Settings, target: str, items: list[_Pending]
@@ -321,16 +334,17 @@ def _artifacts_for(factory: sessionmaker[Session], settings: Settings, target: s
 
 
 def _store(factory: sessionmaker[Session], item: _Pending, env: str, phase: EvalPhase, seeds: list[int],
-           result: EvaluationResult, value: float | None) -> None:
+           result: EvaluationResult, scored: tuple[float, ScoreBasis] | None) -> None:
     r = result.result
     with session_scope(factory) as session:
         session.add(Evaluation(
             candidate_id=item.candidate_id, env=env, phase=phase, seeds=seeds, outcome=result.outcome,
             error=result.error, learning_rates=r.learning_rates if r else [], returns=r.returns if r else None,
-            curves={"learning_rates": r.learning_rates, "returns": r.curves, "diagnostics": r.diagnostics}
-            if r else None,
+            curves={"learning_rates": r.learning_rates, "returns": r.curves, "diagnostics": r.diagnostics,
+                    "lr_choice": r.lr_choice.model_dump() if r.lr_choice else None} if r else None,
             best_lr=r.best_lr if r else None, final_return=r.final_return if r else None,
-            normalised_score=value, compile_seconds=r.compile_seconds if r else None,
+            normalised_score=scored[0] if scored else None, score_basis=scored[1] if scored else None,
+            compile_seconds=r.compile_seconds if r else None,
             train_seconds=r.train_seconds if r else None, artifact_sha256=r.artifact_sha256 if r else None,
         ))
     item.done[env] = result.outcome
@@ -338,33 +352,31 @@ def _store(factory: sessionmaker[Session], item: _Pending, env: str, phase: Eval
 
 def evaluate(factory: sessionmaker[Session], settings: Settings, job_ids: list[str]) -> None:
     """Evaluate a batch of claimed jobs: trace each candidate once, then train the batch env by env."""
-    run, phase, seeds, pending = _load_batch(factory, job_ids)
-    target, profile = run.target, run.profile
+    run, phase, plan, pending = _load_batch(factory, job_ids)
+    target, profile, protocol = run.target, run.profile, run.lr_protocol
     artifacts: dict[str, str] = {}
     needed = [item for item in pending if not item.is_warm_start and any(e not in item.done for e in item.envs)
               and all(outcome == Outcome.ok for outcome in item.done.values())]
     for item, (artifact, failed) in zip(needed, _artifacts_for(factory, settings, target, needed), strict=True):
         if failed is not None:
-            _store(factory, item, next(e for e in item.envs if e not in item.done), phase, seeds, failed, None)
+            _store(factory, item, next(e for e in item.envs if e not in item.done), phase, plan.score, failed, None)
         elif artifact is not None:
             artifacts[item.candidate_id] = artifact
     for env in dict.fromkeys(e for item in pending for e in item.envs):
         todo = [i for i in pending if env in i.envs and env not in i.done
                 and all(outcome == Outcome.ok for outcome in i.done.values())]
         for item in (i for i in todo if i.is_warm_start):
-            result = train_warm_start(settings, target, env, profile, seeds)
-            if result.outcome is not Outcome.ok or result.result is None:
-                raise BaselineError(f"the warm start failed on {env} ({result.outcome}): {result.error}")
-            baseline = baseline_for(settings, target, env, profile, seeds, measured=result)
-            _store(factory, item, env, phase, seeds, result, score(result.result, baseline))
+            result, baseline = evaluate_warm_start(settings, target, env, profile, protocol, plan)
+            _store(factory, item, env, phase, plan.score, result, score(result.result, baseline))
         batch = [i for i in todo if not i.is_warm_start and i.candidate_id in artifacts]
         if not batch:
             continue
-        baseline = baseline_for(settings, target, env, profile, seeds)
-        results = train_artifacts(settings, target, env, profile, seeds, [artifacts[i.candidate_id] for i in batch],
-                                  baseline)
+        results, baseline = evaluate_artifacts(settings, target, env, profile, protocol, plan,
+                                               [artifacts[i.candidate_id] for i in batch],
+                                               [i.rates.get(env) for i in batch])
         for item, result in zip(batch, results, strict=True):
-            _store(factory, item, env, phase, seeds, result, score(result.result, baseline) if result.result else None)
+            _store(factory, item, env, phase, plan.score, result,
+                   score(result.result, baseline) if result.result else None)
     for item in pending:
         _record_evaluation(factory, item.job_id, phase)
 

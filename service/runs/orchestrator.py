@@ -2,7 +2,8 @@
 
 Under a row lock on the run it reads the run's jobs and candidates, schedules proposals until
 `concurrency` of them are in flight and the budget is spent, then meta-tests the best candidate and
-the warm start on the held-out environments, and finally completes the run. Every job is a row
+the warm start and the target's reference algorithms on the held-out environments, and finally
+completes the run. Every job is a row
 committed before it is published; publishing twice is harmless (a job is claimed by one worker).
 It is safe to call at any time, from any process, any number of times.
 """
@@ -23,11 +24,13 @@ from service.db.models import (
     RUN_FINAL_STATUSES,
     Candidate,
     CandidateStatus,
+    EvalPhase,
     Event,
     EventType,
     Job,
     JobKind,
     JobStatus,
+    LearningRateProtocol,
     Run,
     RunStatus,
     WebhookEndpoint,
@@ -35,6 +38,7 @@ from service.db.models import (
 from service.proposers import ast_hash
 from service.runs.spec import RunSpec
 from service.webhooks import enqueue_deliveries, new_secret
+from workers.results import Outcome, SeedPlan
 from workers.targets import TARGETS
 
 log = logging.getLogger(__name__)
@@ -44,10 +48,30 @@ OPEN_JOB = (JobStatus.PENDING, JobStatus.CLAIMED)
 SEARCH_JOBS = (JobKind.PROPOSE, JobKind.EVALUATE, JobKind.REEVALUATE)
 
 
-def seeds_for(run: Run, phase: str) -> list[int]:
-    """Distinct seeds per phase: a re-evaluation and the meta-test never reuse the search's seeds."""
-    offset = {"train": 0, "reeval": 100, "test": 200}[phase]
-    return [run.seed * 1000 + offset + i for i in range(run.seeds_per_eval)]
+SEED_OFFSETS = {"train": 0, "reeval": 100, "test": 200, "train-lr": 300, "test-lr": 400}
+
+
+def _seeds(run: Run, purpose: str, count: int) -> list[int]:
+    return [run.seed * 1000 + SEED_OFFSETS[purpose] + i for i in range(count)]
+
+
+def seed_plan(run: Run, phase: EvalPhase) -> SeedPlan:
+    """The seeds of a phase; no two purposes share one (a re-evaluation and the meta-test never reuse the
+    search's seeds, and under `grid` the seeds that choose a learning rate are never the ones scored).
+
+    - train: the search seeds; under `grid` they choose the rate and fresh seeds are scored.
+    - reeval: fresh seeds, at the rate the search chose.
+    - test: `metatest_seeds` fresh seeds; under `grid` the rate is chosen on yet other seeds.
+    """
+    grid = run.lr_protocol == LearningRateProtocol.GRID
+    if phase == EvalPhase.TRAIN:
+        search = _seeds(run, "train", run.seeds_per_eval)
+        return SeedPlan(choose=search, score=_seeds(run, "train-lr", run.seeds_per_eval)) if grid \
+            else SeedPlan(score=search)
+    if phase == EvalPhase.REEVAL:
+        return SeedPlan(score=_seeds(run, "reeval", run.seeds_per_eval))
+    test = _seeds(run, "test", run.metatest_seeds)
+    return SeedPlan(choose=_seeds(run, "test-lr", run.metatest_seeds), score=test) if grid else SeedPlan(score=test)
 
 
 def emit(session: Session, run_id: str, type_: EventType, payload: dict[str, Any]) -> None:
@@ -95,6 +119,8 @@ def create_run(session: Session, spec: RunSpec, owner_key_id: str | None = None,
         concurrency=spec.concurrency,
         seed=spec.seed,
         seeds_per_eval=spec.seeds_per_eval,
+        metatest_seeds=spec.metatest_seeds,
+        lr_protocol=spec.learning_rate,
         config={"spec": spec.model_dump(mode="json"), **(config or {})},
         idempotency_key=idempotency_key,
         request_hash=request_hash(spec),
@@ -158,6 +184,7 @@ def _advance_locked(session: Session, run: Run) -> list[Job]:
         if in_flight == 0 and budget_spent(run, proposals) is not None:
             run.status = RunStatus.COMPLETING
             finalists = [c for c in (run.best_candidate_id, _warm_start_id(session, run)) if c]
+            finalists += add_references(session, run)
             for candidate_id in dict.fromkeys(finalists):
                 for env in run.test_envs:
                     job = add_job(session, run, JobKind.METATEST, f"metatest:{candidate_id}:{env}",
@@ -169,6 +196,24 @@ def _advance_locked(session: Session, run: Run) -> list[Job]:
     if run.status == RunStatus.COMPLETING and not any(j.kind == JobKind.METATEST for j in open_jobs):
         finish_run(session, run, RunStatus.COMPLETED)
     return new_jobs
+
+
+def add_references(session: Session, run: Run) -> list[str]:
+    """The target's reference algorithms as candidates of the run (indices -1, -2, ...), to meta-test."""
+    ids = []
+    for k, reference in enumerate(TARGETS[run.target].references, start=1):
+        existing = session.execute(select(Candidate.id).where(Candidate.run_id == run.id,
+                                                              Candidate.reference == reference.name)).scalar()
+        if existing is None:
+            candidate = Candidate(run_id=run.id, index=-k, reference=reference.name, name=reference.name,
+                                  thought=reference.description, code=reference.code, parent_ids=[],
+                                  ast_hash=hashlib.sha256(f"reference:{reference.name}".encode()).hexdigest(),
+                                  status=CandidateStatus.EVALUATED, outcome=Outcome.ok)
+            session.add(candidate)
+            session.flush()
+            existing = candidate.id
+        ids.append(existing)
+    return ids
 
 
 def _warm_start_id(session: Session, run: Run) -> str | None:

@@ -19,6 +19,7 @@ from service.runs.spec import RunSpec
 from service.runtime import Runtime, build_runtime
 from service.settings import Settings
 from service.webhooks import UnsafeWebhookURL, check_webhook_url
+from workers.results import ScoreBasis
 
 
 class RunRefused(ValueError):
@@ -63,7 +64,7 @@ def run_to_completion(settings: Settings, spec: RunSpec, console: Console) -> tu
                 with session_scope(runtime.factory) as session:
                     run = session.get(Run, run_id)
                     done = session.scalar(select(func.count()).select_from(Candidate).where(
-                        Candidate.run_id == run_id,
+                        Candidate.run_id == run_id, Candidate.reference.is_(None),
                         Candidate.status.in_([CandidateStatus.EVALUATED, CandidateStatus.FAILED])))
                     status, best = run.status, run.best_score
                 progress.update(task, completed=done, best=f"{best:.3f}" if best is not None else "-",
@@ -80,7 +81,9 @@ def run_to_completion(settings: Settings, spec: RunSpec, console: Console) -> tu
 def print_report(runtime: Runtime, run_id: str, console: Console) -> None:
     with session_scope(runtime.factory) as session:
         run = session.get(Run, run_id)
-        candidates = session.scalars(select(Candidate).where(Candidate.run_id == run_id)).all()
+        rows = session.scalars(select(Candidate).where(Candidate.run_id == run_id)).all()
+        candidates = [c for c in rows if c.reference is None]
+        references = sorted((c for c in rows if c.reference is not None), key=lambda c: -c.index)
         tests = session.scalars(select(Evaluation).join(Candidate).where(
             Candidate.run_id == run_id, Evaluation.phase == EvalPhase.TEST)).all()
         board = Table(title=f"leaderboard of run {run_id} ({run.status})")
@@ -98,20 +101,24 @@ def print_report(runtime: Runtime, run_id: str, console: Console) -> None:
                           (c.error or "").splitlines()[0][:60] if c.error else "")
         console.print(board)
         if tests:
-            meta = Table(title="meta-test: normalised score (return) on held-out environments")
+            meta = Table(title=f"meta-test on held-out environments, {run.metatest_seeds} fresh seeds, "
+                               f"{run.lr_protocol} learning rate: normalised score (return); "
+                               "* a return ratio (the warm start was within noise of random)")
             meta.add_column("environment")
             best = next((c for c in candidates if c.id == run.best_candidate_id), None)
             warm = next(c for c in candidates if c.is_warm_start)
             finalists = [c for c in (best, warm) if c is not None]
-            finalists = list({c.id: c for c in finalists}.values())
+            finalists = list({c.id: c for c in finalists}.values()) + references
             for c in finalists:
-                meta.add_column(f"{'warm start' if c.is_warm_start else c.name} (#{c.index})")
+                meta.add_column("warm start (#0)" if c.is_warm_start else f"{c.name} (reference)" if c.reference
+                                else f"{c.name} (#{c.index})")
             for env in run.test_envs:
                 cells = []
                 for c in finalists:
                     e = next((t for t in tests if t.candidate_id == c.id and t.env == env), None)
+                    flag = "*" if e is not None and e.score_basis == ScoreBasis.return_ratio else ""
                     cells.append("-" if e is None else e.outcome if e.final_return is None else
-                                 f"{e.normalised_score:.3f} ({e.final_return:.1f})")
+                                 f"{e.normalised_score:.3f}{flag} ({e.final_return:.1f})")
                 meta.add_row(env, *cells)
             console.print(meta)
         if run.error:
@@ -148,7 +155,8 @@ def run_result(settings: Settings, run_id: str) -> RunResult:
         with session_scope(make_session_factory(engine)) as session:
             run = session.get(Run, run_id)
             assert run is not None
-            rows = session.scalars(select(Candidate).where(Candidate.run_id == run_id)).all()
+            rows = session.scalars(select(Candidate).where(Candidate.run_id == run_id,
+                                                          Candidate.reference.is_(None))).all()
             board = sorted(rows, key=lambda c: (-(c.pooled_score if c.pooled_score is not None else
                                                   c.score if c.score is not None else float("-inf")), c.index))
             return RunResult(

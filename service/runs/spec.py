@@ -1,11 +1,16 @@
-"""The shape of a discovery run request, shared by the REST API and the CLI, validated at the boundary."""
+"""The shape of a discovery run request, shared by the REST API and the CLI, validated at the boundary.
+
+A request may name a preset (`service/runs/presets.py`): the preset's fields are the defaults and
+every field the request gives wins over them.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
+from service.runs.presets import PRESETS, with_preset
 from workers.rl.envs import ENVIRONMENTS
 from workers.targets import TARGETS
 
@@ -21,7 +26,7 @@ class Environments(Strict):
     train: list[EnvName] = Field(default_factory=list, json_schema_extra={"uniqueItems": True},
                                  description="meta-train environments (default: the target's)")
     test: list[EnvName] = Field(default_factory=list, json_schema_extra={"uniqueItems": True},
-                                description="held-out meta-test environments")
+                                description="held-out meta-test environments (default: the target's)")
 
     @field_validator("train", "test")
     @classmethod
@@ -38,13 +43,37 @@ class EvolutionProposerSpec(Strict):
 class LLMProposerSpec(Strict):
     kind: Literal["llm"]
     model: str = Field(min_length=1, max_length=200, description="model name at the endpoint")
-    temperature: float | None = Field(default=1.0, ge=0.0, le=2.0)
-    send_temperature: bool = Field(default=True, description="false for models that reject it (reasoning models)")
+    temperature: float | None = Field(default=1.0, ge=0.0, le=2.0,
+                                      description="null: not sent (reasoning models reject it)")
+    send_temperature: bool = Field(default=True, description="false: temperature not sent (same as null)")
     json_mode: bool = True
-    max_tokens: int | None = Field(default=4096, ge=16, le=200_000)
+    max_tokens: int | None = Field(default=4096, ge=16, le=200_000,
+                                   description="sent as max_tokens; null: no limit sent")
+    max_completion_tokens: int | None = Field(
+        default=None, ge=16, le=200_000,
+        description="sent instead of max_tokens (reasoning models; counts their reasoning tokens too)")
+    reasoning_effort: Literal["low", "medium", "high"] | None = Field(
+        default=None, description="sent only when set (reasoning models)")
+    history: Literal["bounded", "conversation", "none"] = Field(
+        default="bounded",
+        description="bounded: best and recent candidates in one prompt; conversation: the paper's multi-turn "
+                    "chat of every earlier reply and its fitness; none: the warm start only (best-of-N)")
+    history_max_turns: int = Field(default=30, ge=1, le=1000,
+                                   description="conversation: earlier proposals kept (the oldest are dropped)")
     base_url: HttpUrl | None = Field(default=None, description="OpenAI-compatible endpoint; default from settings")
     price_per_1k_prompt_tokens: float | None = Field(default=None, ge=0)
     price_per_1k_completion_tokens: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def one_token_limit(self) -> LLMProposerSpec:
+        """max_completion_tokens replaces max_tokens: giving both is a mistake, not a choice we make for you."""
+        if self.max_completion_tokens is not None:
+            if "max_tokens" in self.model_fields_set and self.max_tokens is not None:
+                raise ValueError("max_tokens and max_completion_tokens are mutually exclusive: set "
+                                 "max_completion_tokens for reasoning models (and leave max_tokens out or null), "
+                                 "max_tokens for the others")
+            self.max_tokens = None
+        return self
 
 
 ProposerSpec = Annotated[EvolutionProposerSpec | LLMProposerSpec, Field(discriminator="kind")]
@@ -64,7 +93,12 @@ class WebhookSpec(Strict):
     )
 
 
+PresetName = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
+
+
 class RunSpec(Strict):
+    preset: PresetName | None = Field(default=None, description="a named protocol whose fields are the defaults "
+                                      "(`paper`, `quick`); every field given here wins over the preset's")
     target: TargetName = "lpo"
     environments: Environments = Field(default_factory=Environments)
     profile: Literal["full", "quick", "smoke"] = "quick"
@@ -72,11 +106,24 @@ class RunSpec(Strict):
     budget: Budget = Field(default_factory=Budget)
     concurrency: int = Field(default=2, ge=1, le=64)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
-    seeds_per_eval: int = Field(default=2, ge=1, le=64)
+    seeds_per_eval: int = Field(default=2, ge=1, le=64, description="search seeds per evaluation")
+    metatest_seeds: int = Field(default=4, ge=1, le=64, description="fresh seeds per meta-test evaluation")
+    learning_rate: Literal["fixed", "grid"] = Field(
+        default="fixed", description="`fixed`: each environment's published learning rate; `grid`: the best of the "
+        "profile's grid, chosen on the search seeds and scored on fresh seeds")
     webhook: WebhookSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def apply_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("preset") in PRESETS:
+            return with_preset(data["preset"], data)
+        return data
 
     @model_validator(mode="after")
     def default_environments(self) -> RunSpec:
         if not self.environments.train:
             self.environments.train = list(TARGETS[self.target].default_train_envs)
+        if not self.environments.test:
+            self.environments.test = list(TARGETS[self.target].default_test_envs)
         return self

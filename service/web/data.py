@@ -21,7 +21,17 @@ from sqlalchemy.orm import Session
 
 from service.api.routes.runs import run_out
 from service.api.schemas import RunOut
-from service.db.models import ApiKey, Candidate, CandidateStatus, EvalPhase, Evaluation, Event, LlmCall, Run
+from service.db.models import (
+    ApiKey,
+    Candidate,
+    CandidateStatus,
+    EvalPhase,
+    Evaluation,
+    Event,
+    LlmCall,
+    Run,
+    is_proposal,
+)
 from service.web.charts import FAIL_COLOR, Chart, RefLine, Series, render
 
 LEADERBOARD_LIMIT = 200
@@ -66,7 +76,7 @@ def list_runs(session: Session, key: ApiKey, limit: int = 200) -> list[RunRow]:
                            .order_by(Run.created_at.desc(), Run.id.desc()).limit(limit)).all()
     done = dict(session.execute(
         select(Candidate.run_id, func.count()).where(
-            Candidate.run_id.in_([r.id for r in runs]), Candidate.is_warm_start.is_(False),
+            Candidate.run_id.in_([r.id for r in runs]), is_proposal(),
             Candidate.status.in_([CandidateStatus.EVALUATED, CandidateStatus.FAILED]))
         .group_by(Candidate.run_id)).all()) if runs else {}
     return [RunRow(run=r, done=done.get(r.id, 0), seconds=seconds_between(r.started_at, r.finished_at))
@@ -98,7 +108,7 @@ def evaluated_in_order(session: Session, run_id: str) -> list[Any]:
     """(index, id, name, score, status) of every finished non-warm-start candidate, in evaluation order."""
     return session.execute(
         select(Candidate.index, Candidate.id, Candidate.name, Candidate.score, Candidate.status)
-        .where(Candidate.run_id == run_id, Candidate.is_warm_start.is_(False),
+        .where(Candidate.run_id == run_id, is_proposal(),
                Candidate.status.in_([CandidateStatus.EVALUATED, CandidateStatus.FAILED]))
         .order_by(Candidate.evaluated_at, Candidate.index)).all()
 
@@ -141,9 +151,10 @@ def run_page(session: Session, run: Run, sort: str = "score", order: str = "desc
     column = {"score": score, "index": Candidate.index, "name": Candidate.name, "status": Candidate.status,
               "evaluated": Candidate.evaluated_at}[sort]
     direction = column.desc().nulls_last() if order == "desc" else column.asc().nulls_last()
-    leaderboard = session.scalars(select(Candidate).where(Candidate.run_id == run.id)
+    mine = (Candidate.run_id == run.id, Candidate.reference.is_(None))  # references show in the meta-test
+    leaderboard = session.scalars(select(Candidate).where(*mine)
                                   .order_by(direction, Candidate.index).limit(LEADERBOARD_LIMIT)).all()
-    total = session.scalar(select(func.count()).select_from(Candidate).where(Candidate.run_id == run.id)) or 0
+    total = session.scalar(select(func.count()).select_from(Candidate).where(*mine)) or 0
     warm = session.scalar(select(Candidate).where(Candidate.run_id == run.id, Candidate.is_warm_start))
     parent_ids = {p for c in leaderboard for p in c.parent_ids}
     index_of = dict(session.execute(select(Candidate.id, Candidate.index)
@@ -275,6 +286,7 @@ class ComparePage:
     envs: list[str]
     cells: dict[tuple[str, str], CompareCell]  # (run id, env) -> the run's best on that env
     warm: dict[tuple[str, str], CompareCell]  # (run id, env) -> the run's warm start on that env
+    references: dict[tuple[str, str], dict[str, CompareCell]]  # (run id, env) -> reference name -> its cell
     choices: list[RunRow]
     selected: set[str]
 
@@ -297,6 +309,7 @@ def compare_page(session: Session, key: ApiKey, run_ids: list[str]) -> ComparePa
     envs: list[str] = []
     cells: dict[tuple[str, str], CompareCell] = {}
     warm: dict[tuple[str, str], CompareCell] = {}
+    references: dict[tuple[str, str], dict[str, CompareCell]] = {}
     for summary in summaries:
         for row in summary.meta_test:
             if row.env not in envs:
@@ -307,5 +320,8 @@ def compare_page(session: Session, key: ApiKey, run_ids: list[str]) -> ComparePa
             if row.warm_start:
                 warm[(summary.id, row.env)] = CompareCell(row.warm_start.normalised_score,
                                                           row.warm_start.final_return, row.warm_start.outcome)
+            references[(summary.id, row.env)] = {name: CompareCell(c.normalised_score, c.final_return, c.outcome)
+                                                 for name, c in row.references.items() if c}
     return ComparePage(runs=picked, summaries=summaries, chart=chart, envs=envs, cells=cells, warm=warm,
+                       references=references,
                        choices=choices, selected={row.run.id for row in picked})

@@ -1,4 +1,5 @@
-"""The browser UI's routes: login, runs, one run (with live updates), one candidate, a comparison.
+"""The browser UI's routes: login, runs, a new run (preset or fields), one run (with live updates), one
+candidate, a comparison.
 
 Auth: the login form takes the same API key as the REST API. The session (a signed cookie, see
 service.web.install) keeps only the key's id, never the key itself; every request re-reads the key
@@ -24,7 +25,11 @@ from service.api.deps import RuntimeDep, SessionDep
 from service.db.models import RUN_FINAL_STATUSES, ApiKey
 from service.keys import find_key
 from service.runs.events import event_stream
-from service.web import data
+from service.runs.presets import PRESETS
+from service.runs.runner import RunRefused, start_run
+from service.web import data, forms
+from workers.rl.envs import ENVIRONMENTS, PROFILES
+from workers.targets import TARGETS
 
 HERE = Path(__file__).parent
 SECURITY_HEADERS = {
@@ -148,6 +153,41 @@ def logout(request: Request) -> Response:
 @router.get("/")
 def runs_page(key: WebKey, session: SessionDep) -> Response:
     return page("runs.html", key=key, rows=data.list_runs(session, key))
+
+
+def new_run_page(key: ApiKey, fields: dict[str, list[str]], status_code: int = 200, problems: list[str] | None = None,
+                 resolved: str | None = None) -> HTMLResponse:
+    form = {name: forms.first(fields, name) for name in ("preset", "target", "profile", "learning_rate", "proposer",
+                                                         "model", "history", *forms.NUMBERS)}
+    form.update(train_envs=fields.get("train_envs", []), test_envs=fields.get("test_envs", []))
+    return page("new_run.html", status_code=status_code, key=key, form=form, problems=problems or [],
+                resolved=resolved, presets=list(PRESETS), targets=list(TARGETS), profiles=list(PROFILES),
+                environments=list(ENVIRONMENTS))
+
+
+@router.get("/runs/new")
+def new_run_form(key: WebKey, preset: str = "") -> Response:
+    return new_run_page(key, {"preset": [preset]} if preset in PRESETS else {})
+
+
+@router.post("/runs/new")
+async def new_run(request: Request, key: WebKey, runtime: RuntimeDep) -> Response:
+    """Preview the resolved run spec, or start the run as the logged-in key (like POST /v1/runs)."""
+    origin = request.headers.get("origin")
+    if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
+        return HTMLResponse("cross-origin form posts are refused", status_code=403, headers=SECURITY_HEADERS)
+    fields = parse_qs((await request.body())[:65536].decode("utf-8", "replace"))
+    try:
+        spec = forms.run_spec(fields)
+    except forms.FormError as exc:
+        return new_run_page(key, fields, 422, exc.problems)
+    if forms.first(fields, "action") != "start":
+        return new_run_page(key, fields, resolved=spec.model_dump_json(indent=2))
+    try:
+        run_id = await run_in_threadpool(start_run, runtime, spec, key.id)
+    except RunRefused as exc:
+        return new_run_page(key, fields, 422, [str(exc)])
+    return RedirectResponse(f"/runs/{run_id}", status_code=303)
 
 
 @router.get("/runs/{run_id}")

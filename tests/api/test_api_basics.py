@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from service.db import session_scope
-from service.db.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from service.db.models import Event, Job, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from tests.api.conftest import ApiServer
 
-SMALL_RUN = {"target": "lpo", "environments": {"train": ["CartPole-v1"], "test": []}, "profile": "smoke",
+SMALL_RUN = {"target": "lpo", "environments": {"train": ["CartPole-v1"], "test": ["CartPole-v1"]}, "profile": "smoke",
              "proposer": {"kind": "evolution"}, "budget": {"candidates": 1}, "concurrency": 1, "seed": 0,
-             "seeds_per_eval": 1}
+             "seeds_per_eval": 1, "metatest_seeds": 1}
 
 
 def test_every_request_needs_a_key_and_errors_are_problem_json(api: ApiServer) -> None:
@@ -35,6 +36,10 @@ def test_targets_and_environments_are_listed_with_their_warm_starts(api: ApiServ
     lpo = client.get("/v1/targets/lpo").json()
     assert lpo["signature"] == "def drift(ratio, advantage, epsilon):"
     assert "jnp.clip" in lpo["warm_start"] and any("ratio = 1" in r for r in lpo["rules"])
+    # DPO (Lu et al. 2022) is lpo's reference algorithm, with its code, as every meta-test trains it.
+    [dpo] = lpo["references"]
+    assert dpo["name"] == "DPO" and "def drift(ratio, advantage, epsilon):" in dpo["code"]
+    assert "alpha, beta = 2.0, 0.6" in dpo["code"] and "tanh" in dpo["code"]
     missing = client.get("/v1/targets/nope")
     assert missing.status_code == 404 and "nope" in missing.json()["detail"]
     envs = {e["name"]: e for e in client.get("/v1/environments").json()}
@@ -56,6 +61,21 @@ def test_bad_runs_are_refused_naming_the_field(api: ApiServer, change: dict, fie
     body = response.json()
     assert response.headers["content-type"].startswith("application/problem+json")
     assert any(e["field"].startswith(field) for e in body["errors"]), body
+
+
+def test_a_preset_gives_the_defaults_and_every_field_given_wins(api: ApiServer) -> None:
+    client = api.client(api.new_key())
+    body = {"preset": "quick", "profile": "smoke", "environments": {"train": ["CartPole-v1"]},
+            "budget": {"candidates": 1}, "seeds_per_eval": 1, "metatest_seeds": 1}
+    run = client.post("/v1/runs", json=body).json()
+    assert run["preset"] == "quick" and run["profile"] == "smoke" and run["metatest_seeds"] == 1
+    assert run["learning_rate"] == "fixed" and run["budget"]["candidates"] == 1
+    # No test environment named: the target's held-out environments are used.
+    assert run["environments"] == {"train": ["CartPole-v1"], "test": ["Acrobot-v1"]}
+    assert run["meta_test"][0]["references"] == {"DPO": None}  # to be meta-tested at the end
+    client.post(f"/v1/runs/{run['id']}/cancel")
+    unknown = client.post("/v1/runs", json={**body, "preset": "nope"})
+    assert unknown.status_code == 422 and "preset" in unknown.text
 
 
 def test_llm_without_endpoint_and_private_webhooks_are_refused(api: ApiServer) -> None:
@@ -148,8 +168,22 @@ def cancelled_run_with_a_webhook(client: httpx.Client) -> str:
     return run_id
 
 
+def wait_until_idle(api: ApiServer, timeout: float = 300.0) -> None:
+    """Wait until the local executor holds no job (runs of earlier tests go on in the background)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with session_scope(api.runtime.factory) as session:
+            busy = session.scalar(select(func.count()).select_from(Job).where(Job.status.in_(["pending", "claimed"])))
+        if not busy:
+            return
+        assert time.monotonic() < deadline, f"{busy} jobs still open"
+        time.sleep(0.5)
+
+
 def get_counting_selects(api: ApiServer, client: httpx.Client, path: str) -> tuple[Any, int]:
-    """GET `path` and count the SELECT statements the API sent to the database meanwhile."""
+    """GET `path` and count the SELECT statements the API sent to the database meanwhile (once the executor is
+    idle, so no background job's query is counted)."""
+    wait_until_idle(api)
     engine = api.runtime.factory.kw["bind"]
     selects: list[str] = []
 

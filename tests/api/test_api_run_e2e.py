@@ -114,7 +114,8 @@ def test_a_whole_run_over_http_with_celery_and_a_signed_webhook(celery_api: ApiS
     created = client.post("/v1/runs", json={
         "target": "lpo", "environments": {"train": ["CartPole-v1"], "test": ["Acrobot-v1"]}, "profile": "smoke",
         "proposer": {"kind": "evolution"}, "budget": {"candidates": 3}, "concurrency": 2, "seed": 0,
-        "seeds_per_eval": 1, "webhook": {"url": receiver.url, "events": ["run.completed", "candidate.new_best"]},
+        "seeds_per_eval": 1, "metatest_seeds": 1,
+        "webhook": {"url": receiver.url, "events": ["run.completed", "candidate.new_best"]},
     })
     assert created.status_code == 201, created.text
     run = created.json()
@@ -137,6 +138,8 @@ def test_a_whole_run_over_http_with_celery_and_a_signed_webhook(celery_api: ApiS
     assert final["meta_test"][0]["warm_start"]["normalised_score"] == pytest.approx(1.0)
 
     candidates = client.get(f"/v1/runs/{run['id']}/candidates", params={"sort": "score"}).json()["items"]
+    assert [c["reference"] for c in candidates if c["reference"]] == ["DPO"]  # meta-tested, listed, no score
+    candidates = [c for c in candidates if not c["reference"]]
     assert len(candidates) == 4 and all(c["outcome"] for c in candidates)
     scores = [c["pooled_score"] if c["pooled_score"] is not None else c["score"] for c in candidates]
     known = [s for s in scores if s is not None]

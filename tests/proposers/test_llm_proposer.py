@@ -102,7 +102,7 @@ def test_valid_reply_is_proposed_and_the_call_is_recorded(llm_server, llm_config
 def test_models_that_reject_parameters_are_configured_not_crashed(llm_server, llm_config):
     llm_config.llm.send_temperature = False
     llm_config.llm.json_mode = False
-    llm_config.llm.max_tokens_param = "max_completion_tokens"
+    llm_config.llm.max_completion_tokens = 2048
     llm_server.script.append(reply(GOOD_CODE))
     proposal = make_proposer(llm_config).propose(context())
 

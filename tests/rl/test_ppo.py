@@ -9,7 +9,7 @@ import pytest
 from workers.evaluate import evaluate_in_process
 from workers.results import Outcome
 from workers.rl.envs import ENVIRONMENTS, get_config
-from workers.rl.random_policy import random_policy_return
+from workers.rl.random_policy import random_policy_returns
 from workers.rl.scoring import normalised_score
 from workers.targets import TARGETS
 
@@ -21,7 +21,8 @@ def drift(ratio, advantage, epsilon):
 """
 
 EXPLODING_OPTIMIZER = """
-def update(grad, param, state, iteration, progress, lr):
+def update(grad, param, state, momenta, iteration, progress, layer_proportion, batch_proportion, dormancy, noise,
+           lr):
     return -lr * 1e30 * grad, state
 """
 
@@ -39,10 +40,11 @@ def warm_start():
 
 
 def test_warm_start_beats_random_policy_clearly_on_cartpole(warm_start) -> None:
-    random_return = random_policy_return("CartPole-v1", get_config("CartPole-v1", "smoke"), SEEDS)
-    assert 15 < random_return < 30  # a random CartPole policy lasts about 22 steps
-    assert warm_start.random_return == pytest.approx(random_return)
-    assert warm_start.final_return > 3 * random_return
+    random_returns = random_policy_returns("CartPole-v1", get_config("CartPole-v1", "smoke"), SEEDS)
+    assert len(random_returns) == len(SEEDS)
+    assert all(15 < r < 30 for r in random_returns)  # a random CartPole policy lasts about 22 steps
+    assert warm_start.random_returns == pytest.approx(random_returns)
+    assert warm_start.final_return > 3 * max(random_returns)
     assert len(warm_start.returns) == len(warm_start.learning_rates)
     assert all(len(row) == len(SEEDS) for row in warm_start.returns)
     assert warm_start.curves[0][-1] > warm_start.curves[0][0]  # it learned during training
@@ -51,7 +53,9 @@ def test_warm_start_beats_random_policy_clearly_on_cartpole(warm_start) -> None:
 def test_bad_drift_scores_below_the_warm_start(warm_start) -> None:
     bad = run("lpo", ANTI_GRADIENT_DRIFT)
     assert bad.outcome is Outcome.ok, bad.error
-    score = normalised_score(bad.result.final_return, warm_start.random_return, warm_start.final_return)
+    best = warm_start.learning_rates.index(warm_start.best_lr)
+    score, basis = normalised_score(bad.result.final_return, warm_start.returns[best], warm_start.random_returns, 0.0)
+    assert basis == "normalised"
     assert score < 0.5
 
 
@@ -60,7 +64,7 @@ def test_every_targets_warm_start_trains_as_well(warm_start) -> None:
     for name in ("optimizer", "advantage"):
         result = run(name, TARGETS[name].warm_start)
         assert result.outcome is Outcome.ok, result.error
-        assert result.result.final_return > 3 * warm_start.random_return
+        assert result.result.final_return > 3 * max(warm_start.random_returns)
 
 
 def test_training_is_reproducible_for_the_same_seeds(warm_start) -> None:
@@ -96,12 +100,6 @@ def test_every_environment_trains_on_the_smoke_profile(env: str) -> None:
     assert result.outcome is Outcome.ok, result.error
     assert result.result.env_steps == get_config(env, "smoke").env_steps
     assert len(result.result.curves[0]) > 1
-
-
-def test_normalised_score_is_one_for_the_warm_start_and_zero_for_random() -> None:
-    assert normalised_score(200.0, 20.0, 200.0) == pytest.approx(1.0)
-    assert normalised_score(20.0, 20.0, 200.0) == pytest.approx(0.0)
-    assert normalised_score(-100.0, -500.0, -100.0) == pytest.approx(1.0)  # negative-return envs (Acrobot)
 
 
 def test_cli_evaluate_reports_bad_code_in_one_line(tmp_path) -> None:  # noqa: ANN001

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import session_scope
 from service.db.models import RUN_FINAL_STATUSES, Candidate, Evaluation, Event, Job, Run
+from workers.targets import TARGETS
 
 REPO = Path(__file__).resolve().parents[2]
 REDIS_DB = 5
@@ -155,7 +156,8 @@ class RunReport:
     """What a user sees of a finished run, read from the database."""
 
     run: Run
-    candidates: list[Candidate]
+    candidates: list[Candidate]  # the warm start and the proposals, by index
+    references: list[Candidate]  # the target's reference algorithms, meta-tested only
     evaluations: list[Evaluation]
     jobs: list[Job]
     events: list[Event]
@@ -179,12 +181,12 @@ def read_report(factory: sessionmaker[Session], run_id: str) -> RunReport:
     with session_scope(factory) as session:
         run = session.get(Run, run_id)
         assert run is not None
-        candidates = list(session.scalars(select(Candidate).where(Candidate.run_id == run_id)
-                                          .order_by(Candidate.index)))
+        rows = list(session.scalars(select(Candidate).where(Candidate.run_id == run_id).order_by(Candidate.index)))
         evaluations = list(session.scalars(select(Evaluation).join(Candidate).where(Candidate.run_id == run_id)))
         jobs = list(session.scalars(select(Job).where(Job.run_id == run_id).order_by(Job.created_at)))
         events = list(session.scalars(select(Event).where(Event.run_id == run_id).order_by(Event.id)))
-        return RunReport(run, candidates, evaluations, jobs, events)
+        return RunReport(run, [c for c in rows if c.reference is None], [c for c in rows if c.reference is not None],
+                         evaluations, jobs, events)
 
 
 def count_rows(factory: sessionmaker[Session], model: type, *where: object) -> int:
@@ -206,12 +208,18 @@ def assert_complete_and_consistent(report: RunReport, candidates: int) -> None:
     assert len(keys) == len(report.evaluations), report.describe()
     assert not [j for j in report.jobs if j.status in ("pending", "claimed")], report.describe()
     # Provenance: every trained evaluation of a candidate names the one artifact the candidate was traced to.
-    by_id = {c.id: c for c in report.candidates}
+    by_id = {c.id: c for c in report.candidates + report.references}
     for e in report.evaluations:
         candidate = by_id[e.candidate_id]
         if candidate.is_warm_start:
             assert e.artifact_sha256 is None, report.describe()  # the project's own code, never traced
         elif e.outcome == "ok":
             assert e.artifact_sha256 is not None and e.artifact_sha256 == candidate.artifact_sha256, report.describe()
+    # Every reference algorithm of the target is meta-tested beside the warm start on every held-out environment.
+    assert [c.reference for c in report.references] == [r.name for r in TARGETS[report.run.target].references][::-1]
+    for reference in report.references:
+        tests = report.evaluations_of(reference.id, "test")
+        assert sorted(t.env for t in tests) == sorted(report.run.test_envs), report.describe()
+        assert all(t.outcome == "ok" and t.artifact_sha256 == reference.artifact_sha256 for t in tests)
     types = report.event_types
     assert types[0] == "run.started" and types[-1] == "run.completed" and types.count("run.completed") == 1, types

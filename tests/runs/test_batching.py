@@ -25,7 +25,8 @@ def test_one_claim_trains_the_waiting_batch_and_records_each_artifact(sqlite_eng
     codes = [SMALL_DRIFT, NAN_IN_TRAINING_DRIFT, USELESS_DRIFT]
     with session_scope(factory) as session:
         run, [warm_job] = create_run(session, RunSpec.model_validate(
-            {"environments": {"train": ["CartPole-v1"]}, "profile": "smoke", "seeds_per_eval": 1}))
+            {"environments": {"train": ["CartPole-v1"], "test": ["CartPole-v1"]}, "profile": "smoke",
+             "seeds_per_eval": 1, "metatest_seeds": 1}))
         job_ids = []
         for index, code in enumerate(codes, start=1):
             candidate = Candidate(run_id=run.id, index=index, name=f"c{index}", code=code, parent_ids=[],

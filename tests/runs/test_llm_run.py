@@ -62,11 +62,12 @@ def runtime(tmp_path: Path, llm: ScriptedLLM, cache_dir: Path) -> Iterator[Runti
     rt.executor.close()
 
 
-def llm_spec(candidates: int, tokens: int | None = None) -> RunSpec:
+def llm_spec(candidates: int, tokens: int | None = None, history: str = "bounded") -> RunSpec:
     return RunSpec.model_validate({
-        "target": "lpo", "profile": "smoke", "environments": {"train": ["CartPole-v1"]}, "concurrency": 1,
-        "seeds_per_eval": 1, "budget": {"candidates": candidates, "tokens": tokens},
-        "proposer": {"kind": "llm", "model": "scripted-model", "temperature": 0.7},
+        "target": "lpo", "profile": "smoke", "environments": {"train": ["CartPole-v1"], "test": ["CartPole-v1"]},
+        "concurrency": 1, "seeds_per_eval": 1, "metatest_seeds": 1,
+        "budget": {"candidates": candidates, "tokens": tokens},
+        "proposer": {"kind": "llm", "model": "scripted-model", "temperature": 0.7, "history": history},
     })
 
 
@@ -76,8 +77,8 @@ def test_an_llm_run_stores_every_call_and_shows_the_model_its_history(runtime: R
     assert wait_for_final(runtime.factory, run_id, 240) == "completed"
     with session_scope(runtime.factory) as session:
         run = session.get(Run, run_id)
-        candidates = session.scalars(select(Candidate).where(Candidate.run_id == run_id)
-                                     .order_by(Candidate.index)).all()
+        candidates = session.scalars(select(Candidate).where(Candidate.run_id == run_id, Candidate.index >= 0)
+                                     .order_by(Candidate.index)).all()  # the search's (references are < 0)
         calls = session.scalars(select(LlmCall).where(LlmCall.run_id == run_id).order_by(LlmCall.created_at)).all()
         assert [c.name for c in candidates] == ["warm start", "wider_clip", "squared"]
         first = candidates[1]
@@ -90,6 +91,24 @@ def test_an_llm_run_stores_every_call_and_shows_the_model_its_history(runtime: R
     shown = first.pooled_score if first.pooled_score is not None else first.score
     assert "wider_clip" in second_prompt and f"{shown:.4f}" in second_prompt, second_prompt
     assert "import os" in "\n".join(llm.user_messages(2)) and "not allowed" in "\n".join(llm.user_messages(2))
+
+
+def test_a_conversation_run_replays_the_models_stored_reply_and_its_fitness(runtime: Runtime, llm: ScriptedLLM
+                                                                           ) -> None:
+    # The first reply has words around its JSON: the chat must replay the stored text, not a re-serialisation.
+    first_text = "Here is my idea.\n" + json.dumps({"thought": "wider", "name": "wider_clip", "code": WIDER_CLIP})
+    llm.script += [completion(first_text, 1000, 200), reply("squared", SQUARED)]
+    run_id = start_run(runtime, llm_spec(candidates=2, history="conversation"))
+    assert wait_for_final(runtime.factory, run_id, 240) == "completed"
+    with session_scope(runtime.factory) as session:
+        first = session.scalars(select(Candidate).where(Candidate.run_id == run_id, Candidate.index == 1)).one()
+        assert first.outcome == "ok" and first.name == "wider_clip"
+        shown = first.pooled_score if first.pooled_score is not None else first.score
+    opening, second = llm.requests[0]["messages"], llm.requests[1]["messages"]
+    assert [m["role"] for m in second] == ["system", "user", "assistant", "user"]
+    assert second[:2] == opening  # the chat grows; its beginning does not change
+    assert second[2]["content"] == first_text
+    assert second[3]["content"].startswith(f"Fitness: {shown:.4f}."), second[3]["content"]
 
 
 def test_an_endpoint_that_stays_down_fails_the_run_with_the_reason(runtime: Runtime, llm: ScriptedLLM) -> None:
@@ -107,5 +126,6 @@ def test_the_token_budget_stops_proposing(runtime: Runtime, llm: ScriptedLLM) ->
     run_id = start_run(runtime, llm_spec(candidates=5, tokens=1000))
     assert wait_for_final(runtime.factory, run_id, 240) == "completed"
     with session_scope(runtime.factory) as session:
-        assert len(session.scalars(select(Candidate).where(Candidate.run_id == run_id)).all()) == 2
+        searched = session.scalars(select(Candidate).where(Candidate.run_id == run_id, Candidate.index >= 0)).all()
+        assert len(searched) == 2
         assert session.get(Run, run_id).tokens_used == 1200

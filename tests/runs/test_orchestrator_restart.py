@@ -46,7 +46,8 @@ def test_killed_orchestrator_is_resumed_by_a_new_runtime(
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "service.cli", "run", "--target", "lpo", "--env", "CartPole-v1", "--profile",
-             "smoke", "--candidates", str(CANDIDATES), "--concurrency", "1", "--seed", "0", "--seeds-per-eval", "1"],
+             "smoke", "--candidates", str(CANDIDATES), "--concurrency", "1", "--seed", "0", "--seeds-per-eval", "1",
+             "--test-env", "CartPole-v1", "--metatest-seeds", "1"],
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     runtime = None

@@ -36,9 +36,9 @@ from tests.runs.conftest import (
 
 def small_spec(candidates: int = 2, test_envs: list[str] | None = None) -> RunSpec:
     return RunSpec.model_validate({
-        "target": "lpo", "profile": "smoke", "seed": 0, "seeds_per_eval": 1, "concurrency": 1,
+        "target": "lpo", "profile": "smoke", "seed": 0, "seeds_per_eval": 1, "metatest_seeds": 1, "concurrency": 1,
         "budget": {"candidates": candidates},
-        "environments": {"train": ["CartPole-v1"], "test": test_envs or []},
+        "environments": {"train": ["CartPole-v1"], "test": test_envs or ["CartPole-v1"]},
     })
 
 

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from service.db import make_engine, make_session_factory
 from service.keys import find_key
 from tests.runs.conftest import REPO, assert_complete_and_consistent, read_report
@@ -22,9 +24,9 @@ def test_discovery_run_completes_and_meta_tests_the_best(sqlite_url: str, cache_
     began = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "service.cli", "run", "--target", "lpo", "--env", "CartPole-v1",
-         "--test-env", "Acrobot-v1", "--profile", "smoke", "--candidates", str(CANDIDATES), "--concurrency", "1",
-         "--seed", "0", "--seeds-per-eval", "1", "--json"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=400,
+         "--profile", "smoke", "--candidates", str(CANDIDATES), "--concurrency", "1", "--seed", "0",
+         "--seeds-per-eval", "1", "--metatest-seeds", "2", "--learning-rate", "grid", "--json"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
     )
     print(f"discovery run took {time.monotonic() - began:.1f} s")
     assert done.returncode == 0, f"stdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-3000:]}"
@@ -51,12 +53,31 @@ def test_discovery_run_completes_and_meta_tests_the_best(sqlite_url: str, cache_
     assert warm.index == 0 and warm.score == 1.0 and warm.pooled_score == 1.0
     assert report.run.best_candidate_id is not None and report.run.best_score is not None
 
-    # Meta-test rows on the held-out environment for the best candidate and the warm start.
-    for candidate_id in {report.run.best_candidate_id, warm.id}:
+    # No --test-env: the run still meta-tests, on the target's held-out environment, the best candidate, the
+    # warm start and DPO (assert_complete_and_consistent checks the references), each on 2 fresh seeds.
+    assert report.run.test_envs == ["Acrobot-v1"] and report.references[0].reference == "DPO"
+    for candidate_id in {report.run.best_candidate_id, warm.id, report.references[0].id}:
         tests = report.evaluations_of(candidate_id, "test")
         assert [t.env for t in tests] == ["Acrobot-v1"], report.describe()
-        assert tests[0].outcome == "ok" and tests[0].final_return is not None
-    assert report.evaluations_of(warm.id, "test")[0].normalised_score == 1.0
+        assert tests[0].outcome == "ok" and tests[0].final_return is not None and len(tests[0].seeds) == 2
+        assert tests[0].score_basis in ("normalised", "return_ratio") and abs(tests[0].normalised_score) < 50
+    assert report.evaluations_of(warm.id, "test")[0].normalised_score == pytest.approx(1.0)
+    assert "DPO (reference)" in done.stderr
+
+    # `grid`: every learning rate is chosen on seeds that are never the ones scored.
+    search, chosen_on = set(), set()
+    for e in report.evaluations:
+        if e.outcome != "ok" or e.phase == "reeval":
+            continue
+        choice = e.curves["lr_choice"]
+        assert choice is not None and len(choice["learning_rates"]) == 2, report.describe()
+        assert not set(choice["seeds"]) & set(e.seeds)
+        assert e.learning_rates == [choice["chosen"]] == [e.best_lr]
+        (search if e.phase == "train" else chosen_on).update(choice["seeds"])
+    # A re-evaluation measures the rate the search chose on yet other fresh seeds.
+    for e in (e for e in report.evaluations if e.phase == "reeval" and e.outcome == "ok"):
+        train = report.evaluations_of(e.candidate_id, "train")[0]
+        assert e.best_lr == train.best_lr and not set(e.seeds) & (set(train.seeds) | search)
 
     # Events in order: started, proposals and evaluations, completed last.
     types = report.event_types

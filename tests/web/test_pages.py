@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -114,12 +115,19 @@ def test_a_run_page_shows_the_chart_leaderboard_meta_test_and_budget(alice_page:
     expect(meta).to_have_count(len(TEST_ENVS))
     with session_scope(web.runtime.factory) as session:
         tests = {e.env: e for e in session.query(Evaluation).filter_by(candidate_id=run.best_id, phase="test")}
+        dpo = session.query(Candidate).filter_by(run_id=run.id, reference="DPO").one()
+        references = {e.env: e for e in session.query(Evaluation).filter_by(candidate_id=dpo.id, phase="test")}
     for i, env in enumerate(TEST_ENVS):
         cells = meta.nth(i).locator("td")
         assert cells.nth(0).inner_text() == env
         assert cells.nth(1).inner_text() == f"{tests[env].normalised_score:.3f}"
-        assert cells.nth(2).inner_text() == f"{tests[env].final_return:,.2f}"
-        assert cells.nth(4).inner_text() == "ok"
+        assert cells.nth(2).inner_text().startswith(f"{tests[env].final_return:,.2f}")
+        assert cells.nth(4).inner_text() == f"{references[env].normalised_score:.3f}"  # DPO, the reference
+        assert cells.nth(6).inner_text() == "ok"
+        # A score measured where the warm start was within noise of random is marked as a return ratio.
+        assert ("return ratio" in cells.nth(2).inner_text()) == (tests[env].score_basis == "return_ratio")
+    expect(page.locator("#meta-test thead")).to_contain_text("DPO: score")
+    expect(page.locator("#lr-protocol")).to_have_text("fixed")
     page.goto(f"/runs/{run.id}")
     shoot(page, screenshots, "run-llm")
     page.goto(f"/runs/{world.evolution.id}")
@@ -234,7 +242,8 @@ def test_the_comparison_page_sets_runs_side_by_side(alice_page: Page, world: Wor
     expect(meta.locator("tbody tr")).to_have_count(len(TEST_ENVS))
     first_row = meta.locator("tbody tr").first.locator("td")
     assert first_row.nth(0).inner_text() == TEST_ENVS[0]
-    assert first_row.count() == 1 + 2 * 2
+    assert first_row.count() == 1 + 2 * 3
+    assert first_row.nth(3).inner_text().startswith("DPO ")  # the run's reference algorithm, same seeds
     expect(page.locator(f"input[name=run][value='{world.llm.id}']")).to_be_checked()
     shoot(page, screenshots, "compare")
 
@@ -284,3 +293,38 @@ def test_revoking_a_key_ends_its_browser_sessions(web: WebServer, world: World) 
             session.get(ApiKey, web.key_id(key)).revoked_at = utcnow()
         response = client.get("/")
         assert response.status_code == 303 and response.headers["location"].startswith("/login")
+
+
+def test_the_new_run_form_previews_a_preset_and_starts_a_run_where_fields_win(
+        browser: Browser, web: WebServer, screenshots: Path) -> None:
+    key = web.new_key("carol")
+    page = login(browser, web, key)
+    page.goto("/runs/new?preset=paper")
+    page.click("button[value=preview]")
+    resolved = json.loads(page.locator("#resolved").inner_text())  # the paper's protocol, started by nothing
+    assert resolved["preset"] == "paper" and resolved["environments"]["train"] == ["Breakout-MinAtar"]
+    assert resolved["seeds_per_eval"] == 8 and resolved["metatest_seeds"] == 16 and resolved["profile"] == "full"
+    expect(page.locator("select[name=preset]")).to_have_value("paper")  # the form keeps what was chosen
+    shoot(page, screenshots, "new-run")
+    page.fill("input[name=candidates]", "lots")
+    page.click("button[value=preview]")
+    expect(page.locator("#form-problems")).to_contain_text("candidates: 'lots' is not a whole number")
+    # Fields given win over the preset's; the run belongs to the logged-in key.
+    page.select_option("select[name=preset]", "quick")
+    page.select_option("select[name=profile]", "smoke")
+    page.select_option("select[name=train_envs]", ["CartPole-v1"])
+    page.fill("input[name=candidates]", "3")
+    page.click("button[value=start]")
+    page.wait_for_url(re.compile(r".*/runs/[0-9a-f]{32}$"))
+    expect(page.locator("main")).to_contain_text("preset quick")
+    run_id = page.url.rsplit("/", 1)[1]
+    with session_scope(web.runtime.factory) as session:
+        run = session.get(Run, run_id)
+        assert run.owner_key_id == web.key_id(key) and run.profile == "smoke" and run.budget["candidates"] == 3
+        assert run.train_envs == ["CartPole-v1"] and run.test_envs == ["Acrobot-v1"] and run.metatest_seeds == 4
+    # A form posted from another site is refused, even with the session cookie.
+    forged = page.request.post(f"{web.url}/runs/new", headers={"Origin": "http://evil.example"},
+                               form={"action": "start", "preset": "paper"})
+    assert forged.status == 403
+    with session_scope(web.runtime.factory) as session:
+        assert session.query(Run).filter_by(owner_key_id=web.key_id(key)).count() == 1

@@ -6,6 +6,11 @@ candidate × learning rate × seed, laid out candidate-major (`lane_inputs`), so
 whole batch of candidates on one environment. The three pluggable parts (drift, optimiser update
 rule, advantage estimator) are JAX functions traced into the loop: the project's own warm starts, or
 a candidate's verified exported modules (`workers.trainer.lanes`), with no Python callback.
+
+The optimiser rule gets OPEN's inputs, computed here at every gradient step (`_apply_update`): gradient
+momenta at six timescales (carried in `OptState` beside the rule's own state), the layer and batch
+proportions, each neuron's dormancy on the minibatch (`layer_outputs`, `neuron_dormancy`) and standard
+normal noise from the run's key.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from gymnax.environments import spaces
 
 from workers.rl import networks
 from workers.rl.envs import PPOConfig
-from workers.targets.optimizer import STATE_SLOTS
+from workers.targets.optimizer import MOMENTUM_BETAS, STATE_SLOTS
 
 
 class Plugins(NamedTuple):
@@ -36,6 +41,11 @@ class EnvInfo(NamedTuple):
     action_dim: int
     continuous: bool
 
+
+# The actor-critic's layers as `workers.rl.networks` names them (network + layer), input to output.
+NETWORKS = ("actor", "critic")
+LAYERS = ("_0", "_1", "_out")
+NOISE_STREAM = 0x09E7  # folded into the run's key for the optimiser's noise; the other random streams are unchanged
 
 DIAGNOSTICS = ("actor_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")
 
@@ -64,19 +74,92 @@ def init_params(env_name: str, config: PPOConfig, seeds: list[int]) -> networks.
     )
 
 
-def _apply_update(
-    update: Callable[..., Any], params: Any, grads: Any, opt_state: Any, iteration: jax.Array,
-    progress: jax.Array, lr: jax.Array,
-) -> tuple[Any, Any]:
-    p_leaves, treedef = jax.tree.flatten(params)
+class OptState(NamedTuple):
+    """What the training loop carries for one parameter tensor between optimiser steps."""
+
+    slots: tuple[jax.Array, ...]  # the update rule's own state: STATE_SLOTS arrays shaped like the parameter
+    momenta: jax.Array  # [len(MOMENTUM_BETAS), *shape]: moving averages of the gradient at OPEN's timescales
+
+
+class StepInputs(NamedTuple):
+    """The optimiser's inputs shared by every tensor at one gradient step."""
+
+    iteration: jax.Array  # float: gradient steps made before this one
+    progress: jax.Array  # float in [0, 1): the training proportion
+    batch_proportion: jax.Array  # float in [0, 1]: position of this step within the update's epochs x minibatches
+    lr: jax.Array  # the environment's learning rate, annealed
+    noise_key: jax.Array  # this step's key for the rule's noise
+
+
+def init_opt_state(params: Any) -> Any:
+    """Zeros for the rule's state slots and the momenta, per parameter tensor."""
+    return jax.tree.map(lambda p: OptState(tuple(jnp.zeros_like(p) for _ in range(STATE_SLOTS)),
+                                           jnp.zeros((len(MOMENTUM_BETAS), *p.shape), p.dtype)), params)
+
+
+def layer_outputs(params: Any, obs: jax.Array, activation: str) -> dict[str, jax.Array]:
+    """Every dense layer's output on `obs` (`[batch, obs_dim]`), computed as `networks.apply` computes them: after
+    the activation for the hidden layers, the raw output (logits or mean, value) for the output layers."""
+    act = jnp.tanh if activation == "tanh" else jax.nn.relu
+    outputs = {}
+    for network in NETWORKS:
+        x = obs
+        for i, layer in enumerate(LAYERS):
+            name = network + layer
+            x = x @ params[name]["w"] + params[name]["b"]
+            if i < len(LAYERS) - 1:
+                x = act(x)
+            outputs[name] = x
+    return outputs
+
+
+def neuron_dormancy(outputs: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """ReDo's dormancy score per neuron: mean |activation| over the batch divided by the layer's mean of that.
+
+    Non-negative, 1 on average over a layer's neurons, at most the layer's width; 0 for a dead neuron.
+    """
+    scores = {}
+    for name, h in outputs.items():
+        mean_abs = jnp.mean(jnp.abs(h), axis=0)
+        scores[name] = mean_abs / (jnp.mean(mean_abs) + 1e-8)
+    return scores
+
+
+def layer_proportion(name: str) -> float:
+    """How deep a parameter's layer is in its network: 0 first layer, 1 output layer (log_std is an output)."""
+    for network in NETWORKS:
+        for i, layer in enumerate(LAYERS):
+            if name == network + layer:
+                return i / (len(LAYERS) - 1)
+    return 1.0
+
+
+def batch_proportion(epoch: jax.Array, minibatch: jax.Array, epochs: int, minibatches: int) -> jax.Array:
+    """Position of a gradient step within one update's epochs x minibatches: 0 at the first, 1 at the last."""
+    steps = epochs * minibatches
+    return (epoch * minibatches + minibatch).astype(jnp.float32) / max(1, steps - 1)
+
+
+def _apply_update(update: Callable[..., Any], params: Any, grads: Any, opt_state: Any,
+                  dormancy: dict[str, jax.Array], step: StepInputs) -> tuple[Any, Any]:
+    """One optimiser step: update the momenta, then call the rule on every tensor with OPEN's inputs."""
+    betas = jnp.asarray(MOMENTUM_BETAS, jnp.float32)
+    p_leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
     g_leaves = treedef.flatten_up_to(grads)
     s_leaves = treedef.flatten_up_to(opt_state)
     new_p, new_s = [], []
-    for p, g, s in zip(p_leaves, g_leaves, s_leaves, strict=True):
-        delta, state = update(g, p, tuple(s), iteration, progress, lr)
+    for index, ((path, p), g, s) in enumerate(zip(p_leaves, g_leaves, s_leaves, strict=True)):
+        layer = path[0].key
+        b = betas.reshape((-1,) + (1,) * p.ndim)
+        momenta = b * s.momenta + (1.0 - b) * g
+        neuron = dormancy.get(layer, jnp.ones(p.shape[-1:], p.dtype))  # log_std feeds no neuron: 1, the mean
+        noise = jax.random.normal(jax.random.fold_in(step.noise_key, index), p.shape, p.dtype)
+        delta, slots = update(g, p, tuple(s.slots), momenta, step.iteration, step.progress,
+                              jnp.float32(layer_proportion(layer)), step.batch_proportion,
+                              jnp.broadcast_to(neuron, p.shape), noise, step.lr)
         new_p.append(p + jnp.asarray(delta, p.dtype))
-        new_s.append(tuple(jnp.broadcast_to(jnp.asarray(x, p.dtype), p.shape) for x in state))
-    return treedef.unflatten(new_p), treedef.unflatten(new_s)
+        new_s.append(OptState(tuple(jnp.broadcast_to(jnp.asarray(x, p.dtype), p.shape) for x in slots), momenta))
+    return jax.tree.unflatten(treedef, new_p), jax.tree.unflatten(treedef, new_s)
 
 
 def _tree_finite(tree: Any) -> jax.Array:
@@ -131,7 +214,8 @@ def make_train(env_name: str, config: PPOConfig, plugins: Plugins) -> Callable[.
         return total, (total, jax.lax.stop_gradient(parts))
 
     def train(params: Any, key: jax.Array, lr: jax.Array) -> TrainOutput:
-        opt_state = jax.tree.map(lambda p: tuple(jnp.zeros_like(p) for _ in range(STATE_SLOTS)), params)
+        opt_state = init_opt_state(params)
+        noise_root = jax.random.fold_in(key, NOISE_STREAM)
         key, reset_key = jax.random.split(key)
         obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(reset_key, n_envs), env_params)
 
@@ -172,31 +256,36 @@ def make_train(env_name: str, config: PPOConfig, plugins: Plugins) -> Callable[.
                 (t_obs, t_action, t_log_prob, t_value, adv, target),
             )
 
-            def epoch(carry: tuple, _: None) -> tuple[tuple, None]:
+            def epoch(carry: tuple, epoch_idx: jax.Array) -> tuple[tuple, None]:
                 params, opt_state, iteration, key, finite = carry
                 key, k_perm = jax.random.split(key)
                 perm = jax.random.permutation(k_perm, batch_size)
                 minibatches = jax.tree.map(lambda x: x[perm].reshape((n_mb, mb_size) + x.shape[1:]), flat)
 
-                def minibatch(carry: tuple, mb: tuple) -> tuple[tuple, jax.Array]:
+                def minibatch(carry: tuple, xs: tuple) -> tuple[tuple, jax.Array]:
                     params, opt_state, iteration, finite = carry
+                    mb, mb_idx = xs
                     grads, (loss, parts) = jax.grad(loss_fn, has_aux=True)(params, mb)
                     norm = jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree.leaves(grads)))
                     scale = jnp.minimum(1.0, config.max_grad_norm / (norm + 1e-6))
                     grads = jax.tree.map(lambda g: g * scale, grads)
-                    params, opt_state = _apply_update(
-                        plugins.update, params, grads, opt_state, iteration, progress, lr_now
+                    dormancy = neuron_dormancy(layer_outputs(params, mb[0], config.activation))
+                    step = StepInputs(
+                        iteration, progress,
+                        batch_proportion(epoch_idx, mb_idx, config.update_epochs, n_mb), lr_now,
+                        jax.random.fold_in(noise_root, iteration.astype(jnp.int32)),
                     )
+                    params, opt_state = _apply_update(plugins.update, params, grads, opt_state, dormancy, step)
                     finite = finite & jnp.isfinite(loss)
                     return (params, opt_state, iteration + 1.0, finite), parts
 
                 (params, opt_state, iteration, finite), parts = jax.lax.scan(
-                    minibatch, (params, opt_state, iteration, finite), minibatches
+                    minibatch, (params, opt_state, iteration, finite), (minibatches, jnp.arange(n_mb))
                 )
                 return (params, opt_state, iteration, key, finite), parts
 
             (params, opt_state, iteration, key, finite), parts = jax.lax.scan(
-                epoch, (params, opt_state, iteration, key, finite), None, config.update_epochs
+                epoch, (params, opt_state, iteration, key, finite), jnp.arange(config.update_epochs)
             )
             carry = (params, opt_state, env_state, obs, ep_ret, key, iteration, finite)
             return carry, (jnp.sum(f_sum), jnp.sum(f_n), jnp.mean(parts, axis=(0, 1)))

@@ -3,7 +3,8 @@
 The trainer returns, per lane, the sum of returns and the number of episodes that ended in each
 update. Here they become the mean final return per learning rate and seed, a learning curve, and
 the score (R - R_random) / (R_warm - R_random), with both baselines measured on the same seeds and
-profile: 1.0 is as good as the hand-made algorithm, 0.0 no better than acting at random. Values that
+profile: 1.0 is as good as the hand-made algorithm, 0.0 no better than acting at random (a return
+ratio, flagged, when the warm start is within noise of random). Values that
 no honest training run can produce (a CartPole episode above 500) are refused here.
 """
 
@@ -12,6 +13,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from workers.results import ScoreBasis
 
 
 class ImpossibleResult(ValueError):
@@ -73,9 +76,30 @@ def diagnostic_curves(diagnostics: np.ndarray, names: tuple[str, ...], points: i
             for k, name in enumerate(names)}
 
 
-def normalised_score(candidate_return: float, random_return: float, warm_return: float) -> float:
-    """(R - R_random) / (R_warm - R_random); the warm start scores 1.0, a random policy 0.0."""
-    spread = warm_return - random_return
-    if abs(spread) < 1e-6:
-        spread = 1e-6 if spread >= 0 else -1e-6
-    return float((candidate_return - random_return) / spread)
+def seed_noise(warm_returns: list[float], random_returns: list[float]) -> float:
+    """The standard error of (warm mean - random mean) across seeds (0 with a single seed)."""
+    def variance_of_mean(values: list[float]) -> float:
+        return float(np.var(values, ddof=1)) / len(values) if len(values) > 1 else 0.0
+
+    return math.sqrt(variance_of_mean(warm_returns) + variance_of_mean(random_returns))
+
+
+def normalised_score(candidate_return: float, warm_returns: list[float], random_returns: list[float],
+                     return_floor: float) -> tuple[float, ScoreBasis]:
+    """The candidate's score against the warm start and a random policy on the same seeds, and its basis.
+
+    Normally (R - R_random) / (R_warm - R_random): the warm start scores 1.0, a random policy 0.0. When
+    the warm start is not clearly better than random (R_warm - R_random within two standard errors of
+    seed noise, as early in a short profile or on a hard environment), dividing by that difference would
+    blow any score up; the score is then the return ratio (R - floor) / (R_warm - floor) from the
+    environment's lowest possible return (the paper's return / R_warm on MinAtar and CartPole), flagged
+    `return_ratio`. Written as 1 + (R - R_warm) / scale with the scale kept above the noise and one unit
+    of return, so the warm start still scores exactly 1.0 when it sits at the floor itself.
+    """
+    warm, random = float(np.mean(warm_returns)), float(np.mean(random_returns))
+    noise = seed_noise(warm_returns, random_returns)
+    spread = warm - random
+    if spread > 2.0 * noise and spread > 1e-6 * max(1.0, abs(warm)):
+        return float((candidate_return - random) / spread), ScoreBasis.normalised
+    scale = max(warm - return_floor, 2.0 * noise, 1.0)
+    return float(1.0 + (candidate_return - warm) / scale), ScoreBasis.return_ratio

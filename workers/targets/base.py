@@ -2,10 +2,10 @@
 
 A target module declares the function's name and parameters, a plain description of every input
 (the proposer shows them to the language model), the rules a good candidate follows, the warm-start
-source (the hand-made algorithm), a probe that calls a candidate on small random arrays, and how the
-candidate crosses the trust boundary: the modules the tracer exports (`ModuleSpec`: the function
-batched over a leading lane axis, at symbolic shapes) and how the trainer assembles those modules
-into the PPO plug-in (`assemble`).
+source (the hand-made algorithm), known reference algorithms (meta-tested beside it), a probe that
+calls a candidate on small random arrays, and how the candidate crosses the trust boundary: the
+modules the tracer exports (`ModuleSpec`: the function batched over a leading lane axis, at symbolic
+shapes) and how the trainer assembles those modules into the PPO plug-in (`assemble`).
 """
 
 from __future__ import annotations
@@ -53,6 +53,15 @@ class ModuleSpec:
 
 
 @dataclass(frozen=True)
+class Reference:
+    """A known algorithm for a target, meta-tested beside the warm start in every run (a positive control)."""
+
+    name: str
+    description: str
+    code: str
+
+
+@dataclass(frozen=True)
 class Target:
     name: str
     function_name: str
@@ -70,6 +79,7 @@ class Target:
     # Build the PPO plug-in from one lane call per module (`calls[name](*args) -> tuple of results`,
     # called inside the lane-vmapped training program with unbatched shapes).
     assemble: Callable[[dict[str, Callable[..., Any]]], Callable[..., Any]]
+    references: tuple[Reference, ...] = ()
 
     @property
     def signature(self) -> str:

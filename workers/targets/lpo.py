@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from workers.targets.base import ArgSpec, CandidateError, ModuleSpec, Target, TargetInput
+from workers.targets.base import ArgSpec, CandidateError, ModuleSpec, Reference, Target, TargetInput
 
 WARM_START = '''import jax
 import jax.numpy as jnp
@@ -23,6 +23,23 @@ def drift(ratio, advantage, epsilon):
     """PPO's clipped objective written as a drift: the part of ratio * advantage that clipping removes."""
     clipped = jnp.clip(ratio, 1.0 - epsilon, 1.0 + epsilon)
     return jax.nn.relu((ratio - clipped) * advantage)
+'''
+
+
+DPO = '''import jax
+import jax.numpy as jnp
+
+
+def drift(ratio, advantage, epsilon):
+    """Discovered Policy Optimisation (Lu et al. 2022): a smooth drift, asymmetric in the advantage's sign."""
+    alpha, beta = 2.0, 0.6
+    positive = (ratio - 1.0) * advantage
+    negative = jnp.log(ratio) * advantage
+    return jnp.where(
+        advantage >= 0.0,
+        jax.nn.relu(positive - alpha * jnp.tanh(positive / alpha)),
+        jax.nn.relu(negative - beta * jnp.tanh(negative / beta)),
+    )
 '''
 
 
@@ -119,4 +136,9 @@ TARGET = Target(
         ModuleSpec("drift_vjp", args=(_M, _M, _SHARED, _M), results=(_M,), build=_lanes_vjp),
     ),
     assemble=assemble,
+    references=(
+        Reference("DPO", "Discovered Policy Optimisation (Lu et al. 2022): for A >= 0, relu((r-1)A - "
+                  "alpha tanh((r-1)A/alpha)); for A < 0, relu(log(r)A - beta tanh(log(r)A/beta)); alpha 2, beta 0.6",
+                  DPO),
+    ),
 )

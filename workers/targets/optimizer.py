@@ -1,7 +1,17 @@
 """Optimizer: a learned update rule (in the spirit of OPEN) that replaces Adam in PPO.
 
-The rule is called once per parameter tensor at every gradient step, after global-norm clipping.
-It carries its own state: a tuple of four arrays shaped like the parameter, zero at the start.
+The rule is called once per parameter tensor at every gradient step, after global-norm clipping. It
+gets OPEN's inputs (Goldie et al., "Can Learned Optimization Make Reinforcement Learning Less
+Difficult?"), computed by the training loop (`workers/rl/ppo.py`): the gradient and the parameter,
+momenta of the gradient at six timescales, the iteration and the training, layer and batch
+proportions, the dormancy of the neurons the parameter feeds, standard normal noise and the
+environment's learning rate. It carries its own state: a tuple of four arrays shaped like the
+parameter, zero at the start. The warm start is Adam, which reads only the gradient, its state, the
+iteration and the learning rate.
+
+Across the trust boundary the rule is exported per parameter rank (`update_1d`, `update_2d`) as one
+flat, lane-batched function: tensors first (grad, param, the state slots, the momenta one by one,
+dormancy, noise), then the scalars (iteration, progress, layer and batch proportions, lr).
 """
 
 from __future__ import annotations
@@ -16,12 +26,16 @@ import numpy as np
 from workers.targets.base import ArgSpec, CandidateError, ModuleSpec, Target, TargetInput
 
 STATE_SLOTS = 4
+# The timescales of the gradient momenta the training loop keeps for the rule (OPEN's), in this order.
+MOMENTUM_BETAS = (0.1, 0.5, 0.9, 0.99, 0.999, 0.9999)
 
 WARM_START = '''import jax.numpy as jnp
 
 
-def update(grad, param, state, iteration, progress, lr):
-    """Adam (b1 0.9, b2 0.999, eps 1e-5), the optimiser PPO is tuned with."""
+def update(grad, param, state, momenta, iteration, progress, layer_proportion, batch_proportion, dormancy, noise,
+           lr):
+    """Adam (b1 0.9, b2 0.999, eps 1e-5), the optimiser PPO is tuned with. It uses only grad, state,
+    iteration and lr."""
     m, v, slot2, slot3 = state
     b1, b2, eps = 0.9, 0.999, 1e-5
     m = b1 * m + (1.0 - b1) * grad
@@ -36,32 +50,54 @@ def update(grad, param, state, iteration, progress, lr):
 def probe(fn: Callable[..., Any]) -> None:
     """Call the update rule on random inputs, traced and compiled once as the trainer would."""
     rng = np.random.default_rng(0)
-    grad = (0.1 * rng.standard_normal((8, 4))).astype(np.float32)
-    param = rng.standard_normal((8, 4)).astype(np.float32)
+    shape = (8, 4)
+    grad = (0.1 * rng.standard_normal(shape)).astype(np.float32)
+    param = rng.standard_normal(shape).astype(np.float32)
     state = tuple(np.zeros_like(param) for _ in range(STATE_SLOTS))
+    momenta = (0.1 * rng.standard_normal((len(MOMENTUM_BETAS), *shape))).astype(np.float32)
+    dormancy = np.abs(1.0 + 0.5 * rng.standard_normal(shape)).astype(np.float32)
+    noise = rng.standard_normal(shape).astype(np.float32)
+    scalars = tuple(np.float32(x) for x in (3.0, 0.5, 0.5, 0.25))  # iteration, progress, layer and batch proportion
 
-    def call(*args: jax.Array) -> tuple[jax.Array, tuple[jax.Array, ...]]:
-        delta, new_state = fn(*args)
-        return jnp.asarray(delta), tuple(jnp.asarray(s) for s in new_state)
+    def call(*args: Any) -> Any:
+        return jax.tree.map(jnp.asarray, fn(*args))
 
     try:
-        delta, new_state = jax.jit(call)(grad, param, state, np.float32(3.0), np.float32(0.5), np.float32(1e-3))
+        out = jax.jit(call)(grad, param, state, momenta, *scalars, dormancy, noise, np.float32(1e-3))
     except Exception as exc:  # noqa: BLE001 - any failure is the candidate's
         raise CandidateError(f"calling update on random inputs failed: {type(exc).__name__}: {exc}") from exc
-    delta, new_state = np.asarray(delta), tuple(np.asarray(s) for s in new_state)
+    if not isinstance(out, tuple | list) or len(out) != 2:
+        raise CandidateError("update must return a pair (delta, new_state)")
+    delta, new_state = np.asarray(out[0]), out[1]
     if delta.shape != param.shape:
-        raise CandidateError(f"update must return a step with the parameter's shape {param.shape}, got {delta.shape}")
-    if len(new_state) != STATE_SLOTS or any(s.shape != param.shape for s in new_state):
-        raise CandidateError(f"update must return a new state of {STATE_SLOTS} arrays shaped like the parameter")
+        raise CandidateError(f"update must return a step (delta) with the parameter's shape {param.shape}, "
+                             f"got {delta.shape}")
+    if not isinstance(new_state, tuple | list) or len(new_state) != STATE_SLOTS:
+        count = len(new_state) if isinstance(new_state, tuple | list) else "not a tuple"
+        raise CandidateError(f"update must return a new state of exactly {STATE_SLOTS} arrays shaped like the "
+                             f"parameter, got {count}")
+    new_state = tuple(np.asarray(s) for s in new_state)
+    wrong = [f"slot {i}: {s.shape}" for i, s in enumerate(new_state) if s.shape != param.shape]
+    if wrong:
+        raise CandidateError(f"every new state array must have the parameter's shape {param.shape}; got "
+                             f"{', '.join(wrong)}")
     if not all(bool(np.all(np.isfinite(x))) for x in (delta, *new_state)):
         raise CandidateError("update returned NaN or Inf on random inputs")
 
 
+TENSOR_ARGS = 2 + STATE_SLOTS + len(MOMENTUM_BETAS) + 2  # grad, param, state, momenta, dormancy, noise
+SCALAR_ARGS = 5  # iteration, progress, layer_proportion, batch_proportion, lr
+
+
 def _lanes(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """update over a leading lane axis, flat: (grad, param, *state, iteration, progress, lr) -> (delta, *state)."""
+    """update over a leading lane axis, flat: (grad, param, *state, *momenta, dormancy, noise, iteration, progress,
+    layer_proportion, batch_proportion, lr) -> (delta, *state)."""
     def one(grad: jax.Array, param: jax.Array, *rest: jax.Array) -> tuple[jax.Array, ...]:
-        state, (iteration, progress, lr) = rest[:STATE_SLOTS], rest[STATE_SLOTS:]
-        delta, new_state = fn(grad, param, tuple(state), iteration, progress, lr)
+        state, rest = rest[:STATE_SLOTS], rest[STATE_SLOTS:]
+        momenta, rest = jnp.stack(rest[:len(MOMENTUM_BETAS)]), rest[len(MOMENTUM_BETAS):]
+        dormancy, noise, iteration, progress, layer_p, batch_p, lr = rest
+        delta, new_state = fn(grad, param, tuple(state), momenta, iteration, progress, layer_p, batch_p, dormancy,
+                              noise, lr)
         new_state = tuple(new_state)
         if len(new_state) != STATE_SLOTS:
             raise CandidateError(f"update must return a new state of {STATE_SLOTS} arrays")
@@ -71,12 +107,14 @@ def _lanes(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def assemble(calls: dict[str, Callable[..., Any]]) -> Callable[..., Any]:
-    """The update rule for PPO: the module exported for the parameter's rank."""
-    def update(grad: jax.Array, param: jax.Array, state: tuple, iteration: jax.Array, progress: jax.Array,
-               lr: jax.Array) -> tuple[jax.Array, tuple]:
+    """The update rule for PPO, with the warm start's signature: the module exported for the parameter's rank."""
+    def update(grad: jax.Array, param: jax.Array, state: tuple, momenta: jax.Array, iteration: jax.Array,
+               progress: jax.Array, layer_proportion: jax.Array, batch_proportion: jax.Array, dormancy: jax.Array,
+               noise: jax.Array, lr: jax.Array) -> tuple[jax.Array, tuple]:
         call = calls[f"update_{param.ndim}d"]
-        f32 = jnp.float32
-        out = call(grad, param, *state, jnp.asarray(iteration, f32), jnp.asarray(progress, f32), jnp.asarray(lr, f32))
+        scalars = (iteration, progress, layer_proportion, batch_proportion, lr)
+        out = call(grad, param, *state, *(momenta[i] for i in range(len(MOMENTUM_BETAS))), dormancy, noise,
+                   *(jnp.asarray(x, jnp.float32) for x in scalars))
         return out[0], tuple(out[1:])
 
     return update
@@ -84,17 +122,22 @@ def assemble(calls: dict[str, Callable[..., Any]]) -> Callable[..., Any]:
 
 def _update_module(dims: tuple[str, ...]) -> ModuleSpec:
     tensor, scalar = ArgSpec(dims), ArgSpec(())
-    return ModuleSpec(f"update_{len(dims)}d", args=(tensor,) * (2 + STATE_SLOTS) + (scalar,) * 3,
+    return ModuleSpec(f"update_{len(dims)}d", args=(tensor,) * TENSOR_ARGS + (scalar,) * SCALAR_ARGS,
                       results=(tensor,) * (1 + STATE_SLOTS), build=_lanes)
 
 
 TARGET = Target(
     name="optimizer",
     function_name="update",
-    parameters=("grad", "param", "state", "iteration", "progress", "lr"),
+    parameters=("grad", "param", "state", "momenta", "iteration", "progress", "layer_proportion",
+                "batch_proportion", "dormancy", "noise", "lr"),
     summary=(
-        "An optimiser update rule used instead of Adam to train PPO's actor-critic network. It is called "
-        "for every parameter tensor at every gradient step and returns the change to add to the parameter."
+        "An optimiser update rule used instead of Adam to train PPO's actor-critic network (two MLPs, actor "
+        "and critic, with two hidden layers each; tanh, or relu on MinAtar). It is called for every parameter "
+        "tensor (a weight matrix or a bias vector) at every gradient step and returns the change to add to the "
+        "parameter. "
+        "Its inputs are those of OPEN, a learned optimiser for RL: momenta at several timescales, how far "
+        "training, the layer and the batch are, neuron dormancy and noise."
     ),
     inputs=(
         TargetInput("grad", "the gradient of the PPO loss for this tensor (after global-norm clipping to 0.5)."),
@@ -102,16 +145,46 @@ TARGET = Target(
         TargetInput(
             "state",
             f"a tuple of {STATE_SLOTS} arrays shaped like param, all zeros at the first step; whatever this "
-            "function returned as its new state at the previous step (use them for momenta).",
+            "function returned as its new state at the previous step (use them for your own momenta).",
         ),
-        TargetInput("iteration", "a float scalar: how many updates were made before this one (0, 1, 2, ...)."),
-        TargetInput("progress", "a float scalar in [0, 1]: the fraction of training done."),
-        TargetInput("lr", "a float scalar: the learning rate for this environment, annealed linearly to 0."),
+        TargetInput(
+            "momenta",
+            f"an array of shape ({len(MOMENTUM_BETAS)}, *param.shape): exponential moving averages of the gradient "
+            f"kept by the training loop at the timescales beta = {', '.join(str(b) for b in MOMENTUM_BETAS)} "
+            "(momenta[i] = beta_i * previous momenta[i] + (1 - beta_i) * grad, this step's grad included; zero "
+            "before the first step, no bias correction). momenta[2] is the beta 0.9 momentum.",
+        ),
+        TargetInput("iteration", "a float scalar: how many gradient steps were made before this one (0, 1, 2, ...)."),
+        TargetInput("progress", "a float scalar in [0, 1): the training proportion, the fraction of training done."),
+        TargetInput(
+            "layer_proportion",
+            "a float scalar in [0, 1]: how deep this tensor's layer is in its network, 0 for the first layer, "
+            "0.5 for the second and 1 for the output layer (the actor and the critic are separate networks).",
+        ),
+        TargetInput(
+            "batch_proportion",
+            "a float scalar in [0, 1]: how far this step is through the epochs over the current batch of "
+            "data (0 at the first minibatch of the first epoch, 1 at the last minibatch of the last).",
+        ),
+        TargetInput(
+            "dormancy",
+            "an array shaped like param, >= 0: the dormancy score of the neuron each entry feeds (output unit j "
+            "for a weight w[i, j] or a bias b[j]): the neuron's mean absolute activation over the minibatch "
+            "divided by the mean of that over the layer's neurons (ReDo). About 1 is typical, near 0 is a "
+            "dormant neuron; at most the layer's width. 1 for a Gaussian policy's log_std.",
+        ),
+        TargetInput("noise", "an array shaped like param of independent standard normal samples, fresh each step."),
+        TargetInput(
+            "lr",
+            "a float scalar: the learning rate tuned for this environment, annealed linearly to 0 over training "
+            "(Adam's step size). It is the rule's own learning rate: scale the step with it.",
+        ),
     ),
     returns=f"a pair (delta, new_state): the parameter becomes param + delta; new_state is {STATE_SLOTS} arrays",
     rules=(
-        "delta must have the shape of param; new_state must be a tuple of 4 arrays shaped like param",
+        f"delta must have the shape of param; new_state must be a tuple of {STATE_SLOTS} arrays shaped like param",
         "the step size should scale with lr, which is tuned per environment",
+        "the rule may ignore any input; it must work for a 1-D bias as well as a 2-D weight matrix",
         "use only jax, jax.numpy, jax.nn, jax.lax, math and functools; the function is traced by JAX",
     ),
     warm_start=WARM_START,

@@ -51,7 +51,7 @@ class TrainResponse(BaseModel):
     episodes: EncodedArray | None = None  # [trained, lr, seed, update]: episodes ended per update
     finite: EncodedArray | None = None  # [trained, lr, seed]: losses, parameters and returns stayed finite
     diagnostics: EncodedArray | None = None  # [trained, lr, seed, update, part]: PPO's loss parts (ppo.DIAGNOSTICS)
-    random_return: float | None = None
+    random_returns: list[float] | None = None  # per seed: a random policy's mean return over whole episodes
     platform: str = ""
     compile_seconds: float = 0.0
     train_seconds: float = 0.0

@@ -23,7 +23,7 @@ import numpy as np
 
 from workers.rl.envs import get_config
 from workers.rl.ppo import Plugins, lane_inputs, make_lanes_train
-from workers.rl.random_policy import random_policy_return
+from workers.rl.random_policy import random_policy_returns
 from workers.targets import advantage, get_target, load_function, lpo, optimizer
 from workers.trainer.lanes import candidate_plugin
 from workers.trainer.protocol import EncodedArray, TrainRequest, TrainResponse, read_frame, write_frame
@@ -107,8 +107,8 @@ def handle(request: TrainRequest) -> TrainResponse:
     response.finite, response.diagnostics = EncodedArray.of(arrays.finite), EncodedArray.of(arrays.diagnostics)
     response.compile_seconds, response.train_seconds = arrays.compile_seconds, arrays.train_seconds
     if request.with_random_baseline:
-        response.random_return = random_policy_return(request.env, get_config(request.env, request.profile),
-                                                      request.seeds)
+        response.random_returns = random_policy_returns(request.env, get_config(request.env, request.profile),
+                                                        request.seeds)
     return response
 
 

@@ -17,7 +17,8 @@ router = APIRouter(prefix="/v1", tags=["candidates"], responses={401: {"model": 
 
 def candidate_summary(c: Candidate) -> CandidateSummary:
     return CandidateSummary(
-        id=c.id, run_id=c.run_id, index=c.index, name=c.name, is_warm_start=c.is_warm_start, status=c.status,
+        id=c.id, run_id=c.run_id, index=c.index, name=c.name, is_warm_start=c.is_warm_start,
+        reference=c.reference, status=c.status,
         outcome=c.outcome, score=c.score, pooled_score=c.pooled_score, parent_ids=list(c.parent_ids),
         error=c.error, created_at=c.created_at, evaluated_at=c.evaluated_at,
     )
@@ -50,7 +51,8 @@ def get_candidate(candidate_id: str, key: KeyDep, session: SessionDep) -> Candid
         evaluations=[EvaluationOut(
             env=e.env, phase=e.phase, seeds=e.seeds, learning_rates=e.learning_rates, returns=e.returns,
             curves=e.curves, best_lr=e.best_lr, final_return=e.final_return, normalised_score=e.normalised_score,
-            outcome=e.outcome, error=e.error, compile_seconds=e.compile_seconds, train_seconds=e.train_seconds,
+            score_basis=e.score_basis, outcome=e.outcome, error=e.error, compile_seconds=e.compile_seconds,
+            train_seconds=e.train_seconds,
         ) for e in evaluations],
         llm_call=LlmCallOut(
             id=call.id, model=call.model, messages=call.messages, reply=call.reply,

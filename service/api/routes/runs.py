@@ -46,12 +46,14 @@ from service.db.models import (
     WebhookAttempt,
     WebhookDelivery,
     WebhookEndpoint,
+    is_proposal,
 )
 from service.runs.events import event_stream
 from service.runs.orchestrator import SEARCH_JOBS, cancel, request_hash
 from service.runs.runner import RunRefused, start_run
 from service.runs.spec import RunSpec
 from service.webhooks import resend
+from workers.targets import TARGETS
 
 router = APIRouter(prefix="/v1", tags=["runs"], responses={401: {"model": Problem}})
 NOT_FOUND = {404: {"model": Problem}}
@@ -81,8 +83,8 @@ def owned_run(session: Session, key: ApiKey, run_id: str) -> Run:
 
 
 def _cell(e: Evaluation | None) -> MetaTestCell | None:
-    return None if e is None else MetaTestCell(normalised_score=e.normalised_score, final_return=e.final_return,
-                                               outcome=e.outcome)
+    return None if e is None else MetaTestCell(normalised_score=e.normalised_score, score_basis=e.score_basis,
+                                               final_return=e.final_return, outcome=e.outcome)
 
 
 def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> RunOut:
@@ -91,7 +93,7 @@ def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> Ru
     endpoint_of = select(WebhookEndpoint).where(WebhookEndpoint.run_id == run.id).limit(1).subquery()
     figures = session.execute(select(
         select(func.count()).select_from(Candidate).where(
-            Candidate.run_id == run.id, Candidate.is_warm_start.is_(False),
+            Candidate.run_id == run.id, is_proposal(),
             Candidate.status.in_([CandidateStatus.EVALUATED, CandidateStatus.FAILED])).scalar_subquery(),
         select(func.count()).select_from(Job).where(
             Job.run_id == run.id, Job.kind.in_(list(SEARCH_JOBS)),
@@ -101,16 +103,19 @@ def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> Ru
         select(endpoint_of.c.url).scalar_subquery(), select(endpoint_of.c.events).scalar_subquery(),
     )).one()
     done, in_flight, warm_id, best_index, best_name, endpoint_url, endpoint_events = figures
-    tests = session.scalars(select(Evaluation).join(Candidate).where(
+    tests = session.execute(select(Evaluation, Candidate.reference).join(Candidate).where(
         Candidate.run_id == run.id, Evaluation.phase == EvalPhase.TEST)).all()
-    by_key = {(e.candidate_id, e.env): e for e in tests}
+    by_key = {(e.candidate_id, e.env): e for e, _ in tests}
+    references = {name: e.candidate_id for e, name in tests if name is not None}
+    reference_names = [r.name for r in TARGETS[run.target].references]
     seconds = None
     if run.started_at:
         seconds = ((run.finished_at or datetime.now(run.started_at.tzinfo)) - run.started_at).total_seconds()
     return RunOut(
         id=run.id, status=run.status, target=run.target,
         environments={"train": run.train_envs, "test": run.test_envs}, profile=run.profile, proposer=run.proposer,
-        budget=run.budget, concurrency=run.concurrency, seed=run.seed, seeds_per_eval=run.seeds_per_eval,
+        budget=run.budget, concurrency=run.concurrency, seed=run.seed, preset=run.config.get("spec", {}).get("preset"),
+        seeds_per_eval=run.seeds_per_eval, metatest_seeds=run.metatest_seeds, learning_rate=run.lr_protocol,
         progress=Progress(candidates_done=done or 0, candidates_budget=run.budget["candidates"],
                           in_flight=in_flight or 0),
         spent=Spent(candidates=done or 0, tokens=run.tokens_used, cost_usd=run.cost_usd,
@@ -118,7 +123,10 @@ def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> Ru
         best=BestCandidate(candidate_id=run.best_candidate_id, index=best_index, name=best_name,
                            score=run.best_score) if run.best_candidate_id and best_name is not None else None,
         meta_test=[MetaTestRow(env=env, best=_cell(by_key.get((run.best_candidate_id, env))),
-                               warm_start=_cell(by_key.get((warm_id, env)))) for env in run.test_envs],
+                               warm_start=_cell(by_key.get((warm_id, env))),
+                               references={name: _cell(by_key.get((references.get(name), env)))
+                                           for name in reference_names})
+                   for env in run.test_envs],
         error=run.error,
         webhook=WebhookOut(url=endpoint_url, events=endpoint_events, secret=webhook_secret)
         if endpoint_url is not None else None,

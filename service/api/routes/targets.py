@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException
 
 from service.api.deps import KeyDep
-from service.api.schemas import EnvironmentOut, Problem, TargetInputOut, TargetOut
+from service.api.schemas import EnvironmentOut, Problem, ReferenceOut, TargetInputOut, TargetOut
 from workers.rl.envs import ENVIRONMENTS, PROFILES, get_config
 from workers.targets import TARGETS, Target
 
@@ -18,6 +18,7 @@ def target_out(target: Target) -> TargetOut:
         inputs=[TargetInputOut(name=i.name, description=i.description) for i in target.inputs],
         returns=target.returns, rules=list(target.rules), warm_start=target.warm_start,
         default_train_envs=list(target.default_train_envs), default_test_envs=list(target.default_test_envs),
+        references=[ReferenceOut(name=r.name, description=r.description, code=r.code) for r in target.references],
     )
 
 

@@ -1,0 +1,49 @@
+"""Named run protocols: the fields a preset sets, under whatever fields a request gives.
+
+`paper` is the LLM-LPO protocol of Goldie et al. (2025): meta-train on Breakout-MinAtar at the full
+budget with 8 seeds and the published learning rate, 30 proposals from PPO's clip, meta-test on the
+four MinAtar games and CartPole with 16 fresh seeds. `quick` is the service's everyday default.
+The proposer is not part of a preset: pick `--proposer llm --model NAME` for the paper's method.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {
+        "target": "lpo",
+        "environments": {
+            "train": ["Breakout-MinAtar"],
+            "test": ["Breakout-MinAtar", "Asterix-MinAtar", "Freeway-MinAtar", "SpaceInvaders-MinAtar", "CartPole-v1"],
+        },
+        "profile": "full",
+        "seeds_per_eval": 8,
+        "metatest_seeds": 16,
+        "learning_rate": "fixed",
+        "budget": {"candidates": 30},
+    },
+    "quick": {
+        "profile": "quick",
+        "seeds_per_eval": 2,
+        "metatest_seeds": 4,
+        "learning_rate": "fixed",
+        "budget": {"candidates": 12},
+    },
+}
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def with_preset(name: str, request: dict[str, Any]) -> dict[str, Any]:
+    """The request's fields over the preset's (nested objects merged field by field)."""
+    return _merge(PRESETS[name], request)
