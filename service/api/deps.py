@@ -1,9 +1,10 @@
-"""Dependencies of the API routes: the runtime, a database session and the caller's API key."""
+"""Dependencies of the API routes: the runtime, a database session and the caller's API key, and `found`
+(a read model's None as a 404 problem)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -41,6 +42,16 @@ def require_key(session: Annotated[Session, Depends(get_session)],
     if key is None:
         raise HTTPException(401, "the API key is unknown or revoked", headers={"WWW-Authenticate": "Bearer"})
     return key
+
+
+T = TypeVar("T")
+
+
+def found(value: T | None, what: str, ident: str) -> T:
+    """`value`, or a 404 problem naming what was asked for (another key's run is as absent as a missing one)."""
+    if value is None:
+        raise HTTPException(404, f"no {what} {ident!r}")
+    return value
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime_dep)]

@@ -2,8 +2,8 @@
 
 Conventions:
 - Entities that the API exposes or the broker carries (runs, candidates, jobs, ...) have string
-  primary keys made by `new_id()` (uuid4 hex); append-only logs (events, webhook attempts) and the
-  baseline cache have integer autoincrement keys.
+  primary keys made by `new_id()` (uuid4 hex); append-only logs (events, webhook attempts) have
+  integer autoincrement keys.
 - Every timestamp is timezone-aware UTC (`UTCDateTime`), on SQLite as on PostgreSQL.
 - Statuses are plain strings guarded by CHECK constraints; the allowed values are the StrEnums below
   (a StrEnum member compares equal to its string, so `run.status == RunStatus.RUNNING` works).
@@ -37,7 +37,7 @@ from sqlalchemy import (
     and_,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator
 
@@ -124,18 +124,11 @@ class LearningRateProtocol(StrEnum):
     GRID = "grid"  # the best of a grid, chosen on the search seeds and scored on fresh ones
 
 
-class BaselineKind(StrEnum):
-    RANDOM = "random"
-    WARM_START = "warm_start"
-
-
 class JobKind(StrEnum):
     PROPOSE = "propose"
     EVALUATE = "evaluate"
     REEVALUATE = "reevaluate"
     METATEST = "metatest"
-    FINISH = "finish"
-    WEBHOOK = "webhook"
 
 
 class JobStatus(StrEnum):
@@ -232,13 +225,6 @@ class Run(Base):
     finished_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
-    candidates: Mapped[list[Candidate]] = relationship(
-        back_populates="run",
-        foreign_keys="Candidate.run_id",
-        order_by="Candidate.index",
-        viewonly=True,
-    )
-
 
 class Candidate(Base):
     """One proposed algorithm (code) in a run, with its fitness once evaluated."""
@@ -280,11 +266,6 @@ class Candidate(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     evaluated_at: Mapped[datetime | None]
 
-    run: Mapped[Run] = relationship(back_populates="candidates", foreign_keys=[run_id], viewonly=True)
-    evaluations: Mapped[list[Evaluation]] = relationship(
-        back_populates="candidate", order_by="Evaluation.created_at", viewonly=True
-    )
-
 
 def is_proposal() -> ColumnElement[bool]:
     """A proposed candidate: neither the warm start nor a reference algorithm (what budgets and counts count)."""
@@ -325,8 +306,6 @@ class Evaluation(Base):
     artifact_sha256: Mapped[str | None] = mapped_column(String(64))  # what was trained (None: the warm start)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-    candidate: Mapped[Candidate] = relationship(back_populates="evaluations", viewonly=True)
-
 
 class Artifact(Base):
     """A candidate's traced function (`workers.artifact.Artifact` bytes), addressed by its SHA-256.
@@ -339,24 +318,6 @@ class Artifact(Base):
     sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     target: Mapped[str] = mapped_column(String(64))
     data: Mapped[bytes] = mapped_column(LargeBinary)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
-class Baseline(Base):
-    """A cached reference return (random policy or warm start) for normalising scores."""
-
-    __tablename__ = "baselines"
-    __table_args__ = (
-        one_of("kind", BaselineKind),
-        UniqueConstraint("env", "profile", "seeds_key", "kind"),
-    )
-
-    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
-    env: Mapped[str] = mapped_column(String(64))
-    profile: Mapped[str] = mapped_column(String(64))
-    seeds_key: Mapped[str] = mapped_column(String(255))
-    kind: Mapped[str] = mapped_column(String(16))
-    value: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -378,6 +339,7 @@ class Job(Base):
         String(ID_LENGTH), ForeignKey("candidates.id", ondelete="CASCADE")
     )
     env: Mapped[str | None] = mapped_column(String(64))
+    proposal_index: Mapped[int | None] = mapped_column(Integer)  # a propose job: the candidate index it proposes
     dedupe_key: Mapped[str] = mapped_column(String(255), unique=True)  # e.g. "evaluate:<candidate_id>"
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -471,7 +433,6 @@ class WebhookDelivery(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     delivered_at: Mapped[datetime | None]
 
-    attempt_log: Mapped[list[WebhookAttempt]] = relationship(order_by="WebhookAttempt.id", viewonly=True)
 
 
 class WebhookAttempt(Base):

@@ -200,122 +200,142 @@ class _Mutator:
     def mutate(
         self, module: ast.Module, function: ast.FunctionDef, kind: str, donor: ast.Module | None
     ) -> str | None:
+        """Apply the mutation `kind` (one of MUTATIONS, or "crossover" with a donor); None if it found no site."""
         sites = _Sites(module, function, self.scalar_params)
+        if kind == "crossover":
+            return self._crossover(sites, function, donor) if donor is not None else None
+        return getattr(self, f"_{kind}")(sites, function)
+
+    def _swap(self, sites: _Sites, function: ast.FunctionDef) -> str | None:
+        """Another operator, comparison or function of the same family."""
         rng = self.rng
-        if kind == "swap":
-            options: list[ast.AST] = [
-                n for n in sites.numeric if isinstance(n, ast.BinOp) and isinstance(n.op, BINOPS)
-            ]
-            options += [
-                n for n in ast.walk(function) if isinstance(n, ast.Compare) and isinstance(n.ops[0], COMPARES)
-            ]
-            options += [n for n in sites.numeric if _call_name(n) in CALL_SWAPS]
-            if not options:
-                return None
-            node = rng.choice(options)
-            if isinstance(node, ast.BinOp):
-                old = type(node.op)
-                new_op = rng.choice([op for op in BINOPS if op is not old])
-                node.op = new_op()
-                if new_op is ast.Div and not isinstance(node.right, ast.Constant):
-                    node.right = ast.BinOp(
-                        left=node.right, op=ast.Add(), right=self._const(1e-8)
-                    )  # stays finite
-                return f"operator {old.__name__} -> {new_op.__name__}"
-            if isinstance(node, ast.Compare):
-                old = type(node.ops[0])
-                new_cmp = rng.choice([op for op in COMPARES if op is not old])
-                node.ops = [new_cmp()]
-                return f"comparison {old.__name__} -> {new_cmp.__name__}"
-            name = _call_name(node)
-            node.func.attr = CALL_SWAPS[name]  # type: ignore[attr-defined, index]
-            return f"{name} -> {CALL_SWAPS[name]}"  # type: ignore[index]
-        if kind == "constant":
-            constants = [
-                n for n in ast.walk(function)
-                if isinstance(n, ast.Constant) and isinstance(n.value, float) and not sites._in_slice(n)
-            ]  # fmt: skip
-            constants += [n for n in sites.numeric if isinstance(n, ast.Constant) and type(n.value) is int]
-            if not constants:
-                return None
-            node = rng.choice(constants)
-            old_value = float(node.value)
-            for _ in range(10):
-                if old_value == 0.0:
-                    value = rng.gauss(0.0, 0.1)
-                else:
-                    value = old_value * rng.lognormvariate(0.0, 0.4)
-                    if rng.random() < 0.1:
-                        value = -value
-                value = float(f"{value:.4g}")
-                if value != old_value:
-                    break
-            node.value = value
-            return f"constant {old_value:g} -> {value:g}"
-        if kind == "wrap":
-            options = [n for n in sites.numeric if id(n) in sites.parent]
-            if not options:
-                return None
-            node = rng.choice(options)
-            wrapped, what = self.wrap(node)
-            return f"wrap a subexpression in {what}" if _replace(sites.parent, node, wrapped) else None
-        if kind == "delete":
-            options = [
-                n for n in sites.numeric
-                if isinstance(n, ast.BinOp) and isinstance(n.op, BINOPS) and id(n) in sites.parent
-                and any(isinstance(x, ast.Name) for x in ast.walk(n.left) if x is not None)
-            ]  # fmt: skip
-            if not options:
-                return None
-            node = rng.choice(options)
-            keep_left = isinstance(node.op, ast.Div) or rng.random() < 0.5 or not _names(node.right)
-            if keep_left and _names(node.left):
-                kept: ast.expr = node.left
-            elif isinstance(node.op, ast.Sub):
-                kept = ast.UnaryOp(op=ast.USub(), operand=node.right)
-            else:
-                kept = node.right
-            if sites.is_scalar(kept) and not sites.is_scalar(node):
-                return None  # an array expression must stay an array
-            return "delete a term" if _replace(sites.parent, node, kept) else None
-        if kind == "duplicate":
-            options = [n for n in sites.numeric if isinstance(n, ast.BinOp) and id(n) in sites.parent]
-            if not options:
-                return None
-            node = rng.choice(options)
-            terms = [
-                n for n in ast.walk(node) if n is not node and isinstance(n, ast.expr) and n in sites.numeric
-            ]
-            terms = [t for t in terms if _names(t)]
-            if not terms:
-                return None
-            term = copy.deepcopy(rng.choice(terms))
-            k = rng.choice((-1.0, -0.5, -0.1, 0.1, 0.5, 1.0))
-            extra = ast.BinOp(left=self._const(k), op=ast.Mult(), right=term)
-            new = ast.BinOp(left=node, op=ast.Add(), right=extra)
-            if not _replace(sites.parent, node, new):
-                return None
-            return f"duplicate a term with weight {k:g}"
-        if kind == "crossover" and donor is not None:
-            donor_fn = _function(donor, function.name)
-            if donor_fn is None:
-                return None
-            donor_sites = _Sites(donor, donor_fn, self.scalar_params)
-            pieces = [n for n in donor_sites.numeric if id(n) in donor_sites.scope and _names(n)]
-            targets = [n for n in sites.numeric if id(n) in sites.scope and id(n) in sites.parent]
-            rng.shuffle(targets)
-            for node in targets[:10]:
-                fitting = [
-                    p
-                    for p in pieces
-                    if _names(p) <= sites.scope[id(node)]
-                    and ast.dump(p) != ast.dump(node)
-                    and (sites.is_scalar(node) or not sites.is_scalar(p))  # an array stays an array
-                ]
-                if fitting:
-                    piece = copy.deepcopy(rng.choice(fitting))
-                    return "crossover with the second parent" if _replace(sites.parent, node, piece) else None
+        options: list[ast.AST] = [
+            n for n in sites.numeric if isinstance(n, ast.BinOp) and isinstance(n.op, BINOPS)
+        ]
+        options += [
+            n for n in ast.walk(function) if isinstance(n, ast.Compare) and isinstance(n.ops[0], COMPARES)
+        ]
+        options += [n for n in sites.numeric if _call_name(n) in CALL_SWAPS]
+        if not options:
             return None
+        node = rng.choice(options)
+        if isinstance(node, ast.BinOp):
+            old = type(node.op)
+            new_op = rng.choice([op for op in BINOPS if op is not old])
+            node.op = new_op()
+            if new_op is ast.Div and not isinstance(node.right, ast.Constant):
+                node.right = ast.BinOp(
+                    left=node.right, op=ast.Add(), right=self._const(1e-8)
+                )  # stays finite
+            return f"operator {old.__name__} -> {new_op.__name__}"
+        if isinstance(node, ast.Compare):
+            old = type(node.ops[0])
+            new_cmp = rng.choice([op for op in COMPARES if op is not old])
+            node.ops = [new_cmp()]
+            return f"comparison {old.__name__} -> {new_cmp.__name__}"
+        name = _call_name(node)
+        node.func.attr = CALL_SWAPS[name]  # type: ignore[attr-defined, index]
+        return f"{name} -> {CALL_SWAPS[name]}"  # type: ignore[index]
+
+    def _constant(self, sites: _Sites, function: ast.FunctionDef) -> str | None:
+        """A constant scaled by a random relative step (rarely its sign flipped)."""
+        rng = self.rng
+        constants = [
+            n for n in ast.walk(function)
+            if isinstance(n, ast.Constant) and isinstance(n.value, float) and not sites._in_slice(n)
+        ]  # fmt: skip
+        constants += [n for n in sites.numeric if isinstance(n, ast.Constant) and type(n.value) is int]
+        if not constants:
+            return None
+        node = rng.choice(constants)
+        old_value = float(node.value)
+        for _ in range(10):
+            if old_value == 0.0:
+                value = rng.gauss(0.0, 0.1)
+            else:
+                value = old_value * rng.lognormvariate(0.0, 0.4)
+                if rng.random() < 0.1:
+                    value = -value
+            value = float(f"{value:.4g}")
+            if value != old_value:
+                break
+        node.value = value
+        return f"constant {old_value:g} -> {value:g}"
+
+    def _wrap(self, sites: _Sites, function: ast.FunctionDef) -> str | None:
+        """A subexpression wrapped in a smooth or bounding function."""
+        rng = self.rng
+        options = [n for n in sites.numeric if id(n) in sites.parent]
+        if not options:
+            return None
+        node = rng.choice(options)
+        wrapped, what = self.wrap(node)
+        return f"wrap a subexpression in {what}" if _replace(sites.parent, node, wrapped) else None
+
+    def _delete(self, sites: _Sites, function: ast.FunctionDef) -> str | None:
+        """A binary term replaced by one of its operands."""
+        rng = self.rng
+        options = [
+            n for n in sites.numeric
+            if isinstance(n, ast.BinOp) and isinstance(n.op, BINOPS) and id(n) in sites.parent
+            and any(isinstance(x, ast.Name) for x in ast.walk(n.left) if x is not None)
+        ]  # fmt: skip
+        if not options:
+            return None
+        node = rng.choice(options)
+        keep_left = isinstance(node.op, ast.Div) or rng.random() < 0.5 or not _names(node.right)
+        if keep_left and _names(node.left):
+            kept: ast.expr = node.left
+        elif isinstance(node.op, ast.Sub):
+            kept = ast.UnaryOp(op=ast.USub(), operand=node.right)
+        else:
+            kept = node.right
+        if sites.is_scalar(kept) and not sites.is_scalar(node):
+            return None  # an array expression must stay an array
+        return "delete a term" if _replace(sites.parent, node, kept) else None
+
+    def _duplicate(self, sites: _Sites, function: ast.FunctionDef) -> str | None:
+        """A term added again with a small weight."""
+        rng = self.rng
+        options = [n for n in sites.numeric if isinstance(n, ast.BinOp) and id(n) in sites.parent]
+        if not options:
+            return None
+        node = rng.choice(options)
+        terms = [
+            n for n in ast.walk(node) if n is not node and isinstance(n, ast.expr) and n in sites.numeric
+        ]
+        terms = [t for t in terms if _names(t)]
+        if not terms:
+            return None
+        term = copy.deepcopy(rng.choice(terms))
+        k = rng.choice((-1.0, -0.5, -0.1, 0.1, 0.5, 1.0))
+        extra = ast.BinOp(left=self._const(k), op=ast.Mult(), right=term)
+        new = ast.BinOp(left=node, op=ast.Add(), right=extra)
+        if not _replace(sites.parent, node, new):
+            return None
+        return f"duplicate a term with weight {k:g}"
+
+    def _crossover(self, sites: _Sites, function: ast.FunctionDef, donor: ast.Module) -> str | None:
+        """A subexpression replaced by a fitting one from the second parent."""
+        rng = self.rng
+        donor_fn = _function(donor, function.name)
+        if donor_fn is None:
+            return None
+        donor_sites = _Sites(donor, donor_fn, self.scalar_params)
+        pieces = [n for n in donor_sites.numeric if id(n) in donor_sites.scope and _names(n)]
+        targets = [n for n in sites.numeric if id(n) in sites.scope and id(n) in sites.parent]
+        rng.shuffle(targets)
+        for node in targets[:10]:
+            fitting = [
+                p
+                for p in pieces
+                if _names(p) <= sites.scope[id(node)]
+                and ast.dump(p) != ast.dump(node)
+                and (sites.is_scalar(node) or not sites.is_scalar(p))  # an array stays an array
+            ]
+            if fitting:
+                piece = copy.deepcopy(rng.choice(fitting))
+                return "crossover with the second parent" if _replace(sites.parent, node, piece) else None
         return None
 
 

@@ -111,7 +111,7 @@ def run_job(factory: sessionmaker[Session], settings: Settings, job_id: str, pub
             if kind == JobKind.PROPOSE:
                 propose(factory, settings, job_id)
             else:
-                evaluate(factory, settings, job_ids)
+                evaluate_jobs(factory, settings, job_ids)
         except ProposerUnavailable as exc:
             _fail_run(factory, run_id, job_ids, f"the proposer is unavailable: {exc.reason}", exc.llm_calls)
         except (BaselineError, IsolationUnavailable) as exc:
@@ -219,7 +219,7 @@ def propose(factory: sessionmaker[Session], settings: Settings, job_id: str) -> 
     with session_scope(factory) as session:
         job = session.get(Job, job_id)
         run = session.get(Run, job.run_id)
-        index = int(job.dedupe_key.rsplit(":", 1)[1])
+        index = job.proposal_index
         if run.status in RUN_FINAL_STATUSES or session.execute(
             select(Candidate.id).where(Candidate.run_id == run.id, Candidate.index == index)
         ).first():
@@ -350,7 +350,7 @@ def _store(factory: sessionmaker[Session], item: _Pending, env: str, phase: Eval
     item.done[env] = result.outcome
 
 
-def evaluate(factory: sessionmaker[Session], settings: Settings, job_ids: list[str]) -> None:
+def evaluate_jobs(factory: sessionmaker[Session], settings: Settings, job_ids: list[str]) -> None:
     """Evaluate a batch of claimed jobs: trace each candidate once, then train the batch env by env."""
     run, phase, plan, pending = _load_batch(factory, job_ids)
     target, profile, protocol = run.target, run.profile, run.lr_protocol

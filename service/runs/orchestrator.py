@@ -90,11 +90,12 @@ def lock_run(session: Session, run_id: str) -> Run | None:
 
 
 def add_job(session: Session, run: Run, kind: JobKind, dedupe_key: str, candidate_id: str | None = None,
-            env: str | None = None) -> Job | None:
+            env: str | None = None, proposal_index: int | None = None) -> Job | None:
     """A new pending job unless one with the same dedupe key exists (then None)."""
     if session.execute(select(Job.id).where(Job.dedupe_key == dedupe_key)).first():
         return None
-    job = Job(run_id=run.id, kind=kind, dedupe_key=dedupe_key, candidate_id=candidate_id, env=env)
+    job = Job(run_id=run.id, kind=kind, dedupe_key=dedupe_key, candidate_id=candidate_id, env=env,
+              proposal_index=proposal_index)
     session.add(job)
     session.flush()
     return job
@@ -177,7 +178,7 @@ def _advance_locked(session: Session, run: Run) -> list[Job]:
         proposals = sum(1 for j in jobs if j.kind == JobKind.PROPOSE)
         while in_flight < run.concurrency and budget_spent(run, proposals) is None:
             proposals += 1
-            job = add_job(session, run, JobKind.PROPOSE, f"propose:{run.id}:{proposals}")
+            job = add_job(session, run, JobKind.PROPOSE, f"propose:{run.id}:{proposals}", proposal_index=proposals)
             if job:
                 new_jobs.append(job)
             in_flight += 1

@@ -7,7 +7,6 @@ reported as missing (None), never as forbidden.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -16,10 +15,9 @@ from markupsafe import Markup
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import DiffLexer, PythonLexer
-from sqlalchemy import String, cast, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service.api.routes.runs import run_out
 from service.api.schemas import RunOut
 from service.db.models import (
     ApiKey,
@@ -32,6 +30,7 @@ from service.db.models import (
     Run,
     is_proposal,
 )
+from service.runs.queries import lineage, run_out
 from service.web.charts import FAIL_COLOR, Chart, RefLine, Series, render
 
 LEADERBOARD_LIMIT = 200
@@ -81,11 +80,6 @@ def list_runs(session: Session, key: ApiKey, limit: int = 200) -> list[RunRow]:
         .group_by(Candidate.run_id)).all()) if runs else {}
     return [RunRow(run=r, done=done.get(r.id, 0), seconds=seconds_between(r.started_at, r.finished_at))
             for r in runs]
-
-
-def owned_run(session: Session, key: ApiKey, run_id: str) -> Run | None:
-    run = session.get(Run, run_id)
-    return run if run is not None and run.owner_key_id == key.id else None
 
 
 # --- one run ----------------------------------------------------------------------------------------
@@ -186,11 +180,6 @@ class CandidatePage:
     llm_call: LlmCall | None
 
 
-def owned_candidate(session: Session, key: ApiKey, candidate_id: str) -> Candidate | None:
-    return session.scalar(select(Candidate).join(Run, Run.id == Candidate.run_id)
-                          .where(Candidate.id == candidate_id, Run.owner_key_id == key.id))
-
-
 def curve_at_best_lr(e: Evaluation | None) -> list[float] | None:
     """The learning curve at the evaluation's best learning rate (curves = {learning_rates, returns})."""
     if e is None or not e.curves or e.best_lr is None:
@@ -239,18 +228,7 @@ def diagnostic_charts(e: Evaluation, warm: Evaluation | None, is_warm_start: boo
 
 def candidate_page(session: Session, candidate: Candidate) -> CandidatePage:
     run = session.get(Run, candidate.run_id)
-    parents = [p for p in (session.get(Candidate, pid) for pid in candidate.parent_ids) if p is not None]
-    diff = None
-    if parents:
-        first = parents[0]
-        text = "".join(difflib.unified_diff(first.code.splitlines(keepends=True),
-                                            candidate.code.splitlines(keepends=True),
-                                            fromfile=f"#{first.index} {first.name}",
-                                            tofile=f"#{candidate.index} {candidate.name}"))
-        diff = diff_html(text) if text else None
-    children = session.scalars(select(Candidate).where(
-        Candidate.run_id == candidate.run_id, cast(Candidate.parent_ids, String).contains(candidate.id))
-        .order_by(Candidate.index)).all()
+    family = lineage(session, candidate)
     evaluations = session.scalars(select(Evaluation).where(Evaluation.candidate_id == candidate.id)).all()
     warm_evals: dict[tuple[str, str], Evaluation] = {}
     if not candidate.is_warm_start:
@@ -264,9 +242,9 @@ def candidate_page(session: Session, candidate: Candidate) -> CandidatePage:
         envs.append(EnvView(evaluation=e, chart=curve_chart(e, warm, candidate.is_warm_start), warm=warm,
                             diagnostics=diagnostic_charts(e, warm, candidate.is_warm_start)))
     call = session.get(LlmCall, candidate.llm_call_id) if candidate.llm_call_id else None
-    return CandidatePage(candidate=candidate, run=run, code=code_html(candidate.code), diff=diff,
-                         parents=parents, children=[c for c in children if candidate.id in c.parent_ids],
-                         envs=envs, llm_call=call)
+    return CandidatePage(candidate=candidate, run=run, code=code_html(candidate.code),
+                         diff=diff_html(family.diff) if family.diff else None, parents=family.parents,
+                         children=family.children, envs=envs, llm_call=call)
 
 
 # --- comparison --------------------------------------------------------------------------------------

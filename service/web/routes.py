@@ -24,6 +24,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from service.api.deps import RuntimeDep, SessionDep
 from service.db.models import RUN_FINAL_STATUSES, ApiKey
 from service.keys import find_key
+from service.runs import queries
 from service.runs.events import event_stream
 from service.runs.presets import PRESETS
 from service.runs.runner import RunRefused, start_run
@@ -192,7 +193,7 @@ async def new_run(request: Request, key: WebKey, runtime: RuntimeDep) -> Respons
 
 @router.get("/runs/{run_id}")
 def run_view(run_id: str, key: WebKey, session: SessionDep, sort: str = "score", order: str = "desc") -> Response:
-    run = data.owned_run(session, key, run_id)
+    run = queries.owned_run(session, key, run_id)
     if run is None:
         return not_found(key, "run")
     return page("run.html", key=key, view=data.run_page(session, run, sort, order))
@@ -201,7 +202,7 @@ def run_view(run_id: str, key: WebKey, session: SessionDep, sort: str = "score",
 @router.get("/runs/{run_id}/live")
 def run_live(run_id: str, key: WebKey, session: SessionDep, sort: str = "score", order: str = "desc") -> Response:
     """The run page's body alone: what the page's script swaps in when an event arrives."""
-    run = data.owned_run(session, key, run_id)
+    run = queries.owned_run(session, key, run_id)
     if run is None:
         return not_found(key, "run")
     return page("_run_body.html", key=key, view=data.run_page(session, run, sort, order))
@@ -218,7 +219,7 @@ async def run_events(run_id: str, request: Request, runtime: RuntimeDep, after: 
     def authorise() -> bool:
         with runtime.factory() as s:
             key = current_key(request, s)
-            return key is not None and data.owned_run(s, key, run_id) is not None
+            return key is not None and queries.owned_run(s, key, run_id) is not None
 
     if not await run_in_threadpool(authorise):
         return Response("not found", status_code=404, media_type="text/plain")
@@ -230,7 +231,7 @@ async def run_events(run_id: str, request: Request, runtime: RuntimeDep, after: 
 
 @router.get("/candidates/{candidate_id}")
 def candidate_view(candidate_id: str, key: WebKey, session: SessionDep) -> Response:
-    candidate = data.owned_candidate(session, key, candidate_id)
+    candidate = queries.owned_candidate(session, key, candidate_id)
     if candidate is None:
         return not_found(key, "candidate")
     return page("candidate.html", key=key, view=data.candidate_page(session, candidate))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -12,7 +13,7 @@ import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
-from service.db import session_scope
+from service.db import session_scope, utcnow
 from service.db.models import Event, Job, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from tests.api.conftest import ApiServer
 
@@ -169,11 +170,15 @@ def cancelled_run_with_a_webhook(client: httpx.Client) -> str:
 
 
 def wait_until_idle(api: ApiServer, timeout: float = 300.0) -> None:
-    """Wait until the local executor holds no job (runs of earlier tests go on in the background)."""
+    """Wait until the local executor holds no job and no webhook delivery is due within a minute (runs of earlier
+    tests go on in the background, and their deliveries retry)."""
     deadline = time.monotonic() + timeout
     while True:
+        soon = utcnow() + timedelta(seconds=60)
         with session_scope(api.runtime.factory) as session:
             busy = session.scalar(select(func.count()).select_from(Job).where(Job.status.in_(["pending", "claimed"])))
+            busy += session.scalar(select(func.count()).select_from(WebhookDelivery).where(
+                WebhookDelivery.status.in_(["pending", "delivering"]), WebhookDelivery.next_attempt_at < soon))
         if not busy:
             return
         assert time.monotonic() < deadline, f"{busy} jobs still open"
@@ -203,7 +208,8 @@ def _add_delivery(session: Session, run_id: str, endpoint_id: str, tag: str, att
     row = Event(run_id=run_id, type="candidate.new_best", payload={"tag": tag})
     session.add(row)
     session.flush()
-    delivery = WebhookDelivery(endpoint_id=endpoint_id, event_id=row.id, message_id=f"msg_{run_id}_{tag}")
+    delivery = WebhookDelivery(endpoint_id=endpoint_id, event_id=row.id, message_id=f"msg_{run_id}_{tag}",
+                               status="failed")  # done with: no deliverer touches it while queries are counted
     session.add(delivery)
     session.flush()
     session.add_all([WebhookAttempt(delivery_id=delivery.id, status_code=500, latency_ms=1.0)

@@ -61,8 +61,9 @@ def test_defaults_and_round_trip(session_factory: sessionmaker[Session]) -> None
         assert run.proposer == {"kind": "evolution"} and run.train_envs == ["CartPole-v1"]
         assert run.tokens_used == 0 and run.cost_usd == 0.0 and run.best_candidate_id is None
         assert run.created_at.tzinfo is UTC and run.updated_at.tzinfo is UTC
-        assert [c.id for c in run.candidates] == [candidate_id]
-        assert run.candidates[0].is_warm_start is False and run.candidates[0].parent_ids == []
+        candidate = session.get(Candidate, candidate_id)
+        assert candidate.run_id == run_id and candidate.is_warm_start is False and candidate.parent_ids == []
+        assert candidate.reference is None
 
 
 def test_timestamps_are_stored_as_utc(session_factory: sessionmaker[Session]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import CheckConstraint, Engine, inspect
+from sqlalchemy import CheckConstraint, Engine, inspect, text
 
 from service.db import (
     current_revision,
@@ -25,7 +25,7 @@ def test_upgrade_downgrade_upgrade(db_url: str) -> None:
         assert current_revision(engine) is None
         upgrade_database(db_url)
         assert set(inspect(engine).get_table_names()) == MODEL_TABLES | {"alembic_version"}
-        assert current_revision(engine) == head_revision() == "0003"
+        assert current_revision(engine) == head_revision() == "0004"
         assert database_is_current(engine)
 
         downgrade_database(db_url, "base")
@@ -64,3 +64,30 @@ def test_named_constraints_survive_migration(db_engine: Engine) -> None:
             for fk in inspector.get_foreign_keys(table.name)
         }
         assert expected_fks == reflected_fks, table.name
+
+
+def test_a_database_with_runs_keeps_its_proposal_indexes_and_protocol(db_url: str) -> None:
+    """Upgrading a database that holds a run: 0003 labels the old run `grid` with its seeds for the meta-test,
+    0004 moves each proposal's index out of its dedupe key into its own column."""
+    engine = make_engine(db_url)
+    try:
+        upgrade_database(db_url, "0002")
+        run_id = "r" * 32
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO runs (id, status, target, train_envs, test_envs, profile, proposer, budget, concurrency, "
+                "seed, seeds_per_eval, config, tokens_used, cost_usd, duplicates_skipped, created_at, updated_at) "
+                "VALUES (:id, 'running', 'lpo', '[]', '[]', 'smoke', '{}', '{}', 1, 0, 3, '{}', 0, 0, 0, "
+                "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"), {"id": run_id})
+            for index in (1, 12):
+                conn.execute(text(
+                    "INSERT INTO jobs (id, run_id, kind, dedupe_key, status, attempts, created_at) "
+                    "VALUES (:id, :run, 'propose', :key, 'done', 1, CURRENT_TIMESTAMP)"),
+                    {"id": f"j{index}".ljust(32, "0"), "run": run_id, "key": f"propose:{run_id}:{index}"})
+        upgrade_database(db_url)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT metatest_seeds, lr_protocol FROM runs")).one() == (3, "grid")
+            indexes = conn.execute(text("SELECT proposal_index FROM jobs ORDER BY proposal_index")).scalars().all()
+            assert indexes == [1, 12]
+    finally:
+        engine.dispose()

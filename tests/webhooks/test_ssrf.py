@@ -9,7 +9,7 @@ import pytest
 
 from service.settings import Settings
 from service.webhooks import UnsafeWebhookURL, check_webhook_url, resolve_webhook_url
-from service.webhooks import _refusal as refusal
+from service.webhooks.ssrf import _refusal as refusal
 
 STRICT = Settings(webhook_allowed_hosts="")
 

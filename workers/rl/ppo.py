@@ -74,6 +74,46 @@ def init_params(env_name: str, config: PPOConfig, seeds: list[int]) -> networks.
     )
 
 
+class Learner(NamedTuple):
+    """What the PPO updates carry: the network, the optimiser's state, the step count, and health."""
+
+    params: Any
+    opt_state: Any  # an OptState per parameter tensor
+    iteration: jax.Array  # float: gradient steps made so far
+    finite: jax.Array  # every loss so far was finite
+
+
+class Rollout(NamedTuple):
+    """What the environment steps carry: the vectorised environments and the random key."""
+
+    env_state: Any
+    obs: jax.Array
+    ep_ret: jax.Array  # [num_envs]: the return so far of each environment's current episode
+    key: jax.Array
+
+
+class Transition(NamedTuple):
+    """One environment step of every environment ([num_envs] leading; [num_steps, num_envs] once scanned)."""
+
+    obs: jax.Array
+    action: jax.Array
+    log_prob: jax.Array
+    value: jax.Array
+    reward: jax.Array
+    done: jax.Array
+
+
+class Batch(NamedTuple):
+    """The training data of one update (flattened over steps and environments), or one minibatch of it."""
+
+    obs: jax.Array
+    action: jax.Array
+    log_prob: jax.Array  # under the policy that collected the data
+    value: jax.Array  # the critic's value when collected
+    advantage: jax.Array
+    target: jax.Array  # the value target: advantage + value
+
+
 class OptState(NamedTuple):
     """What the training loop carries for one parameter tensor between optimiser steps."""
 
@@ -197,102 +237,89 @@ def make_train(env_name: str, config: PPOConfig, plugins: Plugins) -> Callable[.
             return out + jnp.exp(params["log_std"]["v"]) * jax.random.normal(key, out.shape)
         return jax.random.categorical(key, out)
 
-    def loss_fn(params: Any, mb: tuple[jax.Array, ...]) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-        obs, action, old_log_prob, old_value, adv, target = mb
-        out, value = policy(params, obs)
-        log_prob, entropy = log_prob_entropy(params, out, action)
-        ratio = jnp.exp(log_prob - old_log_prob)
-        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    def loss_fn(params: Any, mb: Batch) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        out, value = policy(params, mb.obs)
+        log_prob, entropy = log_prob_entropy(params, out, mb.action)
+        ratio = jnp.exp(log_prob - mb.log_prob)
+        adv = (mb.advantage - mb.advantage.mean()) / (mb.advantage.std() + 1e-8)
         drift = plugins.drift(ratio, adv, config.clip_eps)
         actor_loss = -jnp.mean(ratio * adv - jax.nn.relu(drift))
-        value_clipped = old_value + jnp.clip(value - old_value, -config.clip_eps, config.clip_eps)
-        value_loss = 0.5 * jnp.mean(jnp.maximum((value - target) ** 2, (value_clipped - target) ** 2))
+        value_clipped = mb.value + jnp.clip(value - mb.value, -config.clip_eps, config.clip_eps)
+        value_loss = 0.5 * jnp.mean(jnp.maximum((value - mb.target) ** 2, (value_clipped - mb.target) ** 2))
         total = actor_loss + config.vf_coef * value_loss - config.ent_coef * jnp.mean(entropy)
-        approx_kl = jnp.mean((ratio - 1.0) - (log_prob - old_log_prob))  # the k3 estimator of KL(old || new)
+        approx_kl = jnp.mean((ratio - 1.0) - (log_prob - mb.log_prob))  # the k3 estimator of KL(old || new)
         clip_fraction = jnp.mean((jnp.abs(ratio - 1.0) > config.clip_eps).astype(jnp.float32))
         parts = jnp.stack([actor_loss, value_loss, jnp.mean(entropy), approx_kl, clip_fraction])
         return total, (total, jax.lax.stop_gradient(parts))
 
     def train(params: Any, key: jax.Array, lr: jax.Array) -> TrainOutput:
-        opt_state = init_opt_state(params)
         noise_root = jax.random.fold_in(key, NOISE_STREAM)
         key, reset_key = jax.random.split(key)
         obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(reset_key, n_envs), env_params)
+        learner = Learner(params, init_opt_state(params), jnp.float32(0.0), jnp.bool_(True))
+        rollout = Rollout(env_state, obs, jnp.zeros(n_envs), key)
 
-        def update_step(carry: tuple, update_idx: jax.Array) -> tuple[tuple, tuple]:
-            params, opt_state, env_state, obs, ep_ret, key, iteration, finite = carry
+        def update_step(carry: tuple[Learner, Rollout], update_idx: jax.Array) -> tuple[tuple, tuple]:
+            learner, rollout = carry
+            params = learner.params
 
-            def env_step(carry: tuple, _: None) -> tuple[tuple, tuple]:
-                env_state, obs, ep_ret, key = carry
-                key, k_act, k_step = jax.random.split(key, 3)
-                flat_obs = obs.reshape(n_envs, -1).astype(jnp.float32)
+            def env_step(rollout: Rollout, _: None) -> tuple[Rollout, tuple]:
+                key, k_act, k_step = jax.random.split(rollout.key, 3)
+                flat_obs = rollout.obs.reshape(n_envs, -1).astype(jnp.float32)
                 out, value = policy(params, flat_obs)
                 action = sample(params, out, k_act)
                 log_prob, _ = log_prob_entropy(params, out, action)
                 env_action = jnp.clip(action, action_low, action_high) if info.continuous else action
                 obs, env_state, reward, terminated, truncated, _ = jax.vmap(
                     env.step, in_axes=(0, 0, 0, None)
-                )(jax.random.split(k_step, n_envs), env_state, env_action, env_params)
+                )(jax.random.split(k_step, n_envs), rollout.env_state, env_action, env_params)
                 done = jnp.logical_or(terminated, truncated)
                 reward = reward.astype(jnp.float32)
-                ep_ret = ep_ret + reward
+                ep_ret = rollout.ep_ret + reward
                 finished_sum = jnp.sum(jnp.where(done, ep_ret, 0.0))
                 finished_n = jnp.sum(done)
-                ep_ret = jnp.where(done, 0.0, ep_ret)
-                step = (flat_obs, action, log_prob, value, reward, done.astype(jnp.float32))
-                return (env_state, obs, ep_ret, key), (step, finished_sum, finished_n)
+                step = Transition(flat_obs, action, log_prob, value, reward, done.astype(jnp.float32))
+                return Rollout(env_state, obs, jnp.where(done, 0.0, ep_ret), key), (step, finished_sum, finished_n)
 
-            (env_state, obs, ep_ret, key), (traj, f_sum, f_n) = jax.lax.scan(
-                env_step, (env_state, obs, ep_ret, key), None, n_steps
-            )
-            t_obs, t_action, t_log_prob, t_value, t_reward, t_done = traj
-            _, last_value = policy(params, obs.reshape(n_envs, -1).astype(jnp.float32))
-            adv = plugins.advantages(t_reward, t_value, t_done, last_value, config.gamma, config.gae_lambda)
-            target = adv + t_value
+            rollout, (traj, f_sum, f_n) = jax.lax.scan(env_step, rollout, None, n_steps)
+            _, last_value = policy(params, rollout.obs.reshape(n_envs, -1).astype(jnp.float32))
+            adv = plugins.advantages(traj.reward, traj.value, traj.done, last_value, config.gamma, config.gae_lambda)
             progress = update_idx.astype(jnp.float32) / num_updates
             lr_now = lr * (1.0 - progress) if config.anneal_lr else lr
-            flat = jax.tree.map(
-                lambda x: x.reshape((batch_size,) + x.shape[2:]),
-                (t_obs, t_action, t_log_prob, t_value, adv, target),
-            )
+            batch = jax.tree.map(lambda x: x.reshape((batch_size,) + x.shape[2:]),
+                                 Batch(traj.obs, traj.action, traj.log_prob, traj.value, adv, adv + traj.value))
 
-            def epoch(carry: tuple, epoch_idx: jax.Array) -> tuple[tuple, None]:
-                params, opt_state, iteration, key, finite = carry
+            def epoch(carry: tuple[Learner, jax.Array], epoch_idx: jax.Array) -> tuple[tuple, jax.Array]:
+                learner, key = carry
                 key, k_perm = jax.random.split(key)
                 perm = jax.random.permutation(k_perm, batch_size)
-                minibatches = jax.tree.map(lambda x: x[perm].reshape((n_mb, mb_size) + x.shape[1:]), flat)
+                minibatches = jax.tree.map(lambda x: x[perm].reshape((n_mb, mb_size) + x.shape[1:]), batch)
 
-                def minibatch(carry: tuple, xs: tuple) -> tuple[tuple, jax.Array]:
-                    params, opt_state, iteration, finite = carry
+                def minibatch(learner: Learner, xs: tuple[Batch, jax.Array]) -> tuple[Learner, jax.Array]:
                     mb, mb_idx = xs
-                    grads, (loss, parts) = jax.grad(loss_fn, has_aux=True)(params, mb)
+                    grads, (loss, parts) = jax.grad(loss_fn, has_aux=True)(learner.params, mb)
                     norm = jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree.leaves(grads)))
                     scale = jnp.minimum(1.0, config.max_grad_norm / (norm + 1e-6))
                     grads = jax.tree.map(lambda g: g * scale, grads)
-                    dormancy = neuron_dormancy(layer_outputs(params, mb[0], config.activation))
+                    dormancy = neuron_dormancy(layer_outputs(learner.params, mb.obs, config.activation))
                     step = StepInputs(
-                        iteration, progress,
+                        learner.iteration, progress,
                         batch_proportion(epoch_idx, mb_idx, config.update_epochs, n_mb), lr_now,
-                        jax.random.fold_in(noise_root, iteration.astype(jnp.int32)),
+                        jax.random.fold_in(noise_root, learner.iteration.astype(jnp.int32)),
                     )
-                    params, opt_state = _apply_update(plugins.update, params, grads, opt_state, dormancy, step)
-                    finite = finite & jnp.isfinite(loss)
-                    return (params, opt_state, iteration + 1.0, finite), parts
+                    params, opt_state = _apply_update(plugins.update, learner.params, grads, learner.opt_state,
+                                                      dormancy, step)
+                    return Learner(params, opt_state, learner.iteration + 1.0,
+                                   learner.finite & jnp.isfinite(loss)), parts
 
-                (params, opt_state, iteration, finite), parts = jax.lax.scan(
-                    minibatch, (params, opt_state, iteration, finite), (minibatches, jnp.arange(n_mb))
-                )
-                return (params, opt_state, iteration, key, finite), parts
+                learner, parts = jax.lax.scan(minibatch, learner, (minibatches, jnp.arange(n_mb)))
+                return (learner, key), parts
 
-            (params, opt_state, iteration, key, finite), parts = jax.lax.scan(
-                epoch, (params, opt_state, iteration, key, finite), jnp.arange(config.update_epochs)
-            )
-            carry = (params, opt_state, env_state, obs, ep_ret, key, iteration, finite)
-            return carry, (jnp.sum(f_sum), jnp.sum(f_n), jnp.mean(parts, axis=(0, 1)))
+            (learner, key), parts = jax.lax.scan(epoch, (learner, rollout.key), jnp.arange(config.update_epochs))
+            return (learner, rollout._replace(key=key)), (jnp.sum(f_sum), jnp.sum(f_n), jnp.mean(parts, axis=(0, 1)))
 
-        carry = (params, opt_state, env_state, obs, jnp.zeros(n_envs), key, jnp.float32(0.0), jnp.bool_(True))
-        carry, (ret_sum, ret_n, parts) = jax.lax.scan(update_step, carry, jnp.arange(num_updates))
-        finite = carry[-1] & _tree_finite(carry[0]) & jnp.all(jnp.isfinite(ret_sum))
+        (learner, _), (ret_sum, ret_n, parts) = jax.lax.scan(update_step, (learner, rollout), jnp.arange(num_updates))
+        finite = learner.finite & _tree_finite(learner.params) & jnp.all(jnp.isfinite(ret_sum))
         return TrainOutput(ret_sum, ret_n.astype(jnp.float32), finite, parts)
 
     return train

@@ -13,47 +13,33 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import NonNegativeInt, TypeAdapter
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
-from service.api.deps import KeyDep, RuntimeDep, SessionDep
-from service.api.routes.candidates import candidate_summary
+from service.api.deps import KeyDep, RuntimeDep, SessionDep, found
 from service.api.schemas import (
-    BestCandidate,
     CandidateSummary,
-    MetaTestCell,
-    MetaTestRow,
     Page,
     Problem,
-    Progress,
     RunListItem,
     RunOut,
-    Spent,
     WebhookAttemptOut,
     WebhookDeliveryOut,
-    WebhookOut,
 )
 from service.db.models import (
     RUN_FINAL_STATUSES,
-    ApiKey,
     Candidate,
-    CandidateStatus,
-    EvalPhase,
     Evaluation,
     Event,
-    Job,
-    JobStatus,
     Run,
     WebhookAttempt,
     WebhookDelivery,
     WebhookEndpoint,
-    is_proposal,
 )
 from service.runs.events import event_stream
-from service.runs.orchestrator import SEARCH_JOBS, cancel, request_hash
+from service.runs.orchestrator import cancel, request_hash
+from service.runs.queries import candidate_summary, owned_run, run_out
 from service.runs.runner import RunRefused, start_run
 from service.runs.spec import RunSpec
 from service.webhooks import resend
-from workers.targets import TARGETS
 
 router = APIRouter(prefix="/v1", tags=["runs"], responses={401: {"model": Problem}})
 NOT_FOUND = {404: {"model": Problem}}
@@ -75,70 +61,9 @@ def _decode_cursor(cursor: str, shape: TypeAdapter[Any]) -> Any:
         raise HTTPException(400, "cursor is not one this API returned") from None
 
 
-def owned_run(session: Session, key: ApiKey, run_id: str) -> Run:
-    run = session.get(Run, run_id)
-    if run is None or run.owner_key_id != key.id:
-        raise HTTPException(404, f"no run {run_id!r}")
-    return run
-
-
-def _cell(e: Evaluation | None) -> MetaTestCell | None:
-    return None if e is None else MetaTestCell(normalised_score=e.normalised_score, score_basis=e.score_basis,
-                                               final_return=e.final_return, outcome=e.outcome)
-
-
-def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> RunOut:
-    """The run as the API shows it, in two queries: one row of figures, then the meta-test rows."""
-    best_of = select(Candidate).where(Candidate.id == run.best_candidate_id).subquery()
-    endpoint_of = select(WebhookEndpoint).where(WebhookEndpoint.run_id == run.id).limit(1).subquery()
-    figures = session.execute(select(
-        select(func.count()).select_from(Candidate).where(
-            Candidate.run_id == run.id, is_proposal(),
-            Candidate.status.in_([CandidateStatus.EVALUATED, CandidateStatus.FAILED])).scalar_subquery(),
-        select(func.count()).select_from(Job).where(
-            Job.run_id == run.id, Job.kind.in_(list(SEARCH_JOBS)),
-            Job.status.in_([JobStatus.PENDING, JobStatus.CLAIMED])).scalar_subquery(),
-        select(Candidate.id).where(Candidate.run_id == run.id, Candidate.is_warm_start).scalar_subquery(),
-        select(best_of.c.index).scalar_subquery(), select(best_of.c.name).scalar_subquery(),
-        select(endpoint_of.c.url).scalar_subquery(), select(endpoint_of.c.events).scalar_subquery(),
-    )).one()
-    done, in_flight, warm_id, best_index, best_name, endpoint_url, endpoint_events = figures
-    tests = session.execute(select(Evaluation, Candidate.reference).join(Candidate).where(
-        Candidate.run_id == run.id, Evaluation.phase == EvalPhase.TEST)).all()
-    by_key = {(e.candidate_id, e.env): e for e, _ in tests}
-    references = {name: e.candidate_id for e, name in tests if name is not None}
-    reference_names = [r.name for r in TARGETS[run.target].references]
-    seconds = None
-    if run.started_at:
-        seconds = ((run.finished_at or datetime.now(run.started_at.tzinfo)) - run.started_at).total_seconds()
-    return RunOut(
-        id=run.id, status=run.status, target=run.target,
-        environments={"train": run.train_envs, "test": run.test_envs}, profile=run.profile, proposer=run.proposer,
-        budget=run.budget, concurrency=run.concurrency, seed=run.seed, preset=run.config.get("spec", {}).get("preset"),
-        seeds_per_eval=run.seeds_per_eval, metatest_seeds=run.metatest_seeds, learning_rate=run.lr_protocol,
-        progress=Progress(candidates_done=done or 0, candidates_budget=run.budget["candidates"],
-                          in_flight=in_flight or 0),
-        spent=Spent(candidates=done or 0, tokens=run.tokens_used, cost_usd=run.cost_usd,
-                    duplicates_skipped=run.duplicates_skipped, seconds=seconds),
-        best=BestCandidate(candidate_id=run.best_candidate_id, index=best_index, name=best_name,
-                           score=run.best_score) if run.best_candidate_id and best_name is not None else None,
-        meta_test=[MetaTestRow(env=env, best=_cell(by_key.get((run.best_candidate_id, env))),
-                               warm_start=_cell(by_key.get((warm_id, env))),
-                               references={name: _cell(by_key.get((references.get(name), env)))
-                                           for name in reference_names})
-                   for env in run.test_envs],
-        error=run.error,
-        webhook=WebhookOut(url=endpoint_url, events=endpoint_events, secret=webhook_secret)
-        if endpoint_url is not None else None,
-        created_at=run.created_at, started_at=run.started_at, finished_at=run.finished_at,
-        links={"self": f"/v1/runs/{run.id}", "candidates": f"/v1/runs/{run.id}/candidates",
-               "events": f"/v1/runs/{run.id}/events", "best": f"/v1/runs/{run.id}/best.py"},
-    )
-
-
 @router.post("/runs", status_code=201, response_model=RunOut,
              responses={409: {"model": Problem}, 422: {"model": Problem}})
-def create_run(spec: RunSpec, key: KeyDep, session: SessionDep, runtime: RuntimeDep,
+def post_run(spec: RunSpec, key: KeyDep, session: SessionDep, runtime: RuntimeDep,
                idempotency_key: Annotated[str | None, Header(max_length=255)] = None) -> RunOut:
     """Start a discovery run. The response shows the webhook secret once."""
     digest = request_hash(spec)
@@ -197,16 +122,16 @@ def list_runs(key: KeyDep, session: SessionDep,
 
 @router.get("/runs/{run_id}", response_model=RunOut, responses=NOT_FOUND)
 def get_run(run_id: str, key: KeyDep, session: SessionDep) -> RunOut:
-    return run_out(session, owned_run(session, key, run_id))
+    return run_out(session, found(owned_run(session, key, run_id), "run", run_id))
 
 
 @router.post("/runs/{run_id}/cancel", response_model=RunOut, responses={**NOT_FOUND, 409: {"model": Problem}})
 def cancel_run(run_id: str, key: KeyDep, session: SessionDep, runtime: RuntimeDep) -> RunOut:
-    run = owned_run(session, key, run_id)
+    run = found(owned_run(session, key, run_id), "run", run_id)
     if run.status in RUN_FINAL_STATUSES or not cancel(runtime.factory, run_id):
         raise HTTPException(409, f"run {run_id} has already ended ({run.status})")
     session.expire_all()
-    return run_out(session, owned_run(session, key, run_id))
+    return run_out(session, found(owned_run(session, key, run_id), "run", run_id))
 
 
 @router.get("/runs/{run_id}/events", responses={**NOT_FOUND, 200: {"content": {"text/event-stream": {}}}},
@@ -214,7 +139,7 @@ def cancel_run(run_id: str, key: KeyDep, session: SessionDep, runtime: RuntimeDe
 async def run_events(run_id: str, key: KeyDep, session: SessionDep, runtime: RuntimeDep, request: Request,
                      last_event_id: Annotated[int | None, Header()] = None) -> StreamingResponse:
     """Server-Sent Events: candidate proposed, evaluated, new best, run finished. Resume with Last-Event-ID."""
-    owned_run(session, key, run_id)
+    found(owned_run(session, key, run_id), "run", run_id)
     session.close()
     return event_stream(runtime.factory, run_id, last_event_id or 0, request.is_disconnected)
 
@@ -226,7 +151,7 @@ def list_candidates(run_id: str, key: KeyDep, session: SessionDep,
                     sort: Annotated[Literal["time", "score"], Query()] = "time",
                     limit: Annotated[int, Query(ge=1, le=500)] = 100,
                     cursor: Annotated[str | None, Query()] = None) -> Page[CandidateSummary]:
-    owned_run(session, key, run_id)
+    found(owned_run(session, key, run_id), "run", run_id)
     query = select(Candidate).where(Candidate.run_id == run_id)
     if status:
         query = query.where(Candidate.status == status)
@@ -251,7 +176,7 @@ def list_candidates(run_id: str, key: KeyDep, session: SessionDep,
             responses={**NOT_FOUND, 200: {"content": {"text/x-python": {}}}})
 def best_file(run_id: str, key: KeyDep, session: SessionDep) -> Response:
     """The run's best algorithm as a standalone Python file, with where it came from in its header."""
-    run = owned_run(session, key, run_id)
+    run = found(owned_run(session, key, run_id), "run", run_id)
     best = session.get(Candidate, run.best_candidate_id) if run.best_candidate_id else None
     if best is None:
         raise HTTPException(404, f"run {run_id} has no evaluated candidate yet")
@@ -273,7 +198,7 @@ def best_file(run_id: str, key: KeyDep, session: SessionDep) -> Response:
 
 @router.get("/runs/{run_id}/webhook-deliveries", response_model=list[WebhookDeliveryOut], responses=NOT_FOUND)
 def list_deliveries(run_id: str, key: KeyDep, session: SessionDep) -> list[WebhookDeliveryOut]:
-    owned_run(session, key, run_id)
+    found(owned_run(session, key, run_id), "run", run_id)
     rows = session.execute(select(WebhookDelivery, WebhookEndpoint.url, Event.type)
                            .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
                            .join(Event, Event.id == WebhookDelivery.event_id)

@@ -1,0 +1,165 @@
+"""Read models: what the API and the web UI show of runs and candidates, read in one place.
+
+Ownership (a key sees only the runs it owns: `owned_run`, `owned_candidate`, None otherwise), the run
+summary the API returns and the run page shows (`run_out`, two queries), and a candidate in full with
+its lineage (`lineage`: parents, children, the diff against its first parent; `candidate_detail`).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import String, cast, func, select
+from sqlalchemy.orm import Session
+
+from service.api.schemas import (
+    BestCandidate,
+    CandidateDetail,
+    CandidateSummary,
+    EvaluationOut,
+    LlmCallOut,
+    MetaTestCell,
+    MetaTestRow,
+    Progress,
+    RunOut,
+    Spent,
+    WebhookOut,
+)
+from service.db.models import (
+    ApiKey,
+    Candidate,
+    CandidateStatus,
+    EvalPhase,
+    Evaluation,
+    Job,
+    JobStatus,
+    LlmCall,
+    Run,
+    WebhookEndpoint,
+    is_proposal,
+)
+from service.runs.orchestrator import SEARCH_JOBS
+from workers.targets import TARGETS
+
+
+def owned_run(session: Session, key: ApiKey, run_id: str) -> Run | None:
+    """The run if `key` owns it, else None (a run of another key is as absent as a missing one)."""
+    run = session.get(Run, run_id)
+    return run if run is not None and run.owner_key_id == key.id else None
+
+
+def owned_candidate(session: Session, key: ApiKey, candidate_id: str) -> Candidate | None:
+    """The candidate if `key` owns its run, else None."""
+    return session.scalar(select(Candidate).join(Run, Run.id == Candidate.run_id)
+                          .where(Candidate.id == candidate_id, Run.owner_key_id == key.id))
+
+
+def _cell(e: Evaluation | None) -> MetaTestCell | None:
+    return None if e is None else MetaTestCell(normalised_score=e.normalised_score, score_basis=e.score_basis,
+                                               final_return=e.final_return, outcome=e.outcome)
+
+
+def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> RunOut:
+    """The run as the API shows it, in two queries: one row of figures, then the meta-test rows."""
+    best_of = select(Candidate).where(Candidate.id == run.best_candidate_id).subquery()
+    endpoint_of = select(WebhookEndpoint).where(WebhookEndpoint.run_id == run.id).limit(1).subquery()
+    figures = session.execute(select(
+        select(func.count()).select_from(Candidate).where(
+            Candidate.run_id == run.id, is_proposal(),
+            Candidate.status.in_([CandidateStatus.EVALUATED, CandidateStatus.FAILED])).scalar_subquery(),
+        select(func.count()).select_from(Job).where(
+            Job.run_id == run.id, Job.kind.in_(list(SEARCH_JOBS)),
+            Job.status.in_([JobStatus.PENDING, JobStatus.CLAIMED])).scalar_subquery(),
+        select(Candidate.id).where(Candidate.run_id == run.id, Candidate.is_warm_start).scalar_subquery(),
+        select(best_of.c.index).scalar_subquery(), select(best_of.c.name).scalar_subquery(),
+        select(endpoint_of.c.url).scalar_subquery(), select(endpoint_of.c.events).scalar_subquery(),
+    )).one()
+    done, in_flight, warm_id, best_index, best_name, endpoint_url, endpoint_events = figures
+    tests = session.execute(select(Evaluation, Candidate.reference).join(Candidate).where(
+        Candidate.run_id == run.id, Evaluation.phase == EvalPhase.TEST)).all()
+    by_key = {(e.candidate_id, e.env): e for e, _ in tests}
+    references = {name: e.candidate_id for e, name in tests if name is not None}
+    reference_names = [r.name for r in TARGETS[run.target].references]
+    seconds = None
+    if run.started_at:
+        seconds = ((run.finished_at or datetime.now(run.started_at.tzinfo)) - run.started_at).total_seconds()
+    return RunOut(
+        id=run.id, status=run.status, target=run.target,
+        environments={"train": run.train_envs, "test": run.test_envs}, profile=run.profile, proposer=run.proposer,
+        budget=run.budget, concurrency=run.concurrency, seed=run.seed, preset=run.config.get("spec", {}).get("preset"),
+        seeds_per_eval=run.seeds_per_eval, metatest_seeds=run.metatest_seeds, learning_rate=run.lr_protocol,
+        progress=Progress(candidates_done=done or 0, candidates_budget=run.budget["candidates"],
+                          in_flight=in_flight or 0),
+        spent=Spent(candidates=done or 0, tokens=run.tokens_used, cost_usd=run.cost_usd,
+                    duplicates_skipped=run.duplicates_skipped, seconds=seconds),
+        best=BestCandidate(candidate_id=run.best_candidate_id, index=best_index, name=best_name,
+                           score=run.best_score) if run.best_candidate_id and best_name is not None else None,
+        meta_test=[MetaTestRow(env=env, best=_cell(by_key.get((run.best_candidate_id, env))),
+                               warm_start=_cell(by_key.get((warm_id, env))),
+                               references={name: _cell(by_key.get((references.get(name), env)))
+                                           for name in reference_names})
+                   for env in run.test_envs],
+        error=run.error,
+        webhook=WebhookOut(url=endpoint_url, events=endpoint_events, secret=webhook_secret)
+        if endpoint_url is not None else None,
+        created_at=run.created_at, started_at=run.started_at, finished_at=run.finished_at,
+        links={"self": f"/v1/runs/{run.id}", "candidates": f"/v1/runs/{run.id}/candidates",
+               "events": f"/v1/runs/{run.id}/events", "best": f"/v1/runs/{run.id}/best.py"},
+    )
+
+
+def candidate_summary(c: Candidate) -> CandidateSummary:
+    return CandidateSummary(
+        id=c.id, run_id=c.run_id, index=c.index, name=c.name, is_warm_start=c.is_warm_start,
+        reference=c.reference, status=c.status,
+        outcome=c.outcome, score=c.score, pooled_score=c.pooled_score, parent_ids=list(c.parent_ids),
+        error=c.error, created_at=c.created_at, evaluated_at=c.evaluated_at,
+    )
+
+
+@dataclass
+class Lineage:
+    parents: list[Candidate]
+    children: list[Candidate]
+    diff: str | None  # unified diff against the first parent ("" when the code is the same)
+
+
+def lineage(session: Session, candidate: Candidate) -> Lineage:
+    """A candidate's parents (in its order), its children (by index) and the diff against its first parent."""
+    parents = [p for p in (session.get(Candidate, pid) for pid in candidate.parent_ids) if p is not None]
+    diff = None
+    if parents:
+        first = parents[0]
+        diff = "".join(difflib.unified_diff(first.code.splitlines(keepends=True),
+                                            candidate.code.splitlines(keepends=True),
+                                            fromfile=f"#{first.index} {first.name}",
+                                            tofile=f"#{candidate.index} {candidate.name}"))
+    children = session.scalars(select(Candidate).where(
+        Candidate.run_id == candidate.run_id, cast(Candidate.parent_ids, String).contains(candidate.id))
+        .order_by(Candidate.index)).all()
+    return Lineage(parents=parents, children=[c for c in children if candidate.id in c.parent_ids], diff=diff)
+
+
+def candidate_detail(session: Session, c: Candidate) -> CandidateDetail:
+    """The candidate in full: code, thought, lineage, evaluations and the LLM call that made it."""
+    family = lineage(session, c)
+    evaluations = session.scalars(select(Evaluation).where(Evaluation.candidate_id == c.id)
+                                  .order_by(Evaluation.created_at)).all()
+    call = session.get(LlmCall, c.llm_call_id) if c.llm_call_id else None
+    return CandidateDetail(
+        **candidate_summary(c).model_dump(), code=c.code, thought=c.thought, ast_hash=c.ast_hash, diff=family.diff,
+        children=[child.id for child in family.children],
+        evaluations=[EvaluationOut(
+            env=e.env, phase=e.phase, seeds=e.seeds, learning_rates=e.learning_rates, returns=e.returns,
+            curves=e.curves, best_lr=e.best_lr, final_return=e.final_return, normalised_score=e.normalised_score,
+            score_basis=e.score_basis, outcome=e.outcome, error=e.error, compile_seconds=e.compile_seconds,
+            train_seconds=e.train_seconds,
+        ) for e in evaluations],
+        llm_call=LlmCallOut(
+            id=call.id, model=call.model, messages=call.messages, reply=call.reply,
+            prompt_tokens=call.prompt_tokens, completion_tokens=call.completion_tokens,
+            latency_ms=call.latency_ms, cost_usd=call.cost_usd, error=call.error,
+        ) if call else None,
+    )
