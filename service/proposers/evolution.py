@@ -339,11 +339,6 @@ class _Mutator:
         return None
 
 
-def scalar_inputs(target: Target) -> frozenset[str]:
-    """The target's inputs that are plain numbers (their description starts with "a float")."""
-    return frozenset(i.name for i in target.inputs if i.description.lower().startswith("a float"))
-
-
 def _function(module: ast.Module, name: str) -> ast.FunctionDef | None:
     for stmt in module.body:
         if isinstance(stmt, ast.FunctionDef) and stmt.name == name:
@@ -447,7 +442,7 @@ class EvolutionProposer:
         if jnp is None:
             module.body.insert(0, ast.Import(names=[ast.alias(name="jax.numpy", asname="jnp")]))
             jnp = "jnp"
-        mutator = _Mutator(rng, jnp, scalar_inputs(target))
+        mutator = _Mutator(rng, jnp, target.scalar_inputs)
         changes: list[str] = []
         if donor is not None:
             change = mutator.mutate(module, function, "crossover", donor)

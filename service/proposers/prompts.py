@@ -14,20 +14,12 @@ from workers.targets import Target
 
 PROMPTS_DIR = data_dir("prompts")
 
-# What the model is designing, in the words of the system prompt ("a new ... for reinforcement learning").
-COMPONENTS = {
-    "lpo": "drift function for Learned Policy Optimisation (it replaces PPO's clipping)",
-    "optimizer": "optimiser update rule for reinforcement learning (it replaces Adam in PPO)",
-    "advantage": "advantage estimator for reinforcement learning (it replaces GAE in PPO)",
-}
-
-
 def load_template(name: str, prompts_dir: Path = PROMPTS_DIR) -> Template:
     return Template((prompts_dir / name).read_text(encoding="utf-8"))
 
 
 def component(target: Target) -> str:
-    return COMPONENTS.get(target.name, f"`{target.function_name}` function for reinforcement learning")
+    return target.component
 
 
 def system_prompt(target: Target, prompts_dir: Path = PROMPTS_DIR) -> str:

@@ -25,7 +25,6 @@ MAX_SOURCE_CHARS = 20_000
 # (ast.unparse, compile, NodeVisitor) in this process, so they are rejected before any of those run.
 MAX_NESTING = 100
 
-ALLOWED_MODULES = frozenset({"jax", "jax.numpy", "jax.nn", "jax.lax", "math", "functools"})
 
 FORBIDDEN_CALLS = {
     "eval": "`eval` runs code from a string",
@@ -109,7 +108,7 @@ def check_source(code: str, target: Target) -> list[StaticIssue]:
     try:
         issues += _check_top_level(tree, target)
         for node in ast.walk(tree):
-            issues += _check_node(node)
+            issues += _check_node(node, target.allowed_modules)
     except RecursionError:
         return [StaticIssue(line=1, message="the code is nested too deeply to check; simplify the expression")]
     unique = {(i.line, i.message): i for i in issues}
@@ -187,23 +186,23 @@ def _check_top_level(tree: ast.Module, target: Target) -> list[StaticIssue]:
     return issues
 
 
-def _check_node(node: ast.AST) -> list[StaticIssue]:
+def _check_node(node: ast.AST, allowed_modules: frozenset[str]) -> list[StaticIssue]:
     line = getattr(node, "lineno", 1)
     issues: list[StaticIssue] = []
 
     def add(message: str) -> None:
         issues.append(StaticIssue(line=line, message=message))
 
-    allowed = ", ".join(sorted(ALLOWED_MODULES))
+    allowed = ", ".join(sorted(allowed_modules))
     if isinstance(node, ast.Import):
         for alias in node.names:
-            if alias.name not in ALLOWED_MODULES:
+            if alias.name not in allowed_modules:
                 add(f"`import {alias.name}` is not allowed; import only {allowed}")
     elif isinstance(node, ast.ImportFrom):
         module = node.module or ""
         if node.level:
             add(f"relative imports are not allowed; import only {allowed}")
-        elif module not in ALLOWED_MODULES:
+        elif module not in allowed_modules:
             add(f"`from {module} import ...` is not allowed; import only {allowed}")
         for alias in node.names:
             if alias.name == "*":

@@ -77,8 +77,10 @@ _TN = ArgSpec(("t", "n"))
 
 TARGET = Target(
     name="advantage",
+    component="advantage estimator for reinforcement learning (it replaces GAE in PPO)",
     function_name="advantages",
     parameters=("rewards", "values", "dones", "last_value", "gamma", "lam"),
+    scalar_inputs=frozenset({"gamma", "lam"}),
     summary=(
         "An advantage estimator used instead of GAE in PPO. It turns one rollout of rewards and value "
         "estimates into an advantage per step; the critic's targets are advantages + values."

@@ -1,6 +1,7 @@
 """What a target is: one pluggable part of the RL pipeline that candidates replace.
 
-A target module declares the function's name and parameters, a plain description of every input
+A target module declares what the model designs (the prompt's phrase), the function's name and
+parameters (and which are plain numbers), a plain description of every input
 (the proposer shows them to the language model), the rules a good candidate follows, the warm-start
 source (the hand-made algorithm), known reference algorithms (meta-tested beside it), a probe that
 calls a candidate on small random arrays, and how the candidate crosses the trust boundary: the
@@ -52,6 +53,10 @@ class ModuleSpec:
     build: Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
+# What a candidate may import unless its target says otherwise: pure JAX and the standard library's math.
+JAX_MODULES = frozenset({"jax", "jax.numpy", "jax.nn", "jax.lax", "math", "functools"})
+
+
 @dataclass(frozen=True)
 class Reference:
     """A known algorithm for a target, meta-tested beside the warm start in every run (a positive control)."""
@@ -64,8 +69,10 @@ class Reference:
 @dataclass(frozen=True)
 class Target:
     name: str
+    component: str  # what the model designs, in the prompt's words ("a new <component>")
     function_name: str
     parameters: tuple[str, ...]
+    scalar_inputs: frozenset[str]  # the parameters that are plain numbers (mutations keep arrays arrays)
     summary: str
     inputs: tuple[TargetInput, ...]
     returns: str
@@ -80,6 +87,7 @@ class Target:
     # called inside the lane-vmapped training program with unbatched shapes).
     assemble: Callable[[dict[str, Callable[..., Any]]], Callable[..., Any]]
     references: tuple[Reference, ...] = ()
+    allowed_modules: frozenset[str] = JAX_MODULES  # what the static check lets a candidate import
 
     @property
     def signature(self) -> str:

@@ -104,8 +104,10 @@ _SHARED = ArgSpec((), lane=False)
 
 TARGET = Target(
     name="lpo",
+    component="drift function for Learned Policy Optimisation (it replaces PPO's clipping)",
     function_name="drift",
     parameters=("ratio", "advantage", "epsilon"),
+    scalar_inputs=frozenset({"epsilon"}),
     summary=(
         "A drift function for Learned Policy Optimisation. PPO's actor loss becomes "
         "-(ratio * advantage - relu(drift(ratio, advantage, epsilon))).mean(): the drift is a penalty "

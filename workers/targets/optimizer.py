@@ -128,9 +128,11 @@ def _update_module(dims: tuple[str, ...]) -> ModuleSpec:
 
 TARGET = Target(
     name="optimizer",
+    component="optimiser update rule for reinforcement learning (it replaces Adam in PPO)",
     function_name="update",
     parameters=("grad", "param", "state", "momenta", "iteration", "progress", "layer_proportion",
                 "batch_proportion", "dormancy", "noise", "lr"),
+    scalar_inputs=frozenset({"iteration", "progress", "layer_proportion", "batch_proportion", "lr"}),
     summary=(
         "An optimiser update rule used instead of Adam to train PPO's actor-critic network (two MLPs, actor "
         "and critic, with two hidden layers each; tanh, or relu on MinAtar). It is called for every parameter "
