@@ -60,7 +60,8 @@ def seed_plan(run: Run, phase: EvalPhase) -> SeedPlan:
     search's seeds, and under `grid` the seeds that choose a learning rate are never the ones scored).
 
     - train: the search seeds; under `grid` they choose the rate and fresh seeds are scored.
-    - reeval: fresh seeds, at the rate the search chose.
+    - reeval: fresh seeds, at the rate the search chose (under `grid`, `choose` names the search seeds, on
+      which the warm start's rate was chosen too; the candidates' rates come from their search rows).
     - test: `metatest_seeds` fresh seeds; under `grid` the rate is chosen on yet other seeds.
     """
     grid = run.lr_protocol == LearningRateProtocol.GRID
@@ -69,7 +70,8 @@ def seed_plan(run: Run, phase: EvalPhase) -> SeedPlan:
         return SeedPlan(choose=search, score=_seeds(run, "train-lr", run.seeds_per_eval)) if grid \
             else SeedPlan(score=search)
     if phase == EvalPhase.REEVAL:
-        return SeedPlan(score=_seeds(run, "reeval", run.seeds_per_eval))
+        fresh = _seeds(run, "reeval", run.seeds_per_eval)
+        return SeedPlan(choose=_seeds(run, "train", run.seeds_per_eval), score=fresh) if grid else SeedPlan(score=fresh)
     test = _seeds(run, "test", run.metatest_seeds)
     return SeedPlan(choose=_seeds(run, "test-lr", run.metatest_seeds), score=test) if grid else SeedPlan(score=test)
 

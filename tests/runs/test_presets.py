@@ -1,4 +1,5 @@
-"""Presets resolve to exactly their protocol; every field a request gives wins over the preset's."""
+"""Presets resolve to exactly their protocol; every field a request gives wins over the preset's; the seed
+plans keep the seeds that choose a learning rate apart from the seeds that are scored."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from service.db.models import EvalPhase, Run
+from service.runs.orchestrator import seed_plan
 from service.runs.spec import RunSpec
 from tests.runs.conftest import REPO
 
@@ -50,3 +53,16 @@ def test_dry_run_prints_the_resolved_spec_and_starts_nothing(tmp_path: Path) -> 
     bad = subprocess.run([sys.executable, "-m", "service.cli", "run", "--preset", "nope", "--dry-run"], cwd=REPO,
                          env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "preset" in bad.stderr
+
+
+def test_grid_seed_plans_never_score_on_the_seeds_that_choose_a_rate() -> None:
+    grid = Run(seed=3, seeds_per_eval=2, metatest_seeds=4, lr_protocol="grid")
+    train, reeval, test = (seed_plan(grid, phase) for phase in (EvalPhase.TRAIN, EvalPhase.REEVAL, EvalPhase.TEST))
+    assert train.choose == [3000, 3001] and train.score == [3300, 3301]
+    # A re-evaluation scores fresh seeds at the rates the search seeds chose (the warm start's too).
+    assert reeval.choose == train.choose and reeval.score == [3100, 3101]
+    assert test.choose == [3400, 3401, 3402, 3403] and test.score == [3200, 3201, 3202, 3203]
+    scored = train.score + reeval.score + test.score
+    assert len(set(scored)) == len(scored) and not set(scored) & set(train.choose + test.choose)
+    fixed = Run(seed=3, seeds_per_eval=2, metatest_seeds=4, lr_protocol="fixed")
+    assert seed_plan(fixed, EvalPhase.TRAIN).choose is None and seed_plan(fixed, EvalPhase.TRAIN).score == [3000, 3001]
