@@ -309,8 +309,10 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="run id")],
     if as_json:
         print(json.dumps(r))
         return
+    preset = f", preset {r['preset']}" if r["preset"] else ""
     console.print(f"run {r['id']}: [bold]{r['status']}[/bold]  {r['target']} on {', '.join(r['environments']['train'])}"
-                  f"  ({r['proposer']['kind']}, profile {r['profile']})")
+                  f"  ({r['proposer']['kind']}, profile {r['profile']}{preset}, {r['learning_rate']} learning rate, "
+                  f"{r['seeds_per_eval']} search / {r['metatest_seeds']} meta-test seeds)")
     p, spent = r["progress"], r["spent"]
     console.print(f"candidates {p['candidates_done']}/{p['candidates_budget']} (in flight {p['in_flight']}), "
                   f"tokens {spent['tokens']}, cost ${spent['cost_usd']:.4f}, duplicates skipped "
@@ -319,12 +321,19 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="run id")],
         console.print(f"best: #{r['best']['index']} {r['best']['name']} ({r['best']['candidate_id']}), "
                       f"score {_score(r['best']['score'])}")
     if r["meta_test"]:
-        table = Table(title="meta-test (normalised score)")
-        for column in ("environment", "best", "warm start"):
+        references = list(r["meta_test"][0]["references"])
+        table = Table(title="meta-test (normalised score; * a return ratio: the warm start was within noise of random)")
+        for column in ("environment", "best", "warm start", *references):
             table.add_column(column)
+
+        def cell(value: dict | None) -> str:
+            value = value or {}
+            flag = "*" if value.get("score_basis") == "return_ratio" else ""
+            return _score(value.get("normalised_score")) + flag
+
         for row in r["meta_test"]:
-            table.add_row(row["env"], _score((row["best"] or {}).get("normalised_score")),
-                          _score((row["warm_start"] or {}).get("normalised_score")))
+            table.add_row(row["env"], cell(row["best"]), cell(row["warm_start"]),
+                          *(cell(row["references"][name]) for name in references))
         console.print(table)
     if r["error"]:
         console.print(f"error: {r['error']}")
