@@ -43,8 +43,8 @@ def test_a_warm_start_clearly_worse_than_random_is_flagged_too() -> None:
 def test_the_random_baseline_counts_whole_long_episodes() -> None:
     """Freeway's episodes last 2,500 steps: a fixed-length rollout saw none of them end and reported 0."""
     config = get_config("Freeway-MinAtar", "smoke")
-    returns = random_policy_returns("Freeway-MinAtar", config, [0, 1])
-    assert len(returns) == 2
+    returns = random_policy_returns("Freeway-MinAtar", config, [0])
+    assert len(returns) == 1
     assert all(np.isfinite(returns))
     # A random chicken crosses the road now and then in 2,500 steps; zero would mean no episode was counted.
     assert all(r > 0.0 for r in returns)

@@ -15,7 +15,7 @@ from service.db import make_engine, make_session_factory
 from service.keys import find_key
 from tests.runs.conftest import REPO, assert_complete_and_consistent, read_report
 
-CANDIDATES = 3
+CANDIDATES = 2
 
 
 def test_discovery_run_completes_and_meta_tests_the_best(sqlite_url: str, cache_dir: Path) -> None:
