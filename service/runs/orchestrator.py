@@ -1,10 +1,10 @@
 """The orchestrator: `advance(run_id)` is the only place that moves a run forward.
 
 Under a row lock on the run it reads the run's jobs and candidates, schedules proposals until
-`concurrency` of them are in flight and the budget is spent, then meta-tests the best candidate and
-the warm start and the target's reference algorithms on the held-out environments, and finally
-completes the run. Every job is a row
-committed before it is published; publishing twice is harmless (a job is claimed by one worker).
+`concurrency` of them are in flight and the budget is spent, then meta-tests the best candidate, the
+warm start and the target's reference algorithms on the held-out environments, and finally completes
+the run. Every job is a row committed before it is published; publishing twice is harmless (a job is
+claimed by one worker).
 It is safe to call at any time, from any process, any number of times.
 """
 
