@@ -210,6 +210,7 @@ def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="API processes (more than one needs a broker)")] = 1,
+    access_log: Annotated[bool, typer.Option(help="log a line per request")] = True,
 ) -> None:
     """Serve the REST API (with the local executor when no broker is configured)."""
     import uvicorn
@@ -225,9 +226,9 @@ def serve(
     upgrade_database(settings.database_url)
     if workers > 1:  # each process builds its own app (and runtime) from the environment
         uvicorn.run("service.api.app:create_app", factory=True, host=host, port=port, workers=workers,
-                    log_level="info")
+                    log_level="info", access_log=access_log)
     else:
-        uvicorn.run(create_app(settings=settings), host=host, port=port, log_level="info")
+        uvicorn.run(create_app(settings=settings), host=host, port=port, log_level="info", access_log=access_log)
 
 
 keys_app = typer.Typer(help="API keys: each key sees only its own runs.", no_args_is_help=True)

@@ -27,7 +27,7 @@ class Runtime:
 
 
 def build_runtime(settings: Settings, local_workers: int = 2, sweep_interval: float = 10.0) -> Runtime:
-    factory = make_session_factory(make_engine(settings.database_url))
+    factory = make_session_factory(make_engine(settings.database_url, pool_size=settings.api_threads))
     executor: Executor
     if settings.broker_url:
         from service.executors.celery import CeleryExecutor

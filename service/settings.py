@@ -15,6 +15,8 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///./discovery.db"
     broker_url: str | None = None  # unset: the local executor (a thread pool in this process)
+    # Requests one API process runs at once (service/api/admission.py), and so its pooled database connections.
+    api_threads: int = 16
 
     # Where `discovery runs ...` / `discovery candidates ...` find the API, and the key they send.
     api_url: str = "http://127.0.0.1:8000"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from contextlib import asynccontextmanager
 from http import HTTPStatus
 from typing import Any
@@ -14,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api import metrics
+from service.api.admission import Admission
 from service.api.routes import candidates, health, runs, targets
 from service.runtime import Runtime, build_runtime
 from service.settings import Settings, get_settings
@@ -65,18 +65,12 @@ def create_app(runtime: Runtime | None = None, settings: Settings | None = None)
         log.exception("unhandled error on %s", request.url.path)
         return problem(500, "an internal error; it has been logged", request)
 
-    @app.middleware("http")
-    async def count_requests(request: Request, call_next):  # noqa: ANN001, ANN202
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        metrics.observe_request(request.method, getattr(route, "path", "unmatched"), response.status_code,
-                                time.perf_counter() - started)
-        return response
-
     for module in (runs, candidates, targets, health):
         app.include_router(module.router)
-    install_web_ui(app, runtime.settings if runtime else settings)
+    resolved = runtime.settings if runtime else (settings or get_settings())
+    install_web_ui(app, resolved)
+    app.add_middleware(Admission, limit=resolved.api_threads)
+    app.add_middleware(metrics.RequestMetrics)
     app.openapi = lambda: problem_openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, HTTPException, Request
@@ -21,7 +21,14 @@ def get_runtime_dep(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-def get_session(runtime: Annotated[Runtime, Depends(get_runtime_dep)]) -> Iterator[Session]:
+async def get_session(runtime: Annotated[Runtime, Depends(get_runtime_dep)]) -> AsyncIterator[Session]:
+    """The route's session, committed (or rolled back) and closed on the event loop as soon as the route
+    function returns (`scope="function"`: before its response is serialized).
+
+    So a request holds a connection only while its route runs in a worker thread. Were it to keep it while
+    waiting for a thread (to serialize the response, or to close the session in), every thread could end up
+    waiting for a connection held by requests waiting for a thread: the process would hang.
+    """
     session = runtime.factory()
     try:
         yield session
@@ -33,12 +40,15 @@ def get_session(runtime: Annotated[Runtime, Depends(get_runtime_dep)]) -> Iterat
         session.close()
 
 
-def require_key(session: Annotated[Session, Depends(get_session)],
+def require_key(runtime: Annotated[Runtime, Depends(get_runtime_dep)],
                 credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> ApiKey:
+    """The caller's key, looked up in a session of its own that is closed before the route runs (so no
+    connection is held while the route waits for a thread)."""
     if credentials is None:
         raise HTTPException(401, "send an API key as 'Authorization: Bearer <key>'",
                             headers={"WWW-Authenticate": "Bearer"})
-    key = find_key(session, credentials.credentials)
+    with runtime.factory() as session:
+        key = find_key(session, credentials.credentials)
     if key is None:
         raise HTTPException(401, "the API key is unknown or revoked", headers={"WWW-Authenticate": "Bearer"})
     return key
@@ -55,5 +65,5 @@ def found(value: T | None, what: str, ident: str) -> T:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime_dep)]
-SessionDep = Annotated[Session, Depends(get_session)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 KeyDep = Annotated[ApiKey, Depends(require_key)]

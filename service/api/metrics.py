@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.db.models import Candidate, Evaluation, Run
 
@@ -19,6 +22,37 @@ request_seconds = Histogram("discovery_http_request_seconds", "HTTP request late
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
     requests_total.labels(method, route, str(status)).inc()
     request_seconds.labels(method, route).observe(seconds)
+
+
+class RequestMetrics:
+    """ASGI middleware counting every HTTP request by method, route template and status, with its latency.
+
+    Plain ASGI rather than `@app.middleware("http")`, whose per-request task and streams cost more than the
+    read endpoints themselves.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            observe_request(scope["method"], getattr(route, "path", "unmatched"), status,
+                            time.perf_counter() - started)
 
 
 def render(factory: sessionmaker[Session]) -> bytes:

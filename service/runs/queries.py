@@ -10,8 +10,9 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import String, cast, func, select
+from sqlalchemy import Row, String, cast, func, select
 from sqlalchemy.orm import Session
 
 from service.api.schemas import (
@@ -63,8 +64,8 @@ def _cell(e: Evaluation | None) -> MetaTestCell | None:
 
 def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> RunOut:
     """The run as the API shows it, in two queries: one row of figures, then the meta-test rows."""
-    best_of = select(Candidate).where(Candidate.id == run.best_candidate_id).subquery()
-    endpoint_of = select(WebhookEndpoint).where(WebhookEndpoint.run_id == run.id).limit(1).subquery()
+    best = Candidate.id == run.best_candidate_id
+    endpoint = select(WebhookEndpoint.url, WebhookEndpoint.events).where(WebhookEndpoint.run_id == run.id).limit(1)
     figures = session.execute(select(
         select(func.count()).select_from(Candidate).where(
             Candidate.run_id == run.id, is_proposal(),
@@ -73,8 +74,9 @@ def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> Ru
             Job.run_id == run.id, Job.kind.in_(list(SEARCH_JOBS)),
             Job.status.in_([JobStatus.PENDING, JobStatus.CLAIMED])).scalar_subquery(),
         select(Candidate.id).where(Candidate.run_id == run.id, Candidate.is_warm_start).scalar_subquery(),
-        select(best_of.c.index).scalar_subquery(), select(best_of.c.name).scalar_subquery(),
-        select(endpoint_of.c.url).scalar_subquery(), select(endpoint_of.c.events).scalar_subquery(),
+        select(Candidate.index).where(best).scalar_subquery(), select(Candidate.name).where(best).scalar_subquery(),
+        endpoint.with_only_columns(WebhookEndpoint.url).scalar_subquery(),
+        endpoint.with_only_columns(WebhookEndpoint.events).scalar_subquery(),
     )).one()
     done, in_flight, warm_id, best_index, best_name, endpoint_url, endpoint_events = figures
     tests = session.execute(select(Evaluation, Candidate.reference).join(Candidate).where(
@@ -110,7 +112,14 @@ def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> Ru
     )
 
 
-def candidate_summary(c: Candidate) -> CandidateSummary:
+# What a candidate list shows: loaded as columns, not whole rows (code and thought stay in the database).
+SUMMARY_COLUMNS = (Candidate.id, Candidate.run_id, Candidate.index, Candidate.name, Candidate.is_warm_start,
+                   Candidate.reference, Candidate.status, Candidate.outcome, Candidate.score, Candidate.pooled_score,
+                   Candidate.parent_ids, Candidate.error, Candidate.created_at, Candidate.evaluated_at)
+
+
+def candidate_summary(c: Candidate | Row[Any]) -> CandidateSummary:
+    """A candidate, or a row of SUMMARY_COLUMNS, as a list item."""
     return CandidateSummary(
         id=c.id, run_id=c.run_id, index=c.index, name=c.name, is_warm_start=c.is_warm_start,
         reference=c.reference, status=c.status,

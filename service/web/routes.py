@@ -102,8 +102,10 @@ def current_key(request: Request, session: SessionDep) -> ApiKey | None:
     return key
 
 
-def web_key(request: Request, session: SessionDep) -> ApiKey:
-    key = current_key(request, session)
+def web_key(request: Request, runtime: RuntimeDep) -> ApiKey:
+    """The logged-in key, read in a session of its own (closed before the page's route runs; see get_session)."""
+    with runtime.factory() as session:
+        key = current_key(request, session)
     if key is None:
         request.session.clear()
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")

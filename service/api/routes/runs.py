@@ -36,7 +36,7 @@ from service.db.models import (
 )
 from service.runs.events import event_stream
 from service.runs.orchestrator import cancel, request_hash
-from service.runs.queries import candidate_summary, owned_run, run_out
+from service.runs.queries import SUMMARY_COLUMNS, candidate_summary, owned_run, run_out
 from service.runs.runner import RunRefused, start_run
 from service.runs.spec import RunSpec
 from service.webhooks import resend
@@ -100,7 +100,10 @@ def list_runs(key: KeyDep, session: SessionDep,
               limit: Annotated[int, Query(ge=1, le=200)] = 50,
               cursor: Annotated[str | None, Query(description="from next_cursor of the previous page")] = None,
               ) -> Page[RunListItem]:
-    query = select(Run).where(Run.owner_key_id == key.id)
+    proposer = func.coalesce(Run.proposer["kind"].as_string(), "?").label("proposer")
+    query = select(Run.id, Run.status, Run.target, proposer,
+                   Run.profile, Run.budget["candidates"].as_integer().label("candidates_budget"), Run.best_score,
+                   Run.created_at, Run.finished_at).where(Run.owner_key_id == key.id)
     if status:
         query = query.where(Run.status == status)
     if target:
@@ -112,10 +115,8 @@ def list_runs(key: KeyDep, session: SessionDep,
         except (TypeError, ValueError):
             raise HTTPException(400, "cursor is not one this API returned") from None
         query = query.where(or_(Run.created_at < created_at, and_(Run.created_at == created_at, Run.id < run_id)))
-    rows = session.scalars(query.order_by(Run.created_at.desc(), Run.id.desc()).limit(limit + 1)).all()
-    items = [RunListItem(id=r.id, status=r.status, target=r.target, proposer=r.proposer.get("kind", "?"),
-                         profile=r.profile, candidates_budget=r.budget["candidates"], best_score=r.best_score,
-                         created_at=r.created_at, finished_at=r.finished_at) for r in rows[:limit]]
+    rows = session.execute(query.order_by(Run.created_at.desc(), Run.id.desc()).limit(limit + 1)).all()
+    items = [RunListItem.model_validate(r._mapping) for r in rows[:limit]]
     last = rows[limit - 1] if len(rows) > limit else None
     return Page(items=items, next_cursor=_encode_cursor(last.created_at.isoformat(), last.id) if last else None)
 
@@ -152,7 +153,7 @@ def list_candidates(run_id: str, key: KeyDep, session: SessionDep,
                     limit: Annotated[int, Query(ge=1, le=500)] = 100,
                     cursor: Annotated[str | None, Query()] = None) -> Page[CandidateSummary]:
     found(owned_run(session, key, run_id), "run", run_id)
-    query = select(Candidate).where(Candidate.run_id == run_id)
+    query = select(*SUMMARY_COLUMNS).where(Candidate.run_id == run_id)
     if status:
         query = query.where(Candidate.status == status)
     if outcome:
@@ -161,12 +162,12 @@ def list_candidates(run_id: str, key: KeyDep, session: SessionDep,
     if sort == "time":
         if position:
             query = query.where(Candidate.index > int(position[0]))
-        rows = session.scalars(query.order_by(Candidate.index).limit(limit + 1)).all()
+        rows = session.execute(query.order_by(Candidate.index).limit(limit + 1)).all()
         next_cursor = _encode_cursor(rows[limit - 1].index) if len(rows) > limit else None
     else:
         offset = int(position[0]) if position else 0
         score = func.coalesce(Candidate.pooled_score, Candidate.score)
-        rows = session.scalars(query.order_by(score.desc().nulls_last(), Candidate.index)
+        rows = session.execute(query.order_by(score.desc().nulls_last(), Candidate.index)
                                .offset(offset).limit(limit + 1)).all()
         next_cursor = _encode_cursor(offset + limit) if len(rows) > limit else None
     return Page(items=[candidate_summary(c) for c in rows[:limit]], next_cursor=next_cursor)
