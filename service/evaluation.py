@@ -58,9 +58,10 @@ def check_isolation(settings: Settings) -> str:
     return require_isolation(tracer_limits(settings)).summary()
 
 
-def trace_code(settings: Settings, target: str, code: str) -> TraceResult:
-    """Static check and the sandboxed tracer: an artifact, or the verdict; raises only IsolationUnavailable."""
-    return trace(code, target, tracer_limits(settings))
+def trace_code(settings: Settings, target: str, code: str, check_rules: bool = False) -> TraceResult:
+    """Static check and the sandboxed tracer: an artifact and the behaviour fingerprint, or the verdict (with
+    `check_rules`, also on the target's rules); raises only IsolationUnavailable."""
+    return trace(code, target, tracer_limits(settings), check_rules)
 
 
 def trace_many(settings: Settings, target: str, codes: list[str]) -> list[TraceResult]:

@@ -33,9 +33,11 @@ DEADLINE_SLACK_SECONDS = 30.0  # on top of what the warm start needed
 DEADLINE_FACTOR = 10.0  # a candidate may train this many times slower per lane than the warm start
 
 
-def trace(code: str, target: str, limits: SandboxLimits) -> TraceResult:
-    """Static check, then the sandboxed tracer; raises only IsolationUnavailable."""
-    return trace_candidate(TraceRequest(target=target, code=code, platforms=EXPORT_PLATFORMS), limits)
+def trace(code: str, target: str, limits: SandboxLimits, check_rules: bool = False) -> TraceResult:
+    """Static check, then the sandboxed tracer (with the target's rules, for a proposal); raises only
+    IsolationUnavailable."""
+    request = TraceRequest(target=target, code=code, platforms=EXPORT_PLATFORMS, check_rules=check_rules)
+    return trace_candidate(request, limits)
 
 
 def artifact_sha256(artifact: str) -> str:

@@ -36,6 +36,7 @@ class TraceRequest(BaseModel):
     target: str
     code: str
     platforms: list[str] = Field(default_factory=lambda: ["cpu"])
+    check_rules: bool = False  # also check the target's rules (a proposal, before it costs a training run)
 
 
 class TraceResult(BaseModel):
@@ -46,6 +47,9 @@ class TraceResult(BaseModel):
     outcome: Outcome
     error: str | None = None
     artifact: str | None = None  # base64 of `Artifact.to_bytes()`
+    # `behaviour_fingerprint` of the probe's outputs. Like all of this, the candidate's own process wrote it:
+    # it may only keep the candidate from being trained (as a duplicate), never give anything a score.
+    fingerprint: str | None = Field(default=None, pattern="^[0-9a-f]{64}$")
     seconds: float = 0.0
     stdout: str = ""
     stderr: str = ""

@@ -68,6 +68,20 @@ class WebhookOut(BaseModel):
     secret: str | None = Field(default=None, description="whsec_...: shown once, in the response that created it")
 
 
+class OperatorStats(BaseModel):
+    """What one evolution operator did in a run: its children, what became of them, and how they scored."""
+
+    operator: str
+    tried: int = Field(description="children made (each proposal's operator is its first change)")
+    broke_a_rule: int = Field(description="turned down by the probe: they broke a rule of the target")
+    behavioural_duplicates: int = Field(description="turned down by the probe: they compute a known function")
+    proposed: int = Field(description="children that became candidates (these add up to the proposals)")
+    trained_ok: int
+    within_20_percent: int = Field(description="scored at least 0.8 (within 20% of the warm start)")
+    above_warm_start: int = Field(description="scored above 1.0")
+    success_rate: float | None = Field(description="within_20_percent / proposed")
+
+
 class RunOut(BaseModel):
     id: str
     status: str
@@ -87,6 +101,7 @@ class RunOut(BaseModel):
     spent: Spent
     best: BestCandidate | None
     meta_test: list[MetaTestRow]
+    operators: list[OperatorStats] = Field(description="evolution: each operator's children and their scores")
     error: str | None
     webhook: WebhookOut | None = None
     created_at: datetime
@@ -120,6 +135,9 @@ class CandidateSummary(BaseModel):
     pooled_score: float | None
     parent_ids: list[str]
     error: str | None
+    duplicate_of: str | None = Field(description="the earlier candidate that computes the same function on every "
+                                     "probe input (this one was not trained)")
+    operator: str | None = Field(description="evolution: the operator that made it")
     created_at: datetime
     evaluated_at: datetime | None
 

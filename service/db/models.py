@@ -217,6 +217,9 @@ class Run(Base):
     tokens_used: Mapped[int] = mapped_column(BigInteger, default=0)
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
     duplicates_skipped: Mapped[int] = mapped_column(Integer, default=0)
+    # Evolution's children by operator and fate before training: {"constant": {"tried": 9, "broke a rule": 2,
+    # "behavioural duplicate": 1, ...}} (what was proposed is counted from the candidates).
+    operator_attempts: Mapped[dict[str, Any]] = mapped_column(default=dict)
     error: Mapped[str | None] = mapped_column(Text)
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str | None] = mapped_column(String(64))
@@ -237,6 +240,7 @@ class Candidate(Base):
         UniqueConstraint("run_id", "ast_hash"),
         Index("ix_candidates_run_id_score", "run_id", "score"),
         Index("ix_candidates_run_id_created_at", "run_id", "created_at"),
+        Index("ix_candidates_run_id_fingerprint", "run_id", "fingerprint"),
     )
 
     id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=new_id)
@@ -261,6 +265,12 @@ class Candidate(Base):
     )
     # The traced artifact every evaluation of this candidate trains (None: not traced yet, or the warm start).
     artifact_sha256: Mapped[str | None] = mapped_column(String(64), ForeignKey("artifacts.sha256"))
+    # What the candidate computes on its target's probe inputs (workers.targets.base.behaviour_fingerprint).
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
+    # The earlier candidate of the run that computes the same function: this one was not trained.
+    duplicate_of: Mapped[str | None] = mapped_column(String(ID_LENGTH),
+                                                     ForeignKey("candidates.id", ondelete="SET NULL"))
+    operator: Mapped[str | None] = mapped_column(String(32))  # the evolution operator that made it
     propose_seconds: Mapped[float | None] = mapped_column(Float)
     eval_seconds: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

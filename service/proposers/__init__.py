@@ -8,6 +8,7 @@ from service.proposers.base import (
     HistorySettings,
     LLMCallRecord,
     LLMSettings,
+    Probe,
     Proposal,
     ProposalContext,
     Proposer,
@@ -33,5 +34,6 @@ __all__ = [
     "ProposerConfig",
     "ProposerUnavailable",
     "ast_hash",
+    "Probe",
     "make_proposer",
 ]

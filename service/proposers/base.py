@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import ast
 import hashlib
+from collections.abc import Callable
 from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
 
-from workers.results import Outcome
+from workers.results import Outcome, TraceResult
 from workers.sandbox.static_check import MAX_NESTING, ast_depth
 
 
@@ -80,6 +81,15 @@ class HistorySettings(BaseModel):
     max_error_chars: int = Field(default=1500, ge=100)
 
 
+MutationName = Literal["constant", "swap", "function", "wrap", "duplicate", "delete"]
+
+# Small changes of behaviour first (a constant by a relative step, one operator, one smooth function for
+# another); deleting structure is the rarest, because it is what most often destroys a working algorithm.
+DEFAULT_MUTATION_WEIGHTS: dict[str, float] = {
+    "constant": 4.0, "swap": 2.0, "function": 2.0, "wrap": 1.0, "duplicate": 1.0, "delete": 0.5,
+}
+
+
 class EvolutionSettings(BaseModel):
     """The symbolic-evolution baseline: tournament selection and AST mutation."""
 
@@ -87,6 +97,8 @@ class EvolutionSettings(BaseModel):
     crossover_probability: float = Field(default=0.2, ge=0.0, le=1.0)
     max_mutations: int = Field(default=2, ge=1)  # each child gets 1..max_mutations mutations
     max_attempts: int = Field(default=50, ge=1)  # tries to find a valid, new child
+    max_probes: int = Field(default=8, ge=1)  # children probed in the sandbox per proposal (rules, behaviour)
+    mutation_weights: dict[MutationName, float] = Field(default_factory=lambda: dict(DEFAULT_MUTATION_WEIGHTS))
 
 
 class ProposerConfig(BaseModel):
@@ -106,6 +118,8 @@ class ProposalContext(BaseModel):
     warm_start: HistoryEntry
     history: list[HistoryEntry] = Field(default_factory=list)  # the run's other candidates
     known_hashes: set[str] = Field(default_factory=set)  # ast_hash of every candidate already in the run
+    # behaviour fingerprint -> name of the candidate of the run that computes it
+    known_fingerprints: dict[str, str] = Field(default_factory=dict)
 
 
 class LLMCallRecord(BaseModel):
@@ -130,6 +144,10 @@ class Proposal(BaseModel):
     duplicates_skipped: int = 0
     llm_calls: list[LLMCallRecord] = Field(default_factory=list)
     invalid_error: str | None = None  # set: store the candidate as invalid with this error, do not evaluate
+    trace: TraceResult | None = None  # the sandbox's probe of `code`, when the proposer already made it
+    operator: str | None = None  # evolution: the operator that made the child (its first change)
+    # evolution: children tried on the way, by operator and fate ("tried", "broke a rule", ...)
+    attempts: dict[str, dict[str, int]] = Field(default_factory=dict)
 
 
 class ProposerUnavailable(RuntimeError):
@@ -148,14 +166,19 @@ class Proposer(Protocol):
     def propose(self, context: ProposalContext) -> Proposal: ...
 
 
+# Runs a candidate's code through the sandbox's probe (the target's rules, its behaviour fingerprint).
+Probe = Callable[[str], TraceResult]
+
+
 def make_proposer(
-    config: ProposerConfig, api_key: str | None = None, base_url: str | None = None
+    config: ProposerConfig, api_key: str | None = None, base_url: str | None = None, probe: Probe | None = None
 ) -> Proposer:
-    """The proposer for a run. `api_key` and the default `base_url` come from the server's settings."""
+    """The proposer for a run. `api_key` and the default `base_url` come from the server's settings; with a
+    `probe`, evolution resamples children that break a rule of the target or compute a known function."""
     if config.kind == "evolution":
         from service.proposers.evolution import EvolutionProposer
 
-        return EvolutionProposer(config)
+        return EvolutionProposer(config, probe=probe)
     from service.proposers.llm import LLMProposer
 
     return LLMProposer(config, api_key=api_key, default_base_url=base_url)

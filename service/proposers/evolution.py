@@ -6,17 +6,23 @@ ES-trained network into a formula with PySR): it edits the candidate's source di
 A parent is picked from the population (the warm start and every candidate that finished `ok`) by a
 tournament on score, and its abstract syntax tree is mutated 1..max_mutations times:
 
+- perturb a numeric constant by a relative step,
 - swap an operator (+ - * /, comparisons, maximum/minimum, relu/softplus),
-- perturb a numeric constant,
+- swap one smooth function for a similar one (tanh/arctan/arcsinh, square/abs, exp/expm1),
 - wrap a subexpression in a function from a fixed set (tanh, exp, log1p, abs, square, sqrt of abs,
   clip, where), each written so that it stays finite,
 - delete a term of a sum or product, or duplicate one (e + k * t),
 - crossover: replace a subexpression with one taken from a second parent (scope-checked).
 
-Only arithmetic subexpressions inside the target function are touched, never slices, keyword
-arguments or the structure of the code. Every child passes the static check and is new to the run
-(normalised AST hash) before it is proposed. The random generator is seeded from (run seed, proposal
-index), so the same context always gives the same child.
+Mutations are drawn by weight (`EvolutionSettings.mutation_weights`: small changes of behaviour first,
+deletion last). Only arithmetic subexpressions inside the target function are touched, never slices,
+keyword arguments or the structure of the code. Every child passes the static check and is new to the
+run (normalised AST hash); then, given a `probe`, the sandbox calls it on the target's fixed inputs: a
+child that breaks a rule of the target (for lpo: a drift that is negative, or not zero with a zero
+gradient at ratio 1) or computes a function already in the run (the same behaviour fingerprint, such
+as a wrapper that changes nothing) is resampled instead of costing a training run. The operator of a
+child is its first change; every child tried is counted by operator and fate (`Proposal.attempts`).
+The random generator is seeded from (run seed, proposal index), so the same context gives the same child.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from collections.abc import Callable
 
 from service.proposers.base import (
     HistoryEntry,
+    Probe,
     Proposal,
     ProposalContext,
     ProposerConfig,
@@ -48,7 +55,17 @@ WRAPS = ("tanh", "exp", "log1p", "abs", "square", "sqrt_abs", "clip", "where")
 BINOPS = (ast.Add, ast.Sub, ast.Mult, ast.Div)
 COMPARES = (ast.Gt, ast.GtE, ast.Lt, ast.LtE)
 CALL_SWAPS = {"maximum": "minimum", "minimum": "maximum", "relu": "softplus", "softplus": "relu"}
-MUTATIONS = ("swap", "constant", "wrap", "delete", "duplicate")
+# One smooth function for another of a similar shape (same module: jnp.tanh -> jnp.arctan).
+FUNCTION_SWAPS = {
+    "tanh": ("arctan", "arcsinh"), "arctan": ("tanh", "arcsinh"), "arcsinh": ("tanh", "arctan"),
+    "square": ("abs",), "abs": ("square",), "exp": ("expm1",), "expm1": ("exp",), "log1p": ("arcsinh",),
+}  # fmt: skip
+ELEMENTWISE |= {"arctan", "arcsinh"}
+CONSTANT_STEP = 0.15  # the standard deviation of log(new / old) of a constant mutation
+
+# What became of a child before training, as counted in `Proposal.attempts` and the run's operator table.
+TRIED, BROKE_A_RULE, FAILED_PROBE, BEHAVIOURAL_DUPLICATE = "tried", "broke a rule", "failed the probe", \
+    "behavioural duplicate"
 
 
 def _call_name(node: ast.AST) -> str | None:
@@ -200,7 +217,7 @@ class _Mutator:
     def mutate(
         self, module: ast.Module, function: ast.FunctionDef, kind: str, donor: ast.Module | None
     ) -> str | None:
-        """Apply the mutation `kind` (one of MUTATIONS, or "crossover" with a donor); None if it found no site."""
+        """Apply the mutation `kind` (a MutationName, or "crossover" with a donor); None if it found no site."""
         sites = _Sites(module, function, self.scalar_params)
         if kind == "crossover":
             return self._crossover(sites, function, donor) if donor is not None else None
@@ -238,7 +255,7 @@ class _Mutator:
         return f"{name} -> {CALL_SWAPS[name]}"  # type: ignore[index]
 
     def _constant(self, sites: _Sites, function: ast.FunctionDef) -> str | None:
-        """A constant scaled by a random relative step (rarely its sign flipped)."""
+        """A constant scaled by a random relative step (about 15%; very rarely its sign flipped)."""
         rng = self.rng
         constants = [
             n for n in ast.walk(function)
@@ -253,14 +270,26 @@ class _Mutator:
             if old_value == 0.0:
                 value = rng.gauss(0.0, 0.1)
             else:
-                value = old_value * rng.lognormvariate(0.0, 0.4)
-                if rng.random() < 0.1:
+                value = old_value * rng.lognormvariate(0.0, CONSTANT_STEP)
+                if rng.random() < 0.02:
                     value = -value
             value = float(f"{value:.4g}")
             if value != old_value:
                 break
         node.value = value
         return f"constant {old_value:g} -> {value:g}"
+
+    def _function(self, sites: _Sites, function: ast.FunctionDef) -> str | None:
+        """One smooth elementwise function replaced by a similar one."""
+        options = [n for n in sites.numeric
+                   if _call_name(n) in FUNCTION_SWAPS and isinstance(n.func, ast.Attribute)]  # type: ignore[attr-defined]
+        if not options:
+            return None
+        node = self.rng.choice(options)
+        old = _call_name(node)
+        new = self.rng.choice(FUNCTION_SWAPS[old])  # type: ignore[index]
+        node.func.attr = new  # type: ignore[attr-defined]
+        return f"function {old} -> {new}"
 
     def _wrap(self, sites: _Sites, function: ast.FunctionDef) -> str | None:
         """A subexpression wrapped in a smooth or bounding function."""
@@ -364,10 +393,12 @@ def _score(entry: HistoryEntry, warm: HistoryEntry) -> float:
 class EvolutionProposer:
     """Tournament selection and AST mutation; see the module docstring."""
 
-    def __init__(self, config: ProposerConfig, check: Callable[[str, Target], list] = check_source) -> None:
+    def __init__(self, config: ProposerConfig, check: Callable[[str, Target], list] = check_source,
+                 probe: Probe | None = None) -> None:
         self.config = config
         self.settings = config.evolution
         self.check = check
+        self.probe = probe
 
     def population(self, context: ProposalContext) -> list[HistoryEntry]:
         """The warm start, then every candidate that finished ok with a score, in index order."""
@@ -392,6 +423,14 @@ class EvolutionProposer:
         warm = context.warm_start
         duplicates = 0
         problems: list[str] = []
+        attempts: dict[str, dict[str, int]] = {}
+        probed: Proposal | None = None  # the last child the probe turned down (proposed if nothing better)
+        probes = 0
+
+        def count(operator: str, fate: str) -> None:
+            attempts.setdefault(operator, {}).setdefault(fate, 0)
+            attempts[operator][fate] += 1
+
         for _ in range(self.settings.max_attempts):
             parent = self._tournament(rng, population, warm)
             second: HistoryEntry | None = None
@@ -400,36 +439,63 @@ class EvolutionProposer:
             child = self._child(rng, target, parent, second)
             if child is None:
                 continue
-            code, changes = child
+            code, changes, operator = child
+            count(operator, TRIED)
             issues = self.check(code, target)
             if issues:
                 problems.append(str(issues[0].message))
+                count(operator, "static check")
                 continue
             digest = ast_hash(code)
             if digest in context.known_hashes or digest == ast_hash(parent.code):
                 duplicates += 1
+                count(operator, "same code")
                 continue
             parent_ids = [parent.candidate_id] + (
                 [second.candidate_id] if second and second is not parent else []
             )
             parents = parent.name + (f" and {second.name}" if second and second is not parent else "")
-            return Proposal(
-                name=f"evo{context.index}_{changes[0].split()[0]}",
+            proposal = Proposal(
+                name=f"evo{context.index}_{operator}",
                 thought=f"Mutation of {parents}: " + "; ".join(changes) + ".",
                 code=code,
                 parent_ids=parent_ids,
                 ast_hash=digest,
-                duplicates_skipped=duplicates,
+                operator=operator,
             )
+            if self.probe is None:
+                return self._done(proposal, duplicates, attempts)
+            proposal.trace = self.probe(code)
+            probes += 1
+            fingerprint = proposal.trace.fingerprint
+            if proposal.trace.outcome == Outcome.ok and fingerprint not in context.known_fingerprints:
+                return self._done(proposal, duplicates, attempts)
+            if proposal.trace.outcome == Outcome.ok:
+                duplicates += 1
+                count(operator, BEHAVIOURAL_DUPLICATE)
+            else:
+                broke = "breaks a rule" in (proposal.trace.error or "")
+                count(operator, BROKE_A_RULE if broke else FAILED_PROBE)
+            probed = proposal
+            if probes >= self.settings.max_probes:
+                break
+        if probed is not None:  # the service records it as invalid or as a duplicate: it is never trained
+            return self._done(probed, duplicates, attempts)
         detail = f"; last static-check problem: {problems[-1]}" if problems else ""
         raise ProposerUnavailable(
             f"evolution found no new valid child in {self.settings.max_attempts} attempts "
             f"({duplicates} duplicates){detail}"
         )
 
+    @staticmethod
+    def _done(proposal: Proposal, duplicates: int, attempts: dict[str, dict[str, int]]) -> Proposal:
+        proposal.duplicates_skipped, proposal.attempts = duplicates, attempts
+        return proposal
+
     def _child(
         self, rng: random.Random, target: Target, parent: HistoryEntry, second: HistoryEntry | None
-    ) -> tuple[str, list[str]] | None:
+    ) -> tuple[str, list[str], str] | None:
+        """A mutated copy of the parent's code, its changes, and its operator (the kind of its first change)."""
         try:
             module = ast.parse(parent.code)
             donor = ast.parse(second.code) if second is not None else None
@@ -444,17 +510,23 @@ class EvolutionProposer:
             jnp = "jnp"
         mutator = _Mutator(rng, jnp, target.scalar_inputs)
         changes: list[str] = []
+        kinds: list[str] = []
         if donor is not None:
             change = mutator.mutate(module, function, "crossover", donor)
             if change:
                 changes.append(change)
+                kinds.append("crossover")
+        names = list(self.settings.mutation_weights)
+        weights = [self.settings.mutation_weights[n] for n in names]
         total = rng.randint(1, self.settings.max_mutations)  # a successful crossover counts as one of them
         for _ in range(3 * total):
             if len(changes) >= total:
                 break
-            change = mutator.mutate(module, function, rng.choice(MUTATIONS), None)
+            kind = rng.choices(names, weights=weights)[0]
+            change = mutator.mutate(module, function, kind, None)
             if change:
                 changes.append(change)
+                kinds.append(kind)
         if not changes:
             return None
         _set_docstring(function, f"Evolved from {parent.name}: " + "; ".join(changes) + ".")
@@ -464,7 +536,7 @@ class EvolutionProposer:
             compile(code, "<child>", "exec")
         except (SyntaxError, ValueError, RecursionError):
             return None
-        return code, changes
+        return code, changes, kinds[0]
 
 
 def _set_docstring(function: ast.FunctionDef, text: str) -> None:

@@ -38,7 +38,7 @@ from service.db.models import (
     Run,
     RunStatus,
 )
-from service.evaluation import evaluate_artifacts, evaluate_warm_start, score, trace_many
+from service.evaluation import evaluate_artifacts, evaluate_warm_start, score, trace_code, trace_many
 from service.proposers import (
     HistoryEntry,
     HistorySettings,
@@ -53,7 +53,7 @@ from service.proposers import (
 from service.runs.orchestrator import Publish, add_job, advance, emit, finish_run, lock_run, seed_plan
 from service.settings import Settings
 from workers.baselines import BaselineError
-from workers.results import EvaluationResult, Outcome, ScoreBasis, SeedPlan
+from workers.results import EvaluationResult, Outcome, ScoreBasis, SeedPlan, TraceResult
 from workers.sandbox.isolate import IsolationUnavailable
 
 log = logging.getLogger(__name__)
@@ -200,6 +200,7 @@ def build_context(session: Session, run: Run, index: int) -> ProposalContext:
         run_id=run.id, target=run.target, seed=run.seed, index=index, warm_start=history_entry(warm),
         history=[history_entry(c, replies.get(c.llm_call_id or "")) for c in candidates if not c.is_warm_start],
         known_hashes={c.ast_hash for c in candidates},
+        known_fingerprints={c.fingerprint: c.name for c in reversed(candidates) if c.fingerprint},
     )
 
 
@@ -215,7 +216,27 @@ def _record_calls(session: Session, run: Run, candidate_id: str | None, calls: l
     return last_id
 
 
+def fingerprint_warm_start(factory: sessionmaker[Session], settings: Settings, run_id: str) -> None:
+    """Probe the run's warm start once, so a candidate that computes the same function is known as a duplicate."""
+    with session_scope(factory) as session:
+        warm = session.scalar(select(Candidate).where(Candidate.run_id == run_id, Candidate.is_warm_start))
+        if warm.fingerprint is not None:
+            return
+        target, code = session.get(Run, run_id).target, warm.code
+    traced = trace_code(settings, target, code)
+    if traced.outcome != Outcome.ok:
+        raise RuntimeError(f"the warm start failed its probe: {traced.error}")
+    with session_scope(factory) as session:
+        session.execute(update(Candidate).where(Candidate.run_id == run_id, Candidate.is_warm_start)
+                        .values(fingerprint=traced.fingerprint))
+
+
 def propose(factory: sessionmaker[Session], settings: Settings, job_id: str) -> None:
+    """Make proposal number `index`, probe it in the sandbox (the target's rules, its behaviour), record it.
+
+    A proposal that breaks a rule of the target, or computes the same function as a candidate already in
+    the run (the same behaviour fingerprint), is recorded as failed, with the reason, and never trained.
+    """
     with session_scope(factory) as session:
         job = session.get(Job, job_id)
         run = session.get(Run, job.run_id)
@@ -225,27 +246,53 @@ def propose(factory: sessionmaker[Session], settings: Settings, job_id: str) -> 
         ).first():
             job.status, job.finished_at = JobStatus.DONE, utcnow()
             return
+        run_id = run.id
+    fingerprint_warm_start(factory, settings, run_id)
+    with session_scope(factory) as session:
+        run = session.get(Run, run_id)
         context = build_context(session, run, index)
         config = proposer_config(run)
     api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
     started = utcnow()
-    proposal: Proposal = make_proposer(config, api_key=api_key, base_url=settings.openai_base_url).propose(context)
+
+    def probe(code: str) -> TraceResult:
+        return trace_code(settings, context.target, code, check_rules=True)
+
+    proposal: Proposal = make_proposer(config, api_key=api_key, base_url=settings.openai_base_url,
+                                       probe=probe).propose(context)
+    if proposal.invalid_error is None and proposal.trace is None and proposal.ast_hash not in context.known_hashes:
+        proposal.trace = probe(proposal.code)
     with session_scope(factory) as session:
         run = lock_run(session, context.run_id)
         job = session.get(Job, job_id)
         known = set(session.scalars(select(Candidate.ast_hash).where(Candidate.run_id == run.id)))
-        error = proposal.invalid_error
+        error, outcome = proposal.invalid_error, Outcome.invalid
         digest = proposal.ast_hash
         if error is None and (digest is None or digest in known):
             error = "the same algorithm is already in this run"
             proposal.duplicates_skipped += 1
+        duplicate_of, artifact_sha256, trace = None, None, proposal.trace
+        if error is None and trace is not None and trace.outcome != Outcome.ok:
+            error, outcome = trace.error or "the probe failed", trace.outcome
+        elif error is None and trace is not None:
+            original = session.scalar(select(Candidate).where(
+                Candidate.run_id == run.id, Candidate.fingerprint == trace.fingerprint,
+                Candidate.reference.is_(None)).order_by(Candidate.index).limit(1))
+            if original is not None:
+                duplicate_of = original.id
+                error = (f"computes the same function as #{original.index} {original.name} on every probe input "
+                         f"(a behavioural duplicate): not trained")
+            else:
+                artifact_sha256 = store_artifact(session, run.target, base64.b64decode(trace.artifact or ""))
         if error is not None:
             digest = hashlib.sha256(f"unevaluated:{index}:{proposal.code}".encode()).hexdigest()
         candidate = Candidate(
             run_id=run.id, index=index, name=proposal.name or f"candidate {index}", thought=proposal.thought,
             code=proposal.code, parent_ids=proposal.parent_ids, ast_hash=digest,
             status=CandidateStatus.FAILED if error else CandidateStatus.PENDING,
-            outcome=Outcome.invalid if error else None, error=error,
+            outcome=outcome if error else None, error=error,
+            fingerprint=trace.fingerprint if trace is not None else None, duplicate_of=duplicate_of,
+            artifact_sha256=artifact_sha256, operator=proposal.operator,
             propose_seconds=(utcnow() - started).total_seconds(),
             evaluated_at=utcnow() if error else None,
         )
@@ -253,14 +300,33 @@ def propose(factory: sessionmaker[Session], settings: Settings, job_id: str) -> 
         session.flush()
         candidate.llm_call_id = _record_calls(session, run, candidate.id, proposal.llm_calls)
         run.duplicates_skipped += proposal.duplicates_skipped
+        run.operator_attempts = merge_attempts(run.operator_attempts, proposal.attempts)
         emit(session, run.id, EventType.CANDIDATE_PROPOSED,
              {"candidate_id": candidate.id, "index": index, "name": candidate.name})
         if error is None and run.status not in RUN_FINAL_STATUSES:
             add_job(session, run, JobKind.EVALUATE, f"evaluate:{candidate.id}", candidate_id=candidate.id)
         else:
             emit(session, run.id, EventType.CANDIDATE_EVALUATED,
-                 {"candidate_id": candidate.id, "index": index, "outcome": Outcome.invalid, "score": None})
+                 {"candidate_id": candidate.id, "index": index, "outcome": candidate.outcome, "score": None})
         job.status, job.finished_at = JobStatus.DONE, utcnow()
+
+
+def merge_attempts(counts: dict[str, dict[str, int]], more: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """The run's children by operator and fate, plus one proposal's (a new object, so the JSON column is saved)."""
+    merged = {operator: dict(fates) for operator, fates in counts.items()}
+    for operator, fates in more.items():
+        for fate, n in fates.items():
+            merged.setdefault(operator, {})[fate] = merged.get(operator, {}).get(fate, 0) + n
+    return merged
+
+
+def store_artifact(session: Session, target: str, data: bytes) -> str:
+    """Keep a traced artifact (once per content); its SHA-256 names it."""
+    digest = hashlib.sha256(data).hexdigest()
+    if session.get(Artifact, digest) is None:
+        session.add(Artifact(sha256=digest, target=target, data=data))
+        session.flush()
+    return digest
 
 
 # --- evaluate, re-evaluate, meta-test --------------------------------------------------------------
@@ -321,12 +387,8 @@ def _artifacts_for(factory: sessionmaker[Session], settings: Settings, target: s
             failed[item.candidate_id] = EvaluationResult(outcome=traced.outcome, error=traced.error,
                                                          seconds=traced.seconds)
             continue
-        data = base64.b64decode(traced.artifact)
-        digest = hashlib.sha256(data).hexdigest()
         with session_scope(factory) as session:
-            if session.get(Artifact, digest) is None:
-                session.add(Artifact(sha256=digest, target=target, data=data))
-                session.flush()
+            digest = store_artifact(session, target, base64.b64decode(traced.artifact))
             session.execute(update(Candidate).where(Candidate.id == item.candidate_id)
                             .values(artifact_sha256=digest))
         found[item.candidate_id] = traced.artifact

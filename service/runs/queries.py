@@ -23,6 +23,7 @@ from service.api.schemas import (
     LlmCallOut,
     MetaTestCell,
     MetaTestRow,
+    OperatorStats,
     Progress,
     RunOut,
     Spent,
@@ -42,6 +43,7 @@ from service.db.models import (
     is_proposal,
 )
 from service.runs.orchestrator import SEARCH_JOBS
+from workers.results import Outcome
 from workers.targets import TARGETS
 
 
@@ -103,6 +105,7 @@ def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> Ru
                                references={name: _cell(by_key.get((references.get(name), env)))
                                            for name in reference_names})
                    for env in run.test_envs],
+        operators=operator_stats(session, run),
         error=run.error,
         webhook=WebhookOut(url=endpoint_url, events=endpoint_events, secret=webhook_secret)
         if endpoint_url is not None else None,
@@ -115,7 +118,30 @@ def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> Ru
 # What a candidate list shows: loaded as columns, not whole rows (code and thought stay in the database).
 SUMMARY_COLUMNS = (Candidate.id, Candidate.run_id, Candidate.index, Candidate.name, Candidate.is_warm_start,
                    Candidate.reference, Candidate.status, Candidate.outcome, Candidate.score, Candidate.pooled_score,
-                   Candidate.parent_ids, Candidate.error, Candidate.created_at, Candidate.evaluated_at)
+                   Candidate.parent_ids, Candidate.error, Candidate.duplicate_of, Candidate.operator,
+                   Candidate.created_at, Candidate.evaluated_at)
+
+
+def operator_stats(session: Session, run: Run) -> list[OperatorStats]:
+    """Evolution's operators in this run: children tried and turned down (counted when proposed), then the
+    candidates each made and how they scored (one grouped query; none for a run no operator made)."""
+    if run.proposer.get("kind") != "evolution" or not run.operator_attempts:
+        return []
+    scored = func.coalesce(Candidate.pooled_score, Candidate.score)
+    rows = session.execute(select(
+        Candidate.operator, func.count(), func.count().filter(Candidate.outcome == Outcome.ok),
+        func.count().filter(scored >= 0.8), func.count().filter(scored > 1.0),
+    ).where(Candidate.run_id == run.id, Candidate.operator.is_not(None)).group_by(Candidate.operator)).all()
+    made = {operator: (proposed, ok, within, above) for operator, proposed, ok, within, above in rows}
+    stats = []
+    for operator in sorted(set(made) | set(run.operator_attempts)):
+        fates = run.operator_attempts.get(operator, {})
+        proposed, ok, within, above = made.get(operator, (0, 0, 0, 0))
+        stats.append(OperatorStats(
+            operator=operator, tried=fates.get("tried", proposed), broke_a_rule=fates.get("broke a rule", 0),
+            behavioural_duplicates=fates.get("behavioural duplicate", 0), proposed=proposed, trained_ok=ok,
+            within_20_percent=within, above_warm_start=above, success_rate=within / proposed if proposed else None))
+    return stats
 
 
 def candidate_summary(c: Candidate | Row[Any]) -> CandidateSummary:
@@ -124,7 +150,8 @@ def candidate_summary(c: Candidate | Row[Any]) -> CandidateSummary:
         id=c.id, run_id=c.run_id, index=c.index, name=c.name, is_warm_start=c.is_warm_start,
         reference=c.reference, status=c.status,
         outcome=c.outcome, score=c.score, pooled_score=c.pooled_score, parent_ids=list(c.parent_ids),
-        error=c.error, created_at=c.created_at, evaluated_at=c.evaluated_at,
+        error=c.error, duplicate_of=c.duplicate_of, operator=c.operator, created_at=c.created_at,
+        evaluated_at=c.evaluated_at,
     )
 
 

@@ -10,18 +10,38 @@ from service.proposers import (
     EvolutionProposer,
     EvolutionSettings,
     HistoryEntry,
+    Probe,
     ProposalContext,
     ProposerConfig,
     ProposerUnavailable,
     ast_hash,
 )
 from tests.proposers.scripted_llm import warm_entry
-from workers.results import Outcome
+from workers.results import Outcome, TraceResult
 from workers.sandbox.static_check import check_source
 from workers.targets import CandidateError, get_target, load_function
+from workers.targets.base import behaviour_fingerprint
 
 
-def context(target: str, index: int, history: list[HistoryEntry] | None = None, seed: int = 11, known=None):
+def local_probe(target_name: str) -> Probe:
+    """The sandbox tracer's probe, in this process (the children of the project's own warm starts only)."""
+    target = get_target(target_name)
+
+    def probe(code: str) -> TraceResult:
+        try:
+            function = load_function(code, target)
+            fingerprint = behaviour_fingerprint(target.probe(function))
+            if target.check_rules is not None:
+                target.check_rules(function)
+        except CandidateError as exc:
+            return TraceResult(outcome=Outcome.invalid, error=str(exc))
+        return TraceResult(outcome=Outcome.ok, fingerprint=fingerprint)
+
+    return probe
+
+
+def context(target: str, index: int, history: list[HistoryEntry] | None = None, seed: int = 11, known=None,
+            fingerprints: dict[str, str] | None = None):
     warm = warm_entry(target)
     return ProposalContext(
         run_id="run-e",
@@ -31,29 +51,70 @@ def context(target: str, index: int, history: list[HistoryEntry] | None = None, 
         warm_start=warm,
         history=history or [],
         known_hashes=known if known is not None else {ast_hash(warm.code)},
+        known_fingerprints=fingerprints or {},
     )
 
 
-def children(target: str, count: int) -> list:
-    proposer = EvolutionProposer(ProposerConfig())
+def children(target: str, count: int, probe: Probe | None = None) -> list:
+    proposer = EvolutionProposer(ProposerConfig(), probe=probe)
     return [proposer.propose(context(target, index)) for index in range(1, count + 1)]
 
 
-def test_lpo_children_of_the_warm_start_pass_the_check_trace_in_jax_and_are_mostly_unique():
+def test_lpo_children_of_the_warm_start_keep_its_rules_trace_in_jax_and_are_mostly_unique():
+    target = get_target("lpo")
+    warm_fingerprint = local_probe("lpo")(target.warm_start).fingerprint
+    proposer = EvolutionProposer(ProposerConfig(), probe=local_probe("lpo"))
+    proposals = [proposer.propose(context("lpo", index, fingerprints={warm_fingerprint: "warm_start"}))
+                 for index in range(1, 41)]
+    kept = [p for p in proposals if p.trace is not None and p.trace.outcome == Outcome.ok
+            and p.trace.fingerprint != warm_fingerprint]
+    assert len(kept) >= 36
+    for proposal in proposals:
+        assert check_source(proposal.code, target) == [], proposal.code
+        if proposal in kept:  # traces (value and gradient), finite, right shape, and keeps lpo's rules
+            function = load_function(proposal.code, target)
+            target.check_rules(function)
+            assert proposal.trace.fingerprint == behaviour_fingerprint(target.probe(function))
+        else:  # offered only when every child the probe could check was turned down (the service won't train it)
+            turned_down = sum(n for fates in proposal.attempts.values() for fate, n in fates.items()
+                              if fate in ("broke a rule", "behavioural duplicate"))
+            assert turned_down == EvolutionSettings().max_probes
+        assert proposal.parent_ids == ["warm"]
+        assert proposal.ast_hash == ast_hash(proposal.code) != ast_hash(target.warm_start)
+        assert proposal.thought.startswith("Mutation of warm_start: ")
+        assert proposal.llm_calls == []
+    assert len({p.trace.fingerprint for p in kept}) >= 32
+    kinds = " ".join(p.thought for p in proposals)
+    for kind in ("operator", "constant", "wrap a subexpression", "duplicate a term"):
+        assert kind in kinds
+    rejected = sum(fates.get("broke a rule", 0) for p in proposals for fates in p.attempts.values())
+    assert rejected > 0  # the warm start's children often break lpo's rules: they were resampled
+
+
+def test_without_a_probe_children_of_the_warm_start_trace_in_jax_and_are_mostly_unique():
     target = get_target("lpo")
     proposals = children("lpo", 100)
     for proposal in proposals:
         assert check_source(proposal.code, target) == [], proposal.code
         target.probe(load_function(proposal.code, target))  # traces (value and gradient), finite, right shape
-        assert proposal.parent_ids == ["warm"]
-        assert proposal.ast_hash == ast_hash(proposal.code) != ast_hash(target.warm_start)
-        assert proposal.thought.startswith("Mutation of warm_start: ")
-        assert proposal.llm_calls == []
-    unique = {p.ast_hash for p in proposals}
-    assert len(unique) >= 80
+    assert len({p.ast_hash for p in proposals}) >= 80
     kinds = " ".join(p.thought for p in proposals)
     for kind in ("operator", "constant", "wrap a subexpression", "delete a term", "duplicate a term", "crossover"):
         assert kind in kinds
+
+
+def test_the_mix_of_mutations_is_configurable_and_function_swaps_keep_the_module():
+    smooth = get_target("lpo").warm_start.replace("jax.nn.relu((ratio - clipped) * advantage)",
+                                                  "jnp.square(jnp.tanh((ratio - clipped) * advantage))")
+    warm = warm_entry("lpo").model_copy(update={"code": smooth})
+    only_functions = ProposerConfig(evolution=EvolutionSettings(mutation_weights={"function": 1.0}, max_mutations=1,
+                                                                crossover_probability=0.0))
+    proposals = [EvolutionProposer(only_functions).propose(context("lpo", i).model_copy(update={"warm_start": warm}))
+                 for i in range(1, 9)]
+    assert {p.operator for p in proposals} == {"function"}
+    changes = {p.thought.split(": ", 1)[1] for p in proposals}
+    assert changes <= {"function tanh -> arctan.", "function tanh -> arcsinh.", "function square -> abs."}
+    assert all("jnp.arctan(" in p.code or "jnp.arcsinh(" in p.code or "jnp.abs(" in p.code for p in proposals)
 
 
 @pytest.mark.parametrize(("target_name", "count"), [("optimizer", 100), ("advantage", 30)])

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from sqlalchemy import select
 
 from service.db import session_scope, upgrade_database
-from service.db.models import Candidate, LlmCall, Run
+from service.db.models import Candidate, Evaluation, LlmCall, Run
 from service.runs.runner import start_run
 from service.runs.spec import RunSpec
 from service.runtime import Runtime, build_runtime
@@ -129,3 +129,42 @@ def test_the_token_budget_stops_proposing(runtime: Runtime, llm: ScriptedLLM) ->
         searched = session.scalars(select(Candidate).where(Candidate.run_id == run_id, Candidate.index >= 0)).all()
         assert len(searched) == 2
         assert session.get(Run, run_id).tokens_used == 1200
+
+
+NO_OP = """import jax
+import jax.numpy as jnp
+
+
+def drift(ratio, advantage, epsilon):
+    clipped = jnp.clip(ratio, 1.0 - epsilon, 1.0 + epsilon)
+    return jnp.maximum(jax.nn.relu((ratio - clipped) * advantage), 0.0)
+"""
+SHIFTED = """import jax
+import jax.numpy as jnp
+
+
+def drift(ratio, advantage, epsilon):
+    return jax.nn.relu((ratio - jnp.clip(ratio, 1.3 - epsilon, 1.3 + epsilon)) * advantage)
+"""
+
+
+def test_a_behavioural_duplicate_and_a_rule_breaker_are_recorded_and_never_trained(runtime: Runtime,
+                                                                                     llm: ScriptedLLM) -> None:
+    llm.script += [reply("no_op", NO_OP), reply("shifted", SHIFTED), reply("squared", SQUARED)]
+    run_id = start_run(runtime, llm_spec(candidates=3))
+    assert wait_for_final(runtime.factory, run_id, 240) == "completed"
+    with session_scope(runtime.factory) as session:
+        warm, no_op, shifted, squared = session.scalars(
+            select(Candidate).where(Candidate.run_id == run_id, Candidate.index >= 0).order_by(Candidate.index)).all()
+        trained = set(session.scalars(select(Evaluation.candidate_id).join(Candidate)
+                                      .where(Candidate.run_id == run_id)))
+        # The wrapper changes the code, not the function: the warm start's duplicate, with no score of its own.
+        assert no_op.duplicate_of == warm.id and no_op.fingerprint == warm.fingerprint is not None
+        assert no_op.status == "failed" and no_op.score is None and "behavioural duplicate" in no_op.error
+        assert shifted.outcome == "invalid" and shifted.duplicate_of is None
+        assert "should be zero at ratio = 1" in shifted.error
+        assert squared.outcome == "ok" and squared.fingerprint not in (warm.fingerprint, None)
+        assert no_op.id not in trained and shifted.id not in trained and {warm.id, squared.id} <= trained
+        assert session.get(Run, run_id).duplicates_skipped == 0  # recorded, not skipped unseen
+    # The model is told which rule its candidate broke.
+    assert "should be zero at ratio = 1" in "\n".join(llm.user_messages(2))

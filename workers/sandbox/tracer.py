@@ -1,9 +1,10 @@
 """The tracer: `python -m workers.sandbox.tracer --result-fd N [--seccomp-fd F]`, the sandboxed child.
 
-Reads one `TraceRequest` as JSON from stdin, loads the candidate, probes it on random inputs and
-exports the candidate *function alone* with `jax.export` at symbolic shapes, batched over a leading
-lane axis, for the requested platforms. Its only output is one `TraceResult` (the artifact bytes and
-the probe's verdict) as size-capped JSON on the result descriptor. It never trains and imports no
+Reads one `TraceRequest` as JSON from stdin, loads the candidate, probes it on fixed inputs (checking
+the target's rules and fingerprinting what it computes) and exports the candidate *function alone*
+with `jax.export` at symbolic shapes, batched over a leading lane axis, for the requested platforms.
+Its only output is one `TraceResult` (the artifact bytes, the probe's verdict and fingerprint) as
+size-capped JSON on the result descriptor. It never trains and imports no
 environment: it has no return, curve or score to report, and nothing it patches in this process
 reaches the trainer. The parent treats everything that comes back as untrusted data.
 """
@@ -32,11 +33,14 @@ def trace(request: TraceRequest) -> TraceResult:
     """Load, probe and export; every exception becomes an outcome."""
     started = time.monotonic()
 
-    def ended(outcome: Outcome, error: str | None = None, artifact: str | None = None) -> TraceResult:
-        return TraceResult(outcome=outcome, error=error, artifact=artifact, seconds=time.monotonic() - started)
+    def ended(outcome: Outcome, error: str | None = None, artifact: str | None = None,
+              fingerprint: str | None = None) -> TraceResult:
+        return TraceResult(outcome=outcome, error=error, artifact=artifact, fingerprint=fingerprint,
+                           seconds=time.monotonic() - started)
 
     try:
         from workers.targets import CandidateError, get_target, load_function
+        from workers.targets.base import behaviour_fingerprint
 
         try:
             target = get_target(request.target)
@@ -44,7 +48,9 @@ def trace(request: TraceRequest) -> TraceResult:
             return ended(Outcome.invalid, str(exc.args[0]))
         try:
             fn = load_function(request.code, target)
-            target.probe(fn)
+            fingerprint = behaviour_fingerprint(target.probe(fn))
+            if request.check_rules and target.check_rules is not None:
+                target.check_rules(fn)
         except CandidateError as exc:
             if isinstance(exc.__cause__, MemoryError):
                 raise exc.__cause__ from None
@@ -58,7 +64,7 @@ def trace(request: TraceRequest) -> TraceResult:
         except Exception as exc:  # noqa: BLE001 - the candidate cannot be exported as a traced function
             return ended(Outcome.invalid, f"the function could not be exported for the trainer (it must work for "
                                           f"arrays of any length): {type(exc).__name__}: {str(exc)[:1500]}")
-        return ended(Outcome.ok, artifact=base64.b64encode(artifact.to_bytes()).decode())
+        return ended(Outcome.ok, artifact=base64.b64encode(artifact.to_bytes()).decode(), fingerprint=fingerprint)
     except MemoryError as exc:
         return ended(Outcome.memory, f"MemoryError: {exc}"[:MAX_ERROR_CHARS])
     except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt from candidates too

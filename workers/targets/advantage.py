@@ -34,8 +34,8 @@ def advantages(rewards, values, dones, last_value, gamma, lam):
 '''
 
 
-def probe(fn: Callable[..., Any]) -> None:
-    """Call the estimator on random inputs, traced and compiled once as the trainer would."""
+def probe(fn: Callable[..., Any]) -> list[np.ndarray]:
+    """Call the estimator on random inputs, traced and compiled once as the trainer would; returns its output."""
     rng = np.random.default_rng(0)
     t, n = 16, 4
     rewards = rng.standard_normal((t, n)).astype(np.float32)
@@ -51,6 +51,7 @@ def probe(fn: Callable[..., Any]) -> None:
         raise CandidateError(f"advantages must return the shape of rewards {rewards.shape}, got {out.shape}")
     if not bool(np.all(np.isfinite(out))):
         raise CandidateError("advantages returned NaN or Inf on random inputs")
+    return [out]
 
 
 def _lanes(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -11,9 +11,12 @@ shapes) and how the trainer assembles those modules into the PPO plug-in (`assem
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 
 class CandidateError(ValueError):
@@ -80,18 +83,38 @@ class Target:
     warm_start: str
     default_train_envs: tuple[str, ...]
     default_test_envs: tuple[str, ...]
-    probe: Callable[[Callable[..., Any]], None]  # raises CandidateError when the function misbehaves
+    # Calls the function on fixed inputs and returns its outputs (its behaviour, fingerprinted by
+    # `behaviour_fingerprint`); raises CandidateError when it misbehaves or breaks a checkable rule.
+    probe: Callable[[Callable[..., Any]], Sequence[Any]]
     plugin_field: str  # the PPO plug-in slot the candidate fills (a field of workers.rl.ppo.Plugins)
     modules: tuple[ModuleSpec, ...]  # what the tracer exports
     # Build the PPO plug-in from one lane call per module (`calls[name](*args) -> tuple of results`,
     # called inside the lane-vmapped training program with unbatched shapes).
     assemble: Callable[[dict[str, Callable[..., Any]]], Callable[..., Any]]
     references: tuple[Reference, ...] = ()
+    # Checks the `rules` that can be checked by calling the function (raises CandidateError naming the rule);
+    # run on proposals before they are trained, so a child that breaks one is resampled or never trained.
+    check_rules: Callable[[Callable[..., Any]], None] | None = None
     allowed_modules: frozenset[str] = JAX_MODULES  # what the static check lets a candidate import
 
     @property
     def signature(self) -> str:
         return f"def {self.function_name}({', '.join(self.parameters)}):"
+
+
+FINGERPRINT_DIGITS = 4  # significant digits two behaviours must share on every probe output to be the same
+
+
+def behaviour_fingerprint(outputs: Sequence[Any]) -> str:
+    """A hash of what a function returned on the probe's fixed inputs, each value rounded to 4 significant
+    digits: two programs that compute the same function (a no-op wrapper, a renamed term) share it."""
+    digest = hashlib.sha256()
+    for output in outputs:
+        values = np.asarray(output, dtype=np.float64).ravel() + 0.0  # -0.0 and 0.0 are the same value
+        digest.update(f"{values.shape}:".encode())
+        digest.update(",".join(f"{v:.{FINGERPRINT_DIGITS}g}" for v in values).encode())
+        digest.update(b";")
+    return digest.hexdigest()
 
 
 def load_function(code: str, target: Target) -> Callable[..., Any]:

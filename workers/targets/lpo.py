@@ -43,12 +43,11 @@ def drift(ratio, advantage, epsilon):
 '''
 
 
-def probe(fn: Callable[..., Any]) -> None:
-    """Call the drift and its gradient on random inputs, traced and compiled once as the trainer would."""
-    rng = np.random.default_rng(0)
-    ratio = (1.0 + 0.1 * rng.standard_normal(64)).astype(np.float32)
-    advantage = rng.standard_normal(64).astype(np.float32)
+RULE_TOLERANCE = 1e-4  # per unit of |advantage|: what "zero" means for the drift and its gradient at ratio 1
 
+
+def _drift_and_grad(fn: Callable[..., Any], ratio: np.ndarray, advantage: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The drift and its gradient with respect to ratio, traced and compiled once as the trainer would."""
     def drift_and_grad(r: jax.Array, a: jax.Array, e: jax.Array) -> tuple[jax.Array, jax.Array]:
         return jnp.asarray(fn(r, a, e)), jax.grad(lambda r: jnp.sum(fn(r, a, e)))(r)
 
@@ -58,8 +57,41 @@ def probe(fn: Callable[..., Any]) -> None:
         raise CandidateError(f"calling drift on random inputs failed: {type(exc).__name__}: {exc}") from exc
     if out.shape != ratio.shape:
         raise CandidateError(f"drift must return the shape of ratio {ratio.shape}, got {out.shape}")
+    return out, grad
+
+
+def probe(fn: Callable[..., Any]) -> list[np.ndarray]:
+    """Call the drift and its gradient on random inputs (ratio ~ N(1, 0.1), A ~ N(0, 1)) and on a grid (ratio
+    0.5..1.5 by advantage -3..3, never exactly 1); returns the values and gradients: its behaviour."""
+    rng = np.random.default_rng(0)
+    grid_ratio, grid_advantage = np.meshgrid(np.linspace(0.5, 1.5, 20), np.linspace(-3.0, 3.0, 13))
+    ratio = np.concatenate([1.0 + 0.1 * rng.standard_normal(64), grid_ratio.ravel()]).astype(np.float32)
+    advantage = np.concatenate([rng.standard_normal(64), grid_advantage.ravel()]).astype(np.float32)
+    out, grad = _drift_and_grad(fn, ratio, advantage)
     if not bool(np.all(np.isfinite(out))) or not bool(np.all(np.isfinite(grad))):
         raise CandidateError("drift returned NaN or Inf (or a NaN gradient) on ratio ~ N(1, 0.1), A ~ N(0, 1)")
+    return [out, grad]
+
+
+def check_rules(fn: Callable[..., Any]) -> None:
+    """The rules the target states, on a grid and at ratio = 1: the drift is non-negative, and zero with a zero
+    gradient at ratio = 1. The error names the rule and where it broke (the proposer is told)."""
+    grid_ratio, grid_advantage = np.meshgrid(np.linspace(0.5, 1.5, 21), np.linspace(-3.0, 3.0, 13))
+    ratio, advantage = grid_ratio.ravel().astype(np.float32), grid_advantage.ravel().astype(np.float32)
+    out, grad = _drift_and_grad(fn, ratio, advantage)
+    tolerance = RULE_TOLERANCE * np.maximum(1.0, np.abs(advantage))
+    at_one = ratio == 1.0
+    broken = [
+        ("the drift should be non-negative", out < -tolerance, out),
+        ("the drift should be zero at ratio = 1", at_one & ~(np.abs(out) <= tolerance), out),
+        ("the gradient of the drift with respect to ratio should be zero at ratio = 1",
+         at_one & ~(np.abs(grad) <= tolerance), grad),
+    ]
+    for rule, where, values in broken:
+        if where.any():
+            i = int(np.argmax(where))
+            raise CandidateError(f"the drift breaks a rule of the target: {rule} (at ratio {ratio[i]:.3g}, "
+                                 f"advantage {advantage[i]:.3g} it gives {values[i]:.4g})")
 
 
 def _lanes(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -132,6 +164,7 @@ TARGET = Target(
     default_train_envs=("CartPole-v1",),
     default_test_envs=("Acrobot-v1",),
     probe=probe,
+    check_rules=check_rules,
     plugin_field="drift",
     modules=(
         ModuleSpec("drift", args=(_M, _M, _SHARED), results=(_M,), build=_lanes),

@@ -47,8 +47,9 @@ def update(grad, param, state, momenta, iteration, progress, layer_proportion, b
 '''
 
 
-def probe(fn: Callable[..., Any]) -> None:
-    """Call the update rule on random inputs, traced and compiled once as the trainer would."""
+def probe(fn: Callable[..., Any]) -> list[np.ndarray]:
+    """Call the update rule on random inputs, traced and compiled once as the trainer would; returns its step
+    and new state."""
     rng = np.random.default_rng(0)
     shape = (8, 4)
     grad = (0.1 * rng.standard_normal(shape)).astype(np.float32)
@@ -83,6 +84,7 @@ def probe(fn: Callable[..., Any]) -> None:
                              f"{', '.join(wrong)}")
     if not all(bool(np.all(np.isfinite(x))) for x in (delta, *new_state)):
         raise CandidateError("update returned NaN or Inf on random inputs")
+    return [delta, *new_state]
 
 
 TENSOR_ARGS = 2 + STATE_SLOTS + len(MOMENTUM_BETAS) + 2  # grad, param, state, momenta, dormancy, noise
