@@ -305,7 +305,7 @@ def runs_list(
 def runs_show(run_id: Annotated[str, typer.Argument(help="run id")],
               as_json: JsonFlag = False,
               ) -> None:
-    """A run's status, progress, budget spent, best candidate and meta-test table."""
+    """A run's status, progress, budget spent, best candidate, meta-test table and evolution's operators."""
     r = api_call("GET", f"/v1/runs/{run_id}")
     if as_json:
         print(json.dumps(r))
@@ -335,6 +335,18 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="run id")],
         for row in r["meta_test"]:
             table.add_row(row["env"], cell(row["best"]), cell(row["warm_start"]),
                           *(cell(row["references"][name]) for name in references))
+        console.print(table)
+    if r["operators"]:
+        table = Table(title="evolution operators (children turned down by the probe before training; proposals "
+                            "within 20% of the warm start)")
+        for column in ("operator", "tried", "broke a rule", "behavioural duplicate", "proposed", "within 20%",
+                       "above 1.0", "success"):
+            table.add_column(column)
+        for o in r["operators"]:
+            success = "-" if o["success_rate"] is None else f"{o['success_rate']:.0%}"
+            table.add_row(o["operator"], *(str(o[k]) for k in ("tried", "broke_a_rule", "behavioural_duplicates",
+                                                              "proposed", "within_20_percent", "above_warm_start")),
+                          success)
         console.print(table)
     if r["error"]:
         console.print(f"error: {r['error']}")

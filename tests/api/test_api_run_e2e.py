@@ -144,6 +144,13 @@ def test_a_whole_run_over_http_with_celery_and_a_signed_webhook(celery_api: ApiS
     scores = [c["pooled_score"] if c["pooled_score"] is not None else c["score"] for c in candidates]
     known = [s for s in scores if s is not None]
     assert known == sorted(known, reverse=True)
+    # Every proposal is some operator's: the operators' proposals add up to the run's, tried >= proposed.
+    operators = {o["operator"]: o for o in final["operators"]}
+    assert sum(o["proposed"] for o in operators.values()) == 3
+    assert all(o["tried"] >= max(o["proposed"], o["broke_a_rule"] + o["behavioural_duplicates"])
+               for o in operators.values())
+    made = [c["operator"] for c in candidates if not c["is_warm_start"]]
+    assert sorted(made) == sorted(op for op, o in operators.items() for _ in range(o["proposed"]))
     child = next(c for c in candidates if not c["is_warm_start"])
     detail = client.get(f"/v1/candidates/{child['id']}").json()
     assert "def drift(ratio, advantage, epsilon)" in detail["code"] and detail["parent_ids"]
