@@ -150,9 +150,9 @@ def run_page(session: Session, run: Run, sort: str = "score", order: str = "desc
                                   .order_by(direction, Candidate.index).limit(LEADERBOARD_LIMIT)).all()
     total = session.scalar(select(func.count()).select_from(Candidate).where(*mine)) or 0
     warm = session.scalar(select(Candidate).where(Candidate.run_id == run.id, Candidate.is_warm_start))
-    parent_ids = {p for c in leaderboard for p in c.parent_ids}
+    linked = {p for c in leaderboard for p in c.parent_ids} | {c.duplicate_of for c in leaderboard if c.duplicate_of}
     index_of = dict(session.execute(select(Candidate.id, Candidate.index)
-                                    .where(Candidate.id.in_(parent_ids))).all()) if parent_ids else {}
+                                    .where(Candidate.id.in_(linked))).all()) if linked else {}
     return RunPage(run=run, summary=run_out(session, run), chart=run_chart(session, run), leaderboard=list(leaderboard),
                    total_candidates=total, sort=sort, order=order, warm_start=warm, index_of=index_of,
                    last_event_id=session.scalar(select(func.max(Event.id)).where(Event.run_id == run.id)) or 0)
