@@ -40,6 +40,7 @@ from service.db.models import (
 )
 from service.evaluation import evaluate_artifacts, evaluate_warm_start, score, trace_code, trace_many
 from service.proposers import (
+    EvolutionSettings,
     HistoryEntry,
     HistorySettings,
     LLMCallRecord,
@@ -164,7 +165,9 @@ def _fail_run(factory: sessionmaker[Session], run_id: str, job_ids: list[str], r
 def proposer_config(run: Run) -> ProposerConfig:
     spec = run.proposer
     if spec["kind"] == "evolution":
-        return ProposerConfig(kind="evolution")
+        weights = spec.get("mutation_weights")
+        return ProposerConfig(kind="evolution", evolution=EvolutionSettings(mutation_weights=weights) if weights
+                              else EvolutionSettings())
     return ProposerConfig(kind="llm", llm=LLMSettings(
         model=spec["model"], base_url=spec.get("base_url"), temperature=spec.get("temperature"),
         send_temperature=spec.get("send_temperature", True), json_mode=spec.get("json_mode", True),

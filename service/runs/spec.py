@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
+from service.proposers.base import MutationName
 from service.runs.presets import PRESETS, with_preset
 from workers.rl.envs import ENVIRONMENTS
 from workers.targets import TARGETS
@@ -38,6 +39,16 @@ class Environments(Strict):
 
 class EvolutionProposerSpec(Strict):
     kind: Literal["evolution"] = "evolution"
+    mutation_weights: dict[MutationName, Annotated[float, Field(ge=0.0)]] | None = Field(
+        default=None, description="relative weight of each mutation (constant, swap, function, wrap, duplicate, "
+        "delete); null: small changes first, deletions last")
+
+    @field_validator("mutation_weights")
+    @classmethod
+    def _some_mutation(cls, weights: dict[str, float] | None) -> dict[str, float] | None:
+        if weights is not None and not any(w > 0 for w in weights.values()):
+            raise ValueError("give at least one mutation a positive weight")
+        return weights
 
 
 class LLMProposerSpec(Strict):

@@ -26,6 +26,10 @@ from tests.runs.conftest import REPO, count_rows
     ({"budget": {"candidates": 10**6}}, "less than or equal to 1000"),
     ({"proposer": {"kind": "llm"}}, "proposer.llm.model\n  Field required"),
     ({"concurrency": 0}, "greater than or equal to 1"),
+    ({"proposer": {"kind": "evolution", "mutation_weights": {"constant": 0.0, "swap": 0.0}}},
+     "give at least one mutation a positive weight"),
+    ({"proposer": {"kind": "evolution", "mutation_weights": {"exec": 1.0}}}, "Input should be 'constant', 'swap'"),
+    ({"proposer": {"kind": "evolution", "mutation_weights": {"delete": -1.0}}}, "greater than or equal to 0"),
 ])
 def test_run_spec_refuses(request_body: dict[str, object], message: str) -> None:
     with pytest.raises(ValidationError) as refused:
