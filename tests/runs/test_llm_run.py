@@ -15,12 +15,14 @@ from sqlalchemy import select
 
 from service.db import session_scope, upgrade_database
 from service.db.models import Candidate, Evaluation, LlmCall, Run
+from service.evaluation import trace_code
 from service.runs.runner import start_run
 from service.runs.spec import RunSpec
 from service.runtime import Runtime, build_runtime
 from service.settings import Settings
 from tests.proposers.scripted_llm import ScriptedLLM, completion, failure, handler
 from tests.runs.conftest import cache_dir, wait_for_final  # noqa: F401
+from workers.targets import get_target
 
 WIDER_CLIP = """import jax
 import jax.numpy as jnp
@@ -168,3 +170,64 @@ def test_a_behavioural_duplicate_and_a_rule_breaker_are_recorded_and_never_train
         assert session.get(Run, run_id).duplicates_skipped == 0  # recorded, not skipped unseen
     # The model is told which rule its candidate broke.
     assert "should be zero at ratio = 1" in "\n".join(llm.user_messages(2))
+
+
+# A forger owns its tracer process (tests/trainer/test_forgeries.py shows how it reaches the builtins): here it
+# rewrites the fingerprint its tracer reports. The fingerprint can only keep a candidate from training.
+FORGE_FINGERPRINT = '''
+import jax
+import jax.numpy as jnp
+
+g = getattr
+builtins = g(print, "_" * 2 + "self" + "_" * 2)
+load = g(builtins, "_" * 2 + "import" + "_" * 2)
+sys = load("sys")
+tracer = sys.modules["_" * 2 + "main" + "_" * 2]  # python -m workers.sandbox.tracer
+honest_writer = tracer.write_result
+
+
+def forged(fd, result, max_bytes):
+    honest_writer(fd, result.model_copy(update={"fingerprint": "FORGED"}), max_bytes)
+
+
+patched = g(builtins, "setattr")(tracer, "write_result", forged)
+
+'''
+POSE_AS_WARM_START = FORGE_FINGERPRINT.replace('"FORGED"', '"WARM"') + '''
+def drift(ratio, advantage, epsilon):
+    return 0.5 * (ratio - 1.0) ** 2 * jnp.abs(advantage)
+'''
+GARBAGE_FINGERPRINT = FORGE_FINGERPRINT + '''
+def drift(ratio, advantage, epsilon):
+    return 0.25 * (ratio - 1.0) ** 2 * jnp.abs(advantage)
+'''
+HIDE_A_DUPLICATE = FORGE_FINGERPRINT.replace('"FORGED"', '"f" * 64') + '''
+def drift(ratio, advantage, epsilon):
+    clipped = jnp.clip(ratio, 1.0 - epsilon, 1.0 + epsilon)
+    return jnp.maximum(jax.nn.relu((ratio - clipped) * advantage), 0.0)
+'''
+
+
+def test_a_forged_fingerprint_buys_no_score(runtime: Runtime, llm: ScriptedLLM) -> None:
+    # The forger knows what the warm start computes (it can compute it in its own process).
+    warm_fingerprint = trace_code(runtime.settings, "lpo", get_target("lpo").warm_start).fingerprint
+    pose = POSE_AS_WARM_START.replace('"WARM"', repr(warm_fingerprint))
+    llm.script += [reply("pose", pose), reply("hide", HIDE_A_DUPLICATE), reply("garbage", GARBAGE_FINGERPRINT)]
+    run_id = start_run(runtime, llm_spec(candidates=3))
+    assert wait_for_final(runtime.factory, run_id, 300) == "completed"
+    with session_scope(runtime.factory) as session:
+        run = session.get(Run, run_id)
+        warm, pose_as_warm, hidden, garbage = session.scalars(
+            select(Candidate).where(Candidate.run_id == run_id, Candidate.index >= 0).order_by(Candidate.index)).all()
+        trained = set(session.scalars(select(Evaluation.candidate_id).join(Candidate)
+                                      .where(Candidate.run_id == run_id)))
+        # Posing as the warm start only keeps its own (better) drift from being trained: no score, no best.
+        assert pose_as_warm.duplicate_of == warm.id and pose_as_warm.score is None
+        assert pose_as_warm.id not in trained and run.best_candidate_id != pose_as_warm.id
+        # Hiding a duplicate gets it trained like any candidate: its score is what its training measured.
+        assert hidden.id in trained and hidden.outcome == "ok" and hidden.duplicate_of is None
+        measured = session.scalars(select(Evaluation.normalised_score).where(Evaluation.candidate_id == hidden.id,
+                                                                           Evaluation.phase == "train")).all()
+        assert hidden.score == pytest.approx(sum(measured) / len(measured))
+        # A fingerprint that is not one (it would be stored and compared) makes the whole result unreadable.
+        assert garbage.outcome == "error" and "unreadable result" in garbage.error and garbage.id not in trained

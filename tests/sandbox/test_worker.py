@@ -86,8 +86,10 @@ def test_the_sandbox_exports_exactly_what_an_unsandboxed_trace_exports(target: s
         return out
 
     assert programs(sandboxed.artifact) == programs(here.artifact)
-    # What a tracer can say: a verdict and an artifact; there is no field for a return or a score.
-    assert set(type(sandboxed).model_fields) == {"outcome", "error", "artifact", "seconds", "stdout", "stderr"}
+    assert sandboxed.fingerprint == here.fingerprint is not None  # what the warm start computes on the probe
+    # What a tracer can say: a verdict, an artifact and a fingerprint; there is no field for a return or a score.
+    assert set(type(sandboxed).model_fields) == {"outcome", "error", "artifact", "fingerprint", "seconds", "stdout",
+                                                 "stderr"}
 
 
 PROCESS_MODE = SandboxLimits(timeout_seconds=60, memory_mb=1024, isolation="process")
