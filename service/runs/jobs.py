@@ -165,9 +165,8 @@ def _fail_run(factory: sessionmaker[Session], run_id: str, job_ids: list[str], r
 def proposer_config(run: Run) -> ProposerConfig:
     spec = run.proposer
     if spec["kind"] == "evolution":
-        weights = spec.get("mutation_weights")
-        return ProposerConfig(kind="evolution", evolution=EvolutionSettings(mutation_weights=weights) if weights
-                              else EvolutionSettings())
+        chosen = {k: spec[k] for k in ("mutation_weights", "crossover_probability") if spec.get(k) is not None}
+        return ProposerConfig(kind="evolution", evolution=EvolutionSettings(**chosen))
     return ProposerConfig(kind="llm", llm=LLMSettings(
         model=spec["model"], base_url=spec.get("base_url"), temperature=spec.get("temperature"),
         send_temperature=spec.get("send_temperature", True), json_mode=spec.get("json_mode", True),

@@ -42,6 +42,9 @@ class EvolutionProposerSpec(Strict):
     mutation_weights: dict[MutationName, Annotated[float, Field(ge=0.0)]] | None = Field(
         default=None, description="relative weight of each mutation (constant, swap, function, wrap, duplicate, "
         "delete); null: small changes first, deletions last")
+    crossover_probability: float | None = Field(default=None, ge=0.0, le=1.0,
+                                                description="chance that a child grafts a piece of a second parent; "
+                                                "null: 0.05")
 
     @field_validator("mutation_weights")
     @classmethod
