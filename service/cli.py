@@ -130,7 +130,12 @@ def run(
                                                        "[the target's]")] = None,
     profile: Annotated[str | None, typer.Option(help="full, quick or smoke [quick]")] = None,
     proposer: Annotated[str, typer.Option(help="evolution or llm")] = "evolution",
-    model: Annotated[str | None, typer.Option(help="LLM model (with --proposer llm)")] = None,
+    model: Annotated[list[str] | None, typer.Option(help="LLM model (with --proposer llm); repeat for an ensemble "
+                                                    "that a bandit picks from per proposal")] = None,
+    islands: Annotated[int | None, typer.Option(help="sub-populations with their own history, migrating their "
+                                                "best [1]")] = None,
+    early_stop: Annotated[bool, typer.Option("--early-stop", help="stop training a hopeless candidate after the "
+                                             "first environment (more than 0.5 below the run's median)")] = False,
     history: Annotated[str | None, typer.Option(help="what the LLM sees of the run: bounded (best and recent), "
                                                 "conversation (the paper's one chat) or none [bounded]")] = None,
     max_completion_tokens: Annotated[int | None, typer.Option(help="for reasoning models, instead of max_tokens")]
@@ -159,7 +164,9 @@ def run(
              "seeds_per_eval": seeds_per_eval, "metatest_seeds": metatest_seeds, "learning_rate": learning_rate,
              "budget": {"candidates": candidates} if candidates is not None else None,
              "environments": {k: v for k, v in (("train", env), ("test", test_env)) if v} or None,
-             "proposer": {"kind": proposer, "model": model, **{k: v for k, v in (
+             "search": {k: v for k, v in (("islands", islands), ("early_stopping", {} if early_stop else None))
+                        if v is not None} or None,
+             "proposer": {"kind": proposer, "models": model, **{k: v for k, v in (
                  ("history", history), ("max_completion_tokens", max_completion_tokens),
                  ("reasoning_effort", reasoning_effort)) if v is not None}} if proposer == "llm" else None}
     if proposer != "llm" and (history or max_completion_tokens or reasoning_effort):
@@ -348,8 +355,40 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="run id")],
                                                               "proposed", "within_20_percent", "above_warm_start")),
                           success)
         console.print(table)
+    if len(r["models"]) > 1:
+        table = Table(title="models of the ensemble (improved: scored above its parent, the bandit's reward)")
+        for column in ("model", "proposals", "trained ok", "improved", "tokens", "cost", "best"):
+            table.add_column(column)
+        for m in r["models"]:
+            table.add_row(m["model"], str(m["proposals"]), str(m["evaluated"]), str(m["improved"]), str(m["tokens"]),
+                          f"${m['cost_usd']:.4f}", _score(m["best_score"]))
+        console.print(table)
+    if r["islands"]:
+        table = Table(title=f"islands (migrating their best every {r['search']['migration_interval']} proposals each)")
+        for column in ("island", "proposals", "best", "best candidate"):
+            table.add_column(column)
+        for i in r["islands"]:
+            table.add_row(str(i["island"]), str(i["proposals"]), _score(i["best_score"]), i["best_candidate_id"] or "-")
+        console.print(table)
     if r["error"]:
         console.print(f"error: {r['error']}")
+
+
+@runs_app.command("extend")
+def runs_extend(run_id: Annotated[str, typer.Argument(help="run id")],
+                candidates: Annotated[int, typer.Option(help="proposals to add")],
+                tokens: Annotated[int | None, typer.Option(help="tokens to add to the token budget")] = None,
+                cost_usd: Annotated[float | None, typer.Option(help="USD to add to the cost budget")] = None,
+                as_json: JsonFlag = False) -> None:
+    """Give a completed run more budget: it continues from its history."""
+    more = {k: v for k, v in (("candidates", candidates), ("tokens", tokens), ("cost_usd", cost_usd))
+            if v is not None}
+    r = api_call("POST", f"/v1/runs/{run_id}/extend", json=more)
+    if as_json:
+        print(json.dumps(r))
+        return
+    p = r["progress"]
+    console.print(f"run {r['id']}: {r['status']}, candidates {p['candidates_done']}/{p['candidates_budget']}")
 
 
 @runs_app.command("cancel")

@@ -82,6 +82,28 @@ class OperatorStats(BaseModel):
     success_rate: float | None = Field(description="within_20_percent / proposed")
 
 
+class ModelStats(BaseModel):
+    """What one model of a run's ensemble did: the bandit's pulls, their cost and their best."""
+
+    model: str
+    proposals: int = Field(description="candidates it proposed")
+    evaluated: int = Field(description="of those, trained with outcome ok")
+    improved: int = Field(description="of those, scored above their parent (the warm start when they had none): "
+                          "the bandit's reward")
+    tokens: int = Field(description="prompt + completion tokens of its calls")
+    cost_usd: float
+    best_score: float | None = Field(description="its best candidate's score (pooled when re-evaluated)")
+
+
+class IslandStats(BaseModel):
+    """One island of a run: its proposals and its best so far."""
+
+    island: int
+    proposals: int
+    best_candidate_id: str | None
+    best_score: float | None = Field(description="its best candidate's score (pooled when re-evaluated)")
+
+
 class RunOut(BaseModel):
     id: str
     status: str
@@ -102,6 +124,9 @@ class RunOut(BaseModel):
     best: BestCandidate | None
     meta_test: list[MetaTestRow]
     operators: list[OperatorStats] = Field(description="evolution: each operator's children and their scores")
+    search: dict[str, Any] = Field(description="islands, migration_interval, early_stopping")
+    models: list[ModelStats] = Field(description="llm: each model of the ensemble, the bandit's view of it")
+    islands: list[IslandStats] = Field(description="with more than one island: each island's best")
     error: str | None
     webhook: WebhookOut | None = None
     created_at: datetime
@@ -138,6 +163,10 @@ class CandidateSummary(BaseModel):
     duplicate_of: str | None = Field(description="the earlier candidate that computes the same function on every "
                                      "probe input (this one was not trained)")
     operator: str | None = Field(description="evolution: the operator that made it")
+    model: str | None = Field(description="llm: the model of the ensemble that made it")
+    island: int | None = Field(description="the island it belongs to (none: the warm start, shared by all)")
+    stopped_early: bool = Field(description="not trained past the first environment: it scored far below the "
+                                "run's median there (its score covers the environments it was trained on)")
     created_at: datetime
     evaluated_at: datetime | None
 

@@ -220,6 +220,7 @@ class Run(Base):
     # Evolution's children by operator and fate before training: {"constant": {"tried": 9, "broke a rule": 2,
     # "behavioural duplicate": 1, ...}} (what was proposed is counted from the candidates).
     operator_attempts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    search: Mapped[dict[str, Any]] = mapped_column(default=dict)  # islands, migration_interval, early_stopping
     error: Mapped[str | None] = mapped_column(Text)
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str | None] = mapped_column(String(64))
@@ -271,6 +272,10 @@ class Candidate(Base):
     duplicate_of: Mapped[str | None] = mapped_column(String(ID_LENGTH),
                                                      ForeignKey("candidates.id", ondelete="SET NULL"))
     operator: Mapped[str | None] = mapped_column(String(32))  # the evolution operator that made it
+    model: Mapped[str | None] = mapped_column(String(200))  # the language model that made it (ensembles pick one)
+    island: Mapped[int | None] = mapped_column(Integer)  # its sub-population (None: the warm start, shared by all)
+    # Not trained on the environments after the first: it scored far below the run's median there.
+    stopped_early: Mapped[bool] = mapped_column(Boolean, default=False)
     propose_seconds: Mapped[float | None] = mapped_column(Float)
     eval_seconds: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

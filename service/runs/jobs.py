@@ -13,10 +13,11 @@ import base64
 import hashlib
 import logging
 import os
+import random
 import socket
 import threading
 from datetime import timedelta
-from statistics import mean
+from statistics import mean, median
 
 from pydantic import BaseModel
 from sqlalchemy import select, update
@@ -51,7 +52,10 @@ from service.proposers import (
     ProposerUnavailable,
     make_proposer,
 )
+from service.proposers.bandit import choose_model
+from service.proposers.islands import island_history, island_of
 from service.runs.orchestrator import Publish, add_job, advance, emit, finish_run, lock_run, seed_plan
+from service.runs.queries import model_pulls
 from service.settings import Settings
 from workers.baselines import BaselineError
 from workers.results import EvaluationResult, Outcome, ScoreBasis, SeedPlan, TraceResult
@@ -198,9 +202,10 @@ def build_context(session: Session, run: Run, index: int) -> ProposalContext:
         call_ids = [c.llm_call_id for c in candidates if c.llm_call_id]
         rows = session.execute(select(LlmCall.id, LlmCall.reply).where(LlmCall.id.in_(call_ids)))
         replies = {call_id: text for call_id, text in rows}
+    history = [history_entry(c, replies.get(c.llm_call_id or "")) for c in candidates if not c.is_warm_start]
     return ProposalContext(
         run_id=run.id, target=run.target, seed=run.seed, index=index, warm_start=history_entry(warm),
-        history=[history_entry(c, replies.get(c.llm_call_id or "")) for c in candidates if not c.is_warm_start],
+        history=island_history(history, index, run.search.get("islands", 1), run.search.get("migration_interval", 4)),
         known_hashes={c.ast_hash for c in candidates},
         known_fingerprints={c.fingerprint: c.name for c in reversed(candidates) if c.fingerprint},
     )
@@ -254,6 +259,12 @@ def propose(factory: sessionmaker[Session], settings: Settings, job_id: str) -> 
         run = session.get(Run, run_id)
         context = build_context(session, run, index)
         config = proposer_config(run)
+        if config.kind == "llm":
+            config.llm.model = choose_model(run.proposer.get("models") or [config.llm.model],
+                                            model_pulls(session, run.id), run.proposer.get("bandit", "thompson"),
+                                            random.Random(f"{run.seed}:{index}"))
+        model = config.llm.model if config.kind == "llm" else None
+        island = island_of(index, run.search.get("islands", 1))
     api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
     started = utcnow()
 
@@ -294,7 +305,7 @@ def propose(factory: sessionmaker[Session], settings: Settings, job_id: str) -> 
             status=CandidateStatus.FAILED if error else CandidateStatus.PENDING,
             outcome=outcome if error else None, error=error,
             fingerprint=trace.fingerprint if trace is not None else None, duplicate_of=duplicate_of,
-            artifact_sha256=artifact_sha256, operator=proposal.operator,
+            artifact_sha256=artifact_sha256, operator=proposal.operator, model=model, island=island,
             propose_seconds=(utcnow() - started).total_seconds(),
             evaluated_at=utcnow() if error else None,
         )
@@ -365,7 +376,8 @@ def _load_batch(factory: sessionmaker[Session], job_ids: list[str]) -> tuple[Run
                 done={e.env: e.outcome for e in rows if e.phase == phase},
                 rates={e.env: e.best_lr for e in rows if e.phase == EvalPhase.TRAIN and e.best_lr is not None}
                 if phase == EvalPhase.REEVAL else {},
-                envs=[job.env] if phase == EvalPhase.TEST else list(run.train_envs)))
+                envs=[job.env] if phase == EvalPhase.TEST else
+                run.train_envs[:1] if phase == EvalPhase.TRAIN and candidate.stopped_early else list(run.train_envs)))
         session.expunge(run)
         return run, phase, seed_plan(run, phase), pending
 
@@ -418,6 +430,7 @@ def evaluate_jobs(factory: sessionmaker[Session], settings: Settings, job_ids: l
     """Evaluate a batch of claimed jobs: trace each candidate once, then train the batch env by env."""
     run, phase, plan, pending = _load_batch(factory, job_ids)
     target, profile, protocol = run.target, run.profile, run.lr_protocol
+    early_stopping = run.search.get("early_stopping") if len(run.train_envs) > 1 else None
     artifacts: dict[str, str] = {}
     needed = [item for item in pending if not item.is_warm_start and any(e not in item.done for e in item.envs)
               and all(outcome == Outcome.ok for outcome in item.done.values())]
@@ -441,8 +454,27 @@ def evaluate_jobs(factory: sessionmaker[Session], settings: Settings, job_ids: l
         for item, result in zip(batch, results, strict=True):
             _store(factory, item, env, phase, plan.score, result,
                    score(result.result, baseline) if result.result else None)
+        if phase == EvalPhase.TRAIN and early_stopping is not None and env == run.train_envs[0]:
+            for item in batch:
+                _stop_if_hopeless(factory, run.id, item, env, early_stopping)
     for item in pending:
         _record_evaluation(factory, item.job_id, phase)
+
+
+def _stop_if_hopeless(factory: sessionmaker[Session], run_id: str, item: _Pending, env: str,
+                      rule: dict[str, float]) -> None:
+    """Successive halving after the first environment: a candidate scoring more than `margin` below the median
+    of the run's other candidates there (once `min_evaluated` have a score) is not trained on the others."""
+    with session_scope(factory) as session:
+        rows = session.execute(select(Evaluation.candidate_id, Evaluation.normalised_score).join(Candidate).where(
+            Candidate.run_id == run_id, Evaluation.phase == EvalPhase.TRAIN, Evaluation.env == env,
+            Evaluation.outcome == Outcome.ok, Evaluation.normalised_score.is_not(None))).all()
+        mine = next((value for candidate_id, value in rows if candidate_id == item.candidate_id), None)
+        others = [value for candidate_id, value in rows if candidate_id != item.candidate_id]
+        if mine is None or len(others) < rule["min_evaluated"] or mine >= median(others) - rule["margin"]:
+            return
+        session.execute(update(Candidate).where(Candidate.id == item.candidate_id).values(stopped_early=True))
+    item.envs = [env]
 
 
 def _record_evaluation(factory: sessionmaker[Session], job_id: str, phase: EvalPhase) -> None:
@@ -468,7 +500,7 @@ def _record_evaluation(factory: sessionmaker[Session], job_id: str, phase: EvalP
             emit(session, run.id, EventType.CANDIDATE_EVALUATED,
                  {"candidate_id": candidate.id, "index": candidate.index, "outcome": candidate.outcome,
                   "score": score})
-            if score is None or run.status in RUN_FINAL_STATUSES:
+            if score is None or run.status in RUN_FINAL_STATUSES or candidate.stopped_early:
                 return
             if candidate.is_warm_start:
                 candidate.pooled_score = score  # the warm start defines the scale: no noise to pool away

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import session_scope, utcnow
@@ -36,7 +36,7 @@ from service.db.models import (
     WebhookEndpoint,
 )
 from service.proposers import ast_hash
-from service.runs.spec import RunSpec
+from service.runs.spec import Extension, RunSpec
 from service.webhooks import enqueue_deliveries, new_secret
 from workers.results import Outcome, SeedPlan
 from workers.targets import TARGETS
@@ -119,6 +119,7 @@ def create_run(session: Session, spec: RunSpec, owner_key_id: str | None = None,
         profile=spec.profile,
         proposer=spec.proposer.model_dump(mode="json"),
         budget=spec.budget.model_dump(mode="json"),
+        search=spec.search.model_dump(mode="json"),
         concurrency=spec.concurrency,
         seed=spec.seed,
         seeds_per_eval=spec.seeds_per_eval,
@@ -252,6 +253,40 @@ def advance(factory: sessionmaker[Session], run_id: str, publish: Publish) -> No
         to_publish = list(dict.fromkeys((j.id, j.kind) for j in jobs))
     if to_publish:
         publish(to_publish)
+
+
+MAX_CANDIDATES = 1000  # a run's proposals, extensions included (the same cap as Budget.candidates)
+
+
+def extend(factory: sessionmaker[Session], run_id: str, more: Extension) -> str | None:
+    """Give a completed run more budget and set it running again from its history; why not, when it cannot be.
+
+    Proposal indices continue where they stopped (the jobs count them), so the run gains exactly
+    `more.candidates` proposals; at its new end the meta-test adds what it has not measured yet (a new best).
+    """
+    with session_scope(factory) as session:
+        run = lock_run(session, run_id)
+        if run is None:
+            return f"no run {run_id!r}"
+        if run.status != RunStatus.COMPLETED:
+            return f"only a completed run can be extended; run {run_id} is {run.status}"
+        budget = dict(run.budget)
+        if budget["candidates"] + more.candidates > MAX_CANDIDATES:
+            return f"a run has at most {MAX_CANDIDATES} proposals; this one has {budget['candidates']}"
+        budget["candidates"] += more.candidates
+        for limit in ("tokens", "cost_usd", "wall_seconds"):  # a limit the run does not have stays unlimited
+            if getattr(more, limit) is not None and budget.get(limit):
+                budget[limit] += getattr(more, limit)
+        proposals = session.scalar(select(func.count()).select_from(Job).where(
+            Job.run_id == run.id, Job.kind == JobKind.PROPOSE))
+        run.budget = budget
+        spent = budget_spent(run, proposals)
+        if spent is not None:
+            session.rollback()
+            return f"the run's {spent} budget is still spent: extend it too"
+        run.status, run.finished_at, run.error = RunStatus.RUNNING, None, None
+        emit(session, run.id, EventType.RUN_STARTED, {**run_summary(run), "extended_by": more.model_dump()})
+        return None
 
 
 def cancel(factory: sessionmaker[Session], run_id: str) -> bool:

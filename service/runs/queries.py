@@ -20,9 +20,11 @@ from service.api.schemas import (
     CandidateDetail,
     CandidateSummary,
     EvaluationOut,
+    IslandStats,
     LlmCallOut,
     MetaTestCell,
     MetaTestRow,
+    ModelStats,
     OperatorStats,
     Progress,
     RunOut,
@@ -105,7 +107,8 @@ def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> Ru
                                references={name: _cell(by_key.get((references.get(name), env)))
                                            for name in reference_names})
                    for env in run.test_envs],
-        operators=operator_stats(session, run),
+        operators=operator_stats(session, run), search=run.search, models=model_stats(session, run),
+        islands=island_stats(session, run),
         error=run.error,
         webhook=WebhookOut(url=endpoint_url, events=endpoint_events, secret=webhook_secret)
         if endpoint_url is not None else None,
@@ -119,7 +122,8 @@ def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> Ru
 SUMMARY_COLUMNS = (Candidate.id, Candidate.run_id, Candidate.index, Candidate.name, Candidate.is_warm_start,
                    Candidate.reference, Candidate.status, Candidate.outcome, Candidate.score, Candidate.pooled_score,
                    Candidate.parent_ids, Candidate.error, Candidate.duplicate_of, Candidate.operator,
-                   Candidate.created_at, Candidate.evaluated_at)
+                   Candidate.model, Candidate.island, Candidate.stopped_early, Candidate.created_at,
+                   Candidate.evaluated_at)
 
 
 def operator_stats(session: Session, run: Run) -> list[OperatorStats]:
@@ -144,13 +148,76 @@ def operator_stats(session: Session, run: Run) -> list[OperatorStats]:
     return stats
 
 
+def model_pulls(session: Session, run_id: str) -> list[tuple[str, bool]]:
+    """Each finished proposal's model and whether it improved on its parent (the warm start when it has none):
+    the ensemble bandit's pulls and rewards, in proposal order."""
+    rows = session.execute(select(Candidate.id, Candidate.is_warm_start, Candidate.model, Candidate.parent_ids,
+                                  Candidate.outcome, Candidate.score, Candidate.status)
+                           .where(Candidate.run_id == run_id, Candidate.reference.is_(None))
+                           .order_by(Candidate.index)).all()
+    scores = {row.id: row.score for row in rows}
+    warm = next((row.score for row in rows if row.is_warm_start), None)
+    pulls = []
+    for row in rows:
+        if row.model is None or row.status not in (CandidateStatus.EVALUATED, CandidateStatus.FAILED):
+            continue
+        parent = scores.get(row.parent_ids[0]) if row.parent_ids else warm
+        pulls.append((row.model, row.outcome == Outcome.ok and row.score is not None
+                      and (parent is None or row.score > parent)))
+    return pulls
+
+
+def model_stats(session: Session, run: Run) -> list[ModelStats]:
+    """Each model of an LLM run's ensemble: proposals, improvements, tokens, cost and best (two queries)."""
+    if run.proposer.get("kind") != "llm":
+        return []
+    models = run.proposer.get("models") or [run.proposer.get("model")]
+    scored = func.coalesce(Candidate.pooled_score, Candidate.score)
+    made = {row[0]: row[1:] for row in session.execute(
+        select(Candidate.model, func.count(), func.count().filter(Candidate.outcome == Outcome.ok), func.max(scored))
+        .where(Candidate.run_id == run.id, Candidate.model.is_not(None)).group_by(Candidate.model))}
+    spent = {row[0]: row[1:] for row in session.execute(
+        select(LlmCall.model,
+               func.sum(func.coalesce(LlmCall.prompt_tokens, 0) + func.coalesce(LlmCall.completion_tokens, 0)),
+               func.sum(func.coalesce(LlmCall.cost_usd, 0.0)))
+        .where(LlmCall.run_id == run.id).group_by(LlmCall.model))}
+    improved: dict[str, int] = {}
+    for model, better in model_pulls(session, run.id):
+        improved[model] = improved.get(model, 0) + int(better)
+    stats = []
+    for model in [*models, *(m for m in made if m not in models)]:
+        proposals, ok, best = made.get(model, (0, 0, None))
+        tokens, cost = spent.get(model, (0, 0.0))
+        stats.append(ModelStats(model=model, proposals=proposals, evaluated=ok, improved=improved.get(model, 0),
+                                tokens=int(tokens or 0), cost_usd=float(cost or 0.0), best_score=best))
+    return stats
+
+
+def island_stats(session: Session, run: Run) -> list[IslandStats]:
+    """Each island's proposals and best (none for a run with one island)."""
+    islands = run.search.get("islands", 1)
+    if islands <= 1:
+        return []
+    rows = session.execute(select(Candidate.id, Candidate.island, func.coalesce(Candidate.pooled_score,
+                                                                                Candidate.score))
+                           .where(Candidate.run_id == run.id, Candidate.island.is_not(None))).all()
+    stats = []
+    for island in range(islands):
+        mine = [(score, cid) for cid, home, score in rows if home == island]
+        ranked = [(score, cid) for score, cid in mine if score is not None]
+        best = max(ranked) if ranked else (None, None)
+        stats.append(IslandStats(island=island, proposals=len(mine), best_candidate_id=best[1], best_score=best[0]))
+    return stats
+
+
 def candidate_summary(c: Candidate | Row[Any]) -> CandidateSummary:
     """A candidate, or a row of SUMMARY_COLUMNS, as a list item."""
     return CandidateSummary(
         id=c.id, run_id=c.run_id, index=c.index, name=c.name, is_warm_start=c.is_warm_start,
         reference=c.reference, status=c.status,
         outcome=c.outcome, score=c.score, pooled_score=c.pooled_score, parent_ids=list(c.parent_ids),
-        error=c.error, duplicate_of=c.duplicate_of, operator=c.operator, created_at=c.created_at,
+        error=c.error, duplicate_of=c.duplicate_of, operator=c.operator, model=c.model, island=c.island,
+        stopped_early=c.stopped_early, created_at=c.created_at,
         evaluated_at=c.evaluated_at,
     )
 

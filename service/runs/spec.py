@@ -56,7 +56,14 @@ class EvolutionProposerSpec(Strict):
 
 class LLMProposerSpec(Strict):
     kind: Literal["llm"]
-    model: str = Field(min_length=1, max_length=200, description="model name at the endpoint")
+    model: str | None = Field(default=None, min_length=1, max_length=200,
+                              description="model name at the endpoint (with `models`: the first of them)")
+    models: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list, max_length=8, json_schema_extra={"uniqueItems": True},
+        description="an ensemble: each proposal picks one of these models by a bandit on how often its "
+                    "proposals beat their parent (default: `model` alone)")
+    bandit: Literal["thompson", "ucb"] = Field(
+        default="thompson", description="how an ensemble picks: Thompson sampling or UCB1 on improvement")
     temperature: float | None = Field(default=1.0, ge=0.0, le=2.0,
                                       description="null: not sent (reasoning models reject it)")
     send_temperature: bool = Field(default=True, description="false: temperature not sent (same as null)")
@@ -77,6 +84,22 @@ class LLMProposerSpec(Strict):
     base_url: HttpUrl | None = Field(default=None, description="OpenAI-compatible endpoint; default from settings")
     price_per_1k_prompt_tokens: float | None = Field(default=None, ge=0)
     price_per_1k_completion_tokens: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def one_ensemble(self) -> LLMProposerSpec:
+        """`model` and `models` name one ensemble: after validation both are set, `model` first in `models`."""
+        if len(set(self.models)) != len(self.models):
+            raise ValueError("a model is listed twice in models")
+        if self.model is None and not self.models:
+            raise ValueError("give the model (or an ensemble: models)")
+        if self.model is not None and self.models and self.model not in self.models:
+            raise ValueError(f"model {self.model!r} is not one of models")
+        if not self.models:
+            self.models = [self.model]
+        elif self.model is not None:
+            self.models = [self.model, *(m for m in self.models if m != self.model)]
+        self.model = self.models[0]
+        return self
 
     @model_validator(mode="after")
     def one_token_limit(self) -> LLMProposerSpec:
@@ -100,6 +123,37 @@ class Budget(Strict):
     wall_seconds: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
 
 
+class Extension(Strict):
+    """More budget for a completed run: it continues from its history (POST /v1/runs/{id}/extend)."""
+
+    candidates: int = Field(ge=1, le=1000, description="proposals to add")
+    tokens: int | None = Field(default=None, ge=1, description="LLM tokens to add to the token budget")
+    cost_usd: float | None = Field(default=None, gt=0, description="USD to add to the cost budget")
+    wall_seconds: float | None = Field(default=None, gt=0, le=7 * 24 * 3600,
+                                       description="seconds to add to the wall-time budget")
+
+
+class EarlyStoppingSpec(Strict):
+    margin: float = Field(default=0.5, gt=0.0, le=100.0,
+                          description="a candidate scoring more than this below the run's median on the first "
+                          "meta-train environment is not trained on the others (normalised units: the warm start "
+                          "scores 1, the random policy 0)")
+    min_evaluated: int = Field(default=4, ge=1, le=1000,
+                               description="candidates scored on the first environment before any is stopped")
+
+
+class SearchSpec(Strict):
+    islands: int = Field(default=1, ge=1, le=16,
+                         description="sub-populations with their own history and best; proposal i goes to "
+                                     "island (i - 1) mod islands")
+    migration_interval: int = Field(default=4, ge=1, le=1000,
+                                    description="proposals per island between migrations: after each, every "
+                                    "island also sees the other islands' bests")
+    early_stopping: EarlyStoppingSpec | None = Field(
+        default=None, description="stop training a clearly hopeless candidate after the first environment "
+        "(never the warm start, a re-evaluation or the meta-test); null: off")
+
+
 class WebhookSpec(Strict):
     url: HttpUrl
     events: list[Literal["run.completed", "run.failed", "run.cancelled", "candidate.new_best"]] = Field(
@@ -118,6 +172,7 @@ class RunSpec(Strict):
     profile: Literal["full", "quick", "smoke"] = "quick"
     proposer: ProposerSpec = Field(default_factory=EvolutionProposerSpec)
     budget: Budget = Field(default_factory=Budget)
+    search: SearchSpec = Field(default_factory=SearchSpec)
     concurrency: int = Field(default=2, ge=1, le=64)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     seeds_per_eval: int = Field(default=2, ge=1, le=64, description="search seeds per evaluation")

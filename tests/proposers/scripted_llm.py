@@ -1,13 +1,15 @@
 """A scripted OpenAI-compatible chat server on loopback, for driving the real `openai` client.
 
 Each test appends the responses it wants (`server.script`), in order; when the script runs out the
-server repeats `server.forever` (or answers 500). Every request body is kept in `server.requests`.
+server repeats `server.forever` (or answers 500). A model named in `server.by_model` is answered by its
+own reply maker instead (an ensemble whose models answer differently). Every request body is kept in `server.requests`.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
@@ -46,6 +48,7 @@ class ScriptedLLM:
     def __init__(self) -> None:
         self.script: list[dict[str, Any]] = []
         self.forever: dict[str, Any] | None = None
+        self.by_model: dict[str, Callable[[], dict[str, Any]]] = {}  # a model's replies, before the script
         self.requests: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self.url = ""
@@ -55,10 +58,13 @@ class ScriptedLLM:
             self.script.clear()
             self.requests.clear()
             self.forever = None
+            self.by_model.clear()
 
     def next_response(self, body: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
             self.requests.append(body)
+            if body.get("model") in self.by_model:
+                return self.by_model[body["model"]]()
             if self.script:
                 return self.script.pop(0)
             return self.forever or failure(500, "script exhausted")

@@ -1,4 +1,4 @@
-"""Runs: create (idempotent), list, get, cancel, live events (SSE), candidates, the best as a .py file,
+"""Runs: create (idempotent), list, get, cancel, extend, live events (SSE), candidates, the best as a .py file,
 webhook deliveries."""
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ from service.db.models import (
     WebhookEndpoint,
 )
 from service.runs.events import event_stream
-from service.runs.orchestrator import cancel, request_hash
+from service.runs.orchestrator import advance, cancel, extend, request_hash
 from service.runs.queries import SUMMARY_COLUMNS, candidate_summary, owned_run, run_out
 from service.runs.runner import RunRefused, start_run
-from service.runs.spec import RunSpec
+from service.runs.spec import Extension, RunSpec
 from service.webhooks import resend
 
 router = APIRouter(prefix="/v1", tags=["runs"], responses={401: {"model": Problem}})
@@ -131,6 +131,18 @@ def cancel_run(run_id: str, key: KeyDep, session: SessionDep, runtime: RuntimeDe
     run = found(owned_run(session, key, run_id), "run", run_id)
     if run.status in RUN_FINAL_STATUSES or not cancel(runtime.factory, run_id):
         raise HTTPException(409, f"run {run_id} has already ended ({run.status})")
+    session.expire_all()
+    return run_out(session, found(owned_run(session, key, run_id), "run", run_id))
+
+
+@router.post("/runs/{run_id}/extend", response_model=RunOut, responses={**NOT_FOUND, 409: {"model": Problem}})
+def extend_run(run_id: str, more: Extension, key: KeyDep, session: SessionDep, runtime: RuntimeDep) -> RunOut:
+    """Give a completed run more budget: it continues from its history, proposal numbers going on from its last."""
+    found(owned_run(session, key, run_id), "run", run_id)
+    refused = extend(runtime.factory, run_id, more)
+    if refused is not None:
+        raise HTTPException(409, refused)
+    advance(runtime.factory, run_id, runtime.publish)
     session.expire_all()
     return run_out(session, found(owned_run(session, key, run_id), "run", run_id))
 
