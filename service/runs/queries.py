@@ -149,7 +149,8 @@ def operator_stats(session: Session, run: Run) -> list[OperatorStats]:
 
 
 def model_pulls(session: Session, run_id: str) -> list[tuple[str, bool]]:
-    """Each finished proposal's model and whether it improved on its parent (the warm start when it has none):
+    """Each finished proposal's model and whether it improved on its parent (the warm start when it has none,
+    or when its parent has no score):
     the ensemble bandit's pulls and rewards, in proposal order."""
     rows = session.execute(select(Candidate.id, Candidate.is_warm_start, Candidate.model, Candidate.parent_ids,
                                   Candidate.outcome, Candidate.score, Candidate.status)
@@ -161,7 +162,8 @@ def model_pulls(session: Session, run_id: str) -> list[tuple[str, bool]]:
     for row in rows:
         if row.model is None or row.status not in (CandidateStatus.EVALUATED, CandidateStatus.FAILED):
             continue
-        parent = scores.get(row.parent_ids[0]) if row.parent_ids else warm
+        parent = scores.get(row.parent_ids[0]) if row.parent_ids else None
+        parent = warm if parent is None else parent  # a parent without a score is measured against the warm start
         pulls.append((row.model, row.outcome == Outcome.ok and row.score is not None
                       and (parent is None or row.score > parent)))
     return pulls

@@ -55,6 +55,29 @@ def seconds_between(start: datetime | None, end: datetime | None) -> float | Non
     return ((end or datetime.now(UTC)) - start).total_seconds()
 
 
+def search_parts(search: dict[str, Any]) -> list[str]:
+    """How a run searched beyond one population, in a few words each: ["2 islands", "early stop"]."""
+    parts = []
+    if search.get("islands", 1) > 1:
+        parts.append(f"{search['islands']} islands")
+    if search.get("early_stopping") is not None:
+        parts.append("early stop")
+    return parts
+
+
+def search_settings(search: dict[str, Any]) -> list[str]:
+    """The run's search settings in full, for its page's header (none: one population, no early stopping)."""
+    settings = []
+    if search.get("islands", 1) > 1:
+        settings.append(f"{search['islands']} islands, migrating their best every "
+                        f"{search.get('migration_interval', 4)} proposals per island")
+    stop = search.get("early_stopping")
+    if stop is not None:
+        settings.append(f"early stopping: margin {stop.get('margin', 0.5):g} below the median on the first "
+                        f"environment, once {stop.get('min_evaluated', 4)} are scored")
+    return settings
+
+
 # --- the list of runs ------------------------------------------------------------------------------
 
 @dataclass
@@ -64,10 +87,36 @@ class RunRow:
     seconds: float | None
 
     @property
+    def models(self) -> list[str]:
+        """The LLM run's models (an ensemble has several), none for evolution."""
+        proposer = self.run.proposer
+        return list(proposer.get("models") or ([proposer["model"]] if proposer.get("model") else []))
+
+    @property
     def proposer(self) -> str:
         kind = self.run.proposer.get("kind", "?")
-        model = self.run.proposer.get("model")
-        return f"{kind} ({model})" if model else kind
+        return f"{kind} ({', '.join(self.models)})" if self.models else kind
+
+    @property
+    def history(self) -> str:
+        """What an LLM run's model saw of earlier candidates (bounded, conversation, none); "—" for evolution."""
+        if self.run.proposer.get("kind") != "llm":
+            return "—"
+        return str(self.run.proposer.get("history", "bounded"))
+
+    @property
+    def search(self) -> str:
+        return " · ".join(search_parts(self.run.search)) or "—"
+
+    @property
+    def label(self) -> str:
+        """The proposer and how it searched, e.g. "llm gpt-4o (history none, 2 islands)": runs that differ only in
+        their history mode or search stay apart in a comparison."""
+        kind = self.run.proposer.get("kind", "?")
+        how = [f"history {self.history}"] if kind == "llm" else []
+        how += search_parts(self.run.search)
+        name = f"{kind} {', '.join(self.models)}" if self.models else kind
+        return f"{name} ({', '.join(how)})" if how else name
 
 
 def list_runs(session: Session, key: ApiKey, limit: int = 200) -> list[RunRow]:
@@ -96,6 +145,8 @@ class RunPage:
     warm_start: Candidate | None
     last_event_id: int
     index_of: dict[str, int] = field(default_factory=dict)
+    island_chart: Markup | None = None  # with more than one island: each island's best so far
+    search_settings: list[str] = field(default_factory=list)
 
 
 def evaluated_in_order(session: Session, run_id: str) -> list[Any]:
@@ -138,6 +189,24 @@ def run_chart(session: Session, run: Run) -> Markup:
                         empty_text="no candidate evaluated yet"))
 
 
+def island_chart(session: Session, run: Run, islands: int) -> Markup:
+    """Each island's best score so far against the proposal index: one step line per island."""
+    rows = session.execute(
+        select(Candidate.index, Candidate.island, Candidate.score)
+        .where(Candidate.run_id == run.id, is_proposal(), Candidate.island.is_not(None),
+               Candidate.status.in_([CandidateStatus.EVALUATED, CandidateStatus.FAILED]))
+        .order_by(Candidate.index)).all()
+    series = []
+    for island in range(islands):
+        mine = [r for r in rows if r.island == island]
+        best = best_so_far([r.score for r in mine])
+        series.append(Series(f"island {island}", [(r.index, b) for r, b in zip(mine, best, strict=True)],
+                             style="step"))
+    return render(Chart(series, title="Best score so far on each island", x_label="proposal index",
+                        y_label="best normalised score", ref_lines=[RefLine(1.0, "warm start")], x_integer=True,
+                        width=1100, height=340, empty_text="no candidate evaluated yet"))
+
+
 def run_page(session: Session, run: Run, sort: str = "score", order: str = "desc") -> RunPage:
     sort = sort if sort in SORTS else "score"
     order = order if order in {"asc", "desc"} else "desc"
@@ -150,12 +219,16 @@ def run_page(session: Session, run: Run, sort: str = "score", order: str = "desc
                                   .order_by(direction, Candidate.index).limit(LEADERBOARD_LIMIT)).all()
     total = session.scalar(select(func.count()).select_from(Candidate).where(*mine)) or 0
     warm = session.scalar(select(Candidate).where(Candidate.run_id == run.id, Candidate.is_warm_start))
+    summary = run_out(session, run)
     linked = {p for c in leaderboard for p in c.parent_ids} | {c.duplicate_of for c in leaderboard if c.duplicate_of}
+    linked |= {i.best_candidate_id for i in summary.islands if i.best_candidate_id}
     index_of = dict(session.execute(select(Candidate.id, Candidate.index)
                                     .where(Candidate.id.in_(linked))).all()) if linked else {}
-    return RunPage(run=run, summary=run_out(session, run), chart=run_chart(session, run), leaderboard=list(leaderboard),
+    return RunPage(run=run, summary=summary, chart=run_chart(session, run), leaderboard=list(leaderboard),
                    total_candidates=total, sort=sort, order=order, warm_start=warm, index_of=index_of,
-                   last_event_id=session.scalar(select(func.max(Event.id)).where(Event.run_id == run.id)) or 0)
+                   last_event_id=session.scalar(select(func.max(Event.id)).where(Event.run_id == run.id)) or 0,
+                   island_chart=island_chart(session, run, len(summary.islands)) if summary.islands else None,
+                   search_settings=search_settings(run.search))
 
 
 # --- one candidate -----------------------------------------------------------------------------------
@@ -178,6 +251,14 @@ class CandidatePage:
     children: list[Candidate]
     envs: list[EnvView]
     llm_call: LlmCall | None
+    made_by: list[str] = field(default_factory=list)  # its model and island, when the run has them to tell apart
+
+
+def made_by(candidate: Candidate, run: Run) -> list[str]:
+    """Where a candidate came from: the model that proposed it and, with more than one island, its island."""
+    islands = run.search.get("islands", 1)
+    return ([f"proposed by {candidate.model}"] if candidate.model else []) + \
+        ([f"island {candidate.island} of {islands}"] if islands > 1 and candidate.island is not None else [])
 
 
 def curve_at_best_lr(e: Evaluation | None) -> list[float] | None:
@@ -244,7 +325,7 @@ def candidate_page(session: Session, candidate: Candidate) -> CandidatePage:
     call = session.get(LlmCall, candidate.llm_call_id) if candidate.llm_call_id else None
     return CandidatePage(candidate=candidate, run=run, code=code_html(candidate.code),
                          diff=diff_html(family.diff) if family.diff else None, parents=family.parents,
-                         children=family.children, envs=envs, llm_call=call)
+                         children=family.children, envs=envs, llm_call=call, made_by=made_by(candidate, run))
 
 
 # --- comparison --------------------------------------------------------------------------------------
@@ -277,7 +358,7 @@ def compare_page(session: Session, key: ApiKey, run_ids: list[str]) -> ComparePa
     series = []
     for row in picked:
         best = best_so_far([r.score for r in evaluated_in_order(session, row.run.id)])
-        label = f"{row.proposer} · {row.run.target} · {row.run.id[:8]}"
+        label = f"{row.label} · {row.run.target} · {row.run.id[:8]}"
         series.append(Series(label, [(n + 1, b) for n, b in enumerate(best)], style="step"))
     chart = None
     if picked:

@@ -110,6 +110,12 @@ def test_a_key_sees_only_its_own_runs(api: ApiServer) -> None:
     cancelled = alice.post(f"/v1/runs/{run['id']}/cancel")
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     assert alice.post(f"/v1/runs/{run['id']}/cancel").status_code == 409
+    assert bob.post(f"/v1/runs/{run['id']}/extend", json={"candidates": 1}).status_code == 404
+    refused = alice.post(f"/v1/runs/{run['id']}/extend", json={"candidates": 1})
+    assert refused.status_code == 409 and refused.headers["content-type"].startswith("application/problem+json")
+    assert "only a completed run can be extended" in refused.json()["detail"]
+    for bad in ({}, {"candidates": 0}, {"candidates": 1, "islands": 2}):
+        assert alice.post(f"/v1/runs/{run['id']}/extend", json=bad).status_code == 422
 
 
 def test_run_list_pages_with_a_cursor_and_filters(api: ApiServer) -> None:

@@ -187,3 +187,17 @@ def test_a_whole_run_over_http_with_celery_and_a_signed_webhook(celery_api: ApiS
     done = [completed_delivery()]
     assert done[0]["status"] == "delivered" and done[0]["attempt_log"][0]["status_code"] == 200
     assert done[0]["message_id"] == headers["webhook-id"]
+
+    # More budget: the completed run goes on from its history, with exactly the proposals asked for.
+    extended = client.post(f"/v1/runs/{run['id']}/extend", json={"candidates": 1})
+    assert extended.status_code == 200, extended.text
+    assert extended.json()["status"] == "running" and extended.json()["progress"]["candidates_budget"] == 4
+    deadline = time.monotonic() + 240
+    while client.get(f"/v1/runs/{run['id']}").json()["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(1)
+    again = client.get(f"/v1/runs/{run['id']}").json()
+    assert again["status"] == "completed" and again["progress"]["candidates_done"] == 4
+    indices = sorted(c["index"] for c in client.get(f"/v1/runs/{run['id']}/candidates").json()["items"]
+                     if not c["reference"])
+    assert indices == [0, 1, 2, 3, 4]
+    assert client.post(f"/v1/runs/{run['id']}/extend", json={"candidates": 0}).status_code == 422

@@ -35,6 +35,9 @@ def test_runs_and_candidates_commands_show_what_the_api_has(api: ApiServer) -> N
     assert candidate.returncode == 0 and "def drift(ratio, advantage, epsilon)" in candidate.stdout
     cancelled = discovery(api, key, "runs", "cancel", run["id"])
     assert cancelled.returncode == 0 and "cancelled" in cancelled.stdout
+    refused = discovery(api, key, "runs", "extend", run["id"], "--candidates", "2")
+    assert refused.returncode == 2 and refused.stderr.strip().count("\n") == 0
+    assert "409" in refused.stderr and "only a completed run can be extended" in refused.stderr
 
 
 def test_cli_errors_are_one_line_with_exit_codes_scripts_can_use(api: ApiServer) -> None:

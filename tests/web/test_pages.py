@@ -231,7 +231,7 @@ def test_the_comparison_page_sets_runs_side_by_side(alice_page: Page, world: Wor
     chart = page.locator("#compare-chart svg")
     assert chart.locator("polyline").count() == 2
     legend = chart.locator("text").all_text_contents()
-    assert f"llm (qwen2.5-coder-7b) · lpo · {world.llm.id[:8]}" in legend
+    assert f"llm qwen2.5-coder-7b (history bounded) · lpo · {world.llm.id[:8]}" in legend
     assert f"evolution · lpo · {world.evolution.id[:8]}" in legend
     # One step per candidate evaluated: 12 for the LLM run, 16 for the evolution run.
     steps = sorted(len(line.get_attribute("points").split()) for line in chart.locator("polyline").all())
