@@ -270,15 +270,17 @@ def extend(factory: sessionmaker[Session], run_id: str, more: Extension) -> str 
             return f"no run {run_id!r}"
         if run.status != RunStatus.COMPLETED:
             return f"only a completed run can be extended; run {run_id} is {run.status}"
-        budget = dict(run.budget)
-        if budget["candidates"] + more.candidates > MAX_CANDIDATES:
-            return f"a run has at most {MAX_CANDIDATES} proposals; this one has {budget['candidates']}"
-        budget["candidates"] += more.candidates
-        for limit in ("tokens", "cost_usd", "wall_seconds"):  # a limit the run does not have stays unlimited
+        proposals = session.scalar(select(func.count()).select_from(Job).where(
+            Job.run_id == run.id, Job.kind == JobKind.PROPOSE)) or 0
+        if proposals + more.candidates > MAX_CANDIDATES:
+            return f"a run has at most {MAX_CANDIDATES} proposals; this one has made {proposals}"
+        # Exactly `more.candidates` more, even when another budget ended the run before its candidates did.
+        budget = {**run.budget, "candidates": proposals + more.candidates}
+        for limit in ("tokens", "cost_usd"):  # a limit the run does not have stays unlimited
             if getattr(more, limit) is not None and budget.get(limit):
                 budget[limit] += getattr(more, limit)
-        proposals = session.scalar(select(func.count()).select_from(Job).where(
-            Job.run_id == run.id, Job.kind == JobKind.PROPOSE))
+        if more.wall_seconds is not None and budget.get("wall_seconds") and run.started_at is not None:
+            budget["wall_seconds"] = (utcnow() - run.started_at).total_seconds() + more.wall_seconds
         run.budget = budget
         spent = budget_spent(run, proposals)
         if spent is not None:

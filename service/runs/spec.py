@@ -127,10 +127,12 @@ class Extension(Strict):
     """More budget for a completed run: it continues from its history (POST /v1/runs/{id}/extend)."""
 
     candidates: int = Field(ge=1, le=1000, description="proposals to add")
-    tokens: int | None = Field(default=None, ge=1, description="LLM tokens to add to the token budget")
-    cost_usd: float | None = Field(default=None, gt=0, description="USD to add to the cost budget")
+    tokens: int | None = Field(default=None, ge=1,
+                               description="LLM tokens to add to the token budget (for a run with one)")
+    cost_usd: float | None = Field(default=None, gt=0, description="USD to add to the cost budget (for a run with one)")
     wall_seconds: float | None = Field(default=None, gt=0, le=7 * 24 * 3600,
-                                       description="seconds to add to the wall-time budget")
+                                       description="more wall time, counted from now (for a run with a wall-time "
+                                                   "budget)")
 
 
 class EarlyStoppingSpec(Strict):

@@ -16,8 +16,9 @@ from sqlalchemy import select
 from service.db import session_scope, upgrade_database
 from service.db.models import Candidate, Evaluation, LlmCall, Run
 from service.evaluation import trace_code
+from service.runs.orchestrator import advance, extend
 from service.runs.runner import start_run
-from service.runs.spec import RunSpec
+from service.runs.spec import Extension, RunSpec
 from service.runtime import Runtime, build_runtime
 from service.settings import Settings
 from tests.proposers.scripted_llm import ScriptedLLM, completion, failure, handler
@@ -131,6 +132,17 @@ def test_the_token_budget_stops_proposing(runtime: Runtime, llm: ScriptedLLM) ->
         searched = session.scalars(select(Candidate).where(Candidate.run_id == run_id, Candidate.index >= 0)).all()
         assert len(searched) == 2
         assert session.get(Run, run_id).tokens_used == 1200
+    # Extending a run its token budget ended needs more tokens too; then it gains exactly the proposals asked for.
+    assert "tokens budget is still spent" in extend(runtime.factory, run_id, Extension(candidates=1))
+    assert extend(runtime.factory, run_id, Extension(candidates=1, tokens=2000)) is None
+    advance(runtime.factory, run_id, runtime.publish)
+    assert wait_for_final(runtime.factory, run_id, 240) == "completed"
+    with session_scope(runtime.factory) as session:
+        run = session.get(Run, run_id)
+        names = session.scalars(select(Candidate.name).where(Candidate.run_id == run_id, Candidate.index > 0)
+                                .order_by(Candidate.index)).all()
+        assert names == ["wider_clip", "squared"] and run.budget["candidates"] == 2 and run.budget["tokens"] == 3000
+        assert run.tokens_used == 2400
 
 
 NO_OP = """import jax
