@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from pathlib import Path
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from service.db.models import ApiKey
 from service.settings import Settings
@@ -33,6 +34,34 @@ def create_key(session: Session, name: str) -> tuple[str, ApiKey]:
 def find_key(session: Session, key: str) -> ApiKey | None:
     row = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))
     return row if row is not None and row.revoked_at is None else None
+
+
+class KeyCache:
+    """Keys the API verified recently, so a client's burst of requests costs one lookup per `seconds`.
+
+    Only keys found valid are kept, at most `seconds` (a key revoked in the database is refused by every
+    process within that time; 0 turns the cache off); unknown keys are looked up every time. The rows are
+    detached copies: the API reads their id and name only.
+    """
+
+    def __init__(self, seconds: float, max_entries: int = 10_000) -> None:
+        self.seconds, self.max_entries = seconds, max_entries
+        self._valid: dict[str, tuple[ApiKey, float]] = {}
+
+    def cached(self, key: str) -> ApiKey | None:
+        """The key's row if it was verified less than `seconds` ago (no database, no thread)."""
+        hit = self._valid.get(hash_key(key))
+        return hit[0] if hit is not None and hit[1] > time.monotonic() else None
+
+    def find(self, factory: sessionmaker[Session], key: str) -> ApiKey | None:
+        """Look the key up in a session of its own, remembering it when it is valid."""
+        with factory() as session:
+            row = find_key(session, key)
+        if row is not None and self.seconds > 0:
+            if len(self._valid) >= self.max_entries:
+                self._valid.clear()
+            self._valid[row.key_hash] = (row, time.monotonic() + self.seconds)
+        return row
 
 
 class UnknownKey(ValueError):

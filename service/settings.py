@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -17,6 +17,8 @@ class Settings(BaseSettings):
     broker_url: str | None = None  # unset: the local executor (a thread pool in this process)
     # Requests one API process runs at once (service/api/admission.py), and so its pooled database connections.
     api_threads: int = 16
+    # How long an API process trusts a key it verified (a key revoked in the database is refused within this).
+    api_key_cache_seconds: float = Field(default=5.0, ge=0.0, le=300.0)
 
     # Where `discovery runs ...` / `discovery candidates ...` find the API, and the key they send.
     api_url: str = "http://127.0.0.1:8000"

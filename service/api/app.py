@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from service.api import metrics
 from service.api.admission import Admission
 from service.api.routes import candidates, health, runs, targets
+from service.keys import KeyCache
 from service.runtime import Runtime, build_runtime
 from service.settings import Settings, get_settings
 from service.web import install as install_web_ui
@@ -42,6 +43,7 @@ def create_app(runtime: Runtime | None = None, settings: Settings | None = None)
     async def lifespan(app: FastAPI):  # noqa: ANN202
         owned = runtime is None
         app.state.runtime = runtime or build_runtime(settings or get_settings())
+        app.state.keys = KeyCache(app.state.runtime.settings.api_key_cache_seconds)
         yield
         if owned:
             app.state.runtime.executor.close()

@@ -7,17 +7,18 @@ from collections.abc import AsyncIterator
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from service.db.models import ApiKey
-from service.keys import find_key
+from service.keys import KeyCache
 from service.runtime import Runtime
 
 bearer = HTTPBearer(auto_error=False, description="an API key from `discovery keys create NAME`")
 
 
-def get_runtime_dep(request: Request) -> Runtime:
+async def get_runtime_dep(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
@@ -40,15 +41,18 @@ async def get_session(runtime: Annotated[Runtime, Depends(get_runtime_dep)]) -> 
         session.close()
 
 
-def require_key(runtime: Annotated[Runtime, Depends(get_runtime_dep)],
-                credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> ApiKey:
-    """The caller's key, looked up in a session of its own that is closed before the route runs (so no
-    connection is held while the route waits for a thread)."""
+async def require_key(request: Request, runtime: Annotated[Runtime, Depends(get_runtime_dep)],
+                      credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> ApiKey:
+    """The caller's key: from the process's cache of recently verified keys (`DISCOVERY_API_KEY_CACHE_SECONDS`),
+    else looked up in a session of its own, closed before the route runs (so no connection is held while the
+    route waits for a thread)."""
     if credentials is None:
         raise HTTPException(401, "send an API key as 'Authorization: Bearer <key>'",
                             headers={"WWW-Authenticate": "Bearer"})
-    with runtime.factory() as session:
-        key = find_key(session, credentials.credentials)
+    keys: KeyCache = request.app.state.keys
+    key = keys.cached(credentials.credentials)
+    if key is None:
+        key = await run_in_threadpool(keys.find, runtime.factory, credentials.credentials)
     if key is None:
         raise HTTPException(401, "the API key is unknown or revoked", headers={"WWW-Authenticate": "Bearer"})
     return key

@@ -14,7 +14,8 @@ from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from service.db import session_scope, utcnow
-from service.db.models import Event, Job, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from service.db.models import ApiKey, Event, Job, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from service.keys import hash_key
 from tests.api.conftest import ApiServer
 
 SMALL_RUN = {"target": "lpo", "environments": {"train": ["CartPole-v1"], "test": ["CartPole-v1"]}, "profile": "smoke",
@@ -28,6 +29,23 @@ def test_every_request_needs_a_key_and_errors_are_problem_json(api: ApiServer) -
     assert response.headers["content-type"].startswith("application/problem+json")
     assert response.json()["status"] == 401 and "Bearer" in response.json()["detail"]
     assert api.client("dsk_not-a-key").get("/v1/runs").status_code == 401
+
+
+def test_a_revoked_key_is_refused_within_the_key_cache_time(api: ApiServer) -> None:
+    key = api.new_key("soon-revoked")
+    client = api.client(key)
+    assert client.get("/v1/runs").status_code == 200  # verified, and now trusted for a few seconds
+    with session_scope(api.runtime.factory) as session:
+        session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key))).revoked_at = utcnow()
+    revoked = time.monotonic()
+    while (response := client.get("/v1/runs")).status_code == 200:
+        assert time.monotonic() - revoked < api.runtime.settings.api_key_cache_seconds + 1.0
+        time.sleep(0.2)
+    assert response.status_code == 401 and "revoked" in response.json()["detail"]
+    # An unknown key is never remembered: a near miss of a trusted key is refused at once.
+    trusted = api.new_key("trusted")
+    assert api.client(trusted).get("/v1/runs").status_code == 200
+    assert api.client(trusted[:-1] + ("A" if trusted[-1] != "A" else "B")).get("/v1/runs").status_code == 401
 
 
 def test_targets_and_environments_are_listed_with_their_warm_starts(api: ApiServer) -> None:
@@ -193,8 +211,9 @@ def wait_until_idle(api: ApiServer, timeout: float = 300.0) -> None:
 
 def get_counting_selects(api: ApiServer, client: httpx.Client, path: str) -> tuple[Any, int]:
     """GET `path` and count the SELECT statements the API sent to the database meanwhile (once the executor is
-    idle, so no background job's query is counted)."""
+    idle, so no background job's query is counted, and once the key is verified and cached)."""
     wait_until_idle(api)
+    assert client.get(path).status_code == 200
     engine = api.runtime.factory.kw["bind"]
     selects: list[str] = []
 
@@ -240,10 +259,10 @@ def test_webhook_deliveries_are_read_in_a_fixed_number_of_queries(api: ApiServer
 
 
 def test_a_run_is_read_in_a_few_queries(api: ApiServer) -> None:
-    """GET /v1/runs/{id}: the key, the run, its figures and its meta-test rows, whatever the run holds."""
+    """GET /v1/runs/{id}: the run, its figures and its meta-test rows, whatever the run holds (the key is cached)."""
     client = api.client(api.new_key())
     run_id = cancelled_run_with_a_webhook(client)
     shown, selects = get_counting_selects(api, client, f"/v1/runs/{run_id}")
     assert shown["webhook"]["url"] == "http://127.0.0.1:9/hook" and shown["webhook"]["events"]
     assert shown["progress"]["candidates_done"] == 0 and shown["best"] is None
-    assert selects <= 4  # key, run, figures, meta-test rows
+    assert selects <= 3  # run, figures, meta-test rows
