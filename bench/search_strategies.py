@@ -11,7 +11,7 @@ process with the local executor and a fresh SQLite database per run, then prints
   environments it skipped (off the clock, same seeds) to see whether it would have ranked differently:
   how many would have scored above the run's median, and whether any would have beaten the run's best.
 Run: .venv/bin/python bench/search_strategies.py [--envs CartPole-v1 Acrobot-v1] [--profile smoke]
-     [--candidates 12] [--seed 0] [--strategies baseline islands early both]
+     [--candidates 12] [--seed 0] [--strategies baseline islands early both] [--margin 0.5]
 """
 
 from __future__ import annotations
@@ -35,12 +35,13 @@ from service.runs.spec import RunSpec
 from service.runtime import Runtime, build_runtime
 from service.settings import Settings, get_settings
 
-STRATEGIES: dict[str, dict[str, Any]] = {
-    "baseline": {},
-    "islands": {"islands": 2, "migration_interval": 3},
-    "early": {"early_stopping": {"margin": 0.5, "min_evaluated": 3}},
-    "both": {"islands": 2, "migration_interval": 3, "early_stopping": {"margin": 0.5, "min_evaluated": 3}},
-}
+STRATEGIES = ("baseline", "islands", "early", "both")
+
+
+def search_of(strategy: str, margin: float) -> dict[str, Any]:
+    islands = {"islands": 2, "migration_interval": 3} if strategy in ("islands", "both") else {}
+    stopping = {"early_stopping": {"margin": margin, "min_evaluated": 3}} if strategy in ("early", "both") else {}
+    return {**islands, **stopping}
 
 
 def run_strategy(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -53,7 +54,7 @@ def run_strategy(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "target": "lpo", "profile": args.profile, "seed": args.seed, "concurrency": args.concurrency,
         "environments": {"train": args.envs, "test": args.envs[:1]}, "seeds_per_eval": args.seeds,
         "metatest_seeds": 1, "budget": {"candidates": args.candidates}, "proposer": {"kind": "evolution"},
-        "search": STRATEGIES[name],
+        "search": search_of(name, args.margin),
     })
     started = time.monotonic()
     try:
@@ -115,10 +116,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES))
+    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
+    parser.add_argument("--margin", type=float, default=0.5, help="early stopping: how far below the median")
     args = parser.parse_args()
     print(f"lpo, evolution, {args.candidates} proposals, seed {args.seed}, {args.profile} on {', '.join(args.envs)} "
-          f"({args.seeds} search seeds)")
+          f"({args.seeds} search seeds); early stopping margin {args.margin}")
     print(f"{'strategy':10} {'status':10} {'min':>5} {'best':>6} {'within20%':>9} {'trainings':>9} {'train s':>8} "
           f"{'stopped':>7} {'false':>5} {'beat best':>9}")
     for name in args.strategies:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, String, cast, func, select
+from sqlalchemy import Row, String, bindparam, cast, func, select
 from sqlalchemy.orm import Session
 
 from service.api.schemas import (
@@ -61,32 +61,41 @@ def owned_candidate(session: Session, key: ApiKey, candidate_id: str) -> Candida
                           .where(Candidate.id == candidate_id, Run.owner_key_id == key.id))
 
 
-def _cell(e: Evaluation | None) -> MetaTestCell | None:
+def _cell(e: Row[Any] | None) -> MetaTestCell | None:
     return None if e is None else MetaTestCell(normalised_score=e.normalised_score, score_basis=e.score_basis,
                                                final_return=e.final_return, outcome=e.outcome)
 
 
+# run_out's two statements, built once (bound per call): building them per request cost more CPU than running them.
+_RUN = bindparam("run_id")
+_BEST = bindparam("best_id")
+_ENDPOINT = select(WebhookEndpoint.url, WebhookEndpoint.events).where(WebhookEndpoint.run_id == _RUN).limit(1)
+RUN_FIGURES = select(
+    select(func.count()).select_from(Candidate).where(
+        Candidate.run_id == _RUN, is_proposal(),
+        Candidate.status.in_([CandidateStatus.EVALUATED, CandidateStatus.FAILED])).scalar_subquery(),
+    select(func.count()).select_from(Job).where(
+        Job.run_id == _RUN, Job.kind.in_(list(SEARCH_JOBS)),
+        Job.status.in_([JobStatus.PENDING, JobStatus.CLAIMED])).scalar_subquery(),
+    select(Candidate.id).where(Candidate.run_id == _RUN, Candidate.is_warm_start).scalar_subquery(),
+    select(Candidate.index).where(Candidate.id == _BEST).scalar_subquery(),
+    select(Candidate.name).where(Candidate.id == _BEST).scalar_subquery(),
+    _ENDPOINT.with_only_columns(WebhookEndpoint.url).scalar_subquery(),
+    _ENDPOINT.with_only_columns(WebhookEndpoint.events).scalar_subquery(),
+)
+RUN_META_TESTS = select(Evaluation.candidate_id, Evaluation.env, Evaluation.normalised_score, Evaluation.score_basis,
+                        Evaluation.final_return, Evaluation.outcome, Candidate.reference).join(Candidate).where(
+    Candidate.run_id == _RUN, Evaluation.phase == EvalPhase.TEST)
+
+
 def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> RunOut:
     """The run as the API shows it, in two queries: one row of figures, then the meta-test rows."""
-    best = Candidate.id == run.best_candidate_id
-    endpoint = select(WebhookEndpoint.url, WebhookEndpoint.events).where(WebhookEndpoint.run_id == run.id).limit(1)
-    figures = session.execute(select(
-        select(func.count()).select_from(Candidate).where(
-            Candidate.run_id == run.id, is_proposal(),
-            Candidate.status.in_([CandidateStatus.EVALUATED, CandidateStatus.FAILED])).scalar_subquery(),
-        select(func.count()).select_from(Job).where(
-            Job.run_id == run.id, Job.kind.in_(list(SEARCH_JOBS)),
-            Job.status.in_([JobStatus.PENDING, JobStatus.CLAIMED])).scalar_subquery(),
-        select(Candidate.id).where(Candidate.run_id == run.id, Candidate.is_warm_start).scalar_subquery(),
-        select(Candidate.index).where(best).scalar_subquery(), select(Candidate.name).where(best).scalar_subquery(),
-        endpoint.with_only_columns(WebhookEndpoint.url).scalar_subquery(),
-        endpoint.with_only_columns(WebhookEndpoint.events).scalar_subquery(),
-    )).one()
-    done, in_flight, warm_id, best_index, best_name, endpoint_url, endpoint_events = figures
-    tests = session.execute(select(Evaluation, Candidate.reference).join(Candidate).where(
-        Candidate.run_id == run.id, Evaluation.phase == EvalPhase.TEST)).all()
-    by_key = {(e.candidate_id, e.env): e for e, _ in tests}
-    references = {name: e.candidate_id for e, name in tests if name is not None}
+    ids = {"run_id": run.id, "best_id": run.best_candidate_id}
+    done, in_flight, warm_id, best_index, best_name, endpoint_url, endpoint_events = session.execute(
+        RUN_FIGURES, ids).one()
+    tests = session.execute(RUN_META_TESTS, ids).all()
+    by_key = {(e.candidate_id, e.env): e for e in tests}
+    references = {e.reference: e.candidate_id for e in tests if e.reference is not None}
     reference_names = [r.name for r in TARGETS[run.target].references]
     seconds = None
     if run.started_at:
