@@ -314,12 +314,17 @@ def login(browser: Browser, web: WebServer, key: str) -> Page:
     return page
 
 
-@pytest.fixture
-def alice_page(browser: Browser, web: WebServer, world: World) -> Iterator[Page]:
-    page = login(browser, web, world.alice)
+def watched_page(browser: Browser, web: WebServer, key: str) -> Iterator[Page]:
+    """A page logged in with `key` (for a fixture to yield from); the test fails if the browser reports an error."""
+    page = login(browser, web, key)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
     yield page
     page.context.close()
     assert not errors, f"the browser reported errors: {errors}"
+
+
+@pytest.fixture
+def alice_page(browser: Browser, web: WebServer, world: World) -> Iterator[Page]:
+    yield from watched_page(browser, web, world.alice)

@@ -14,7 +14,7 @@ from sqlalchemy import delete, select
 
 from service.db import session_scope
 from service.db.models import Candidate, Evaluation, LlmCall, Run
-from tests.web.conftest import TRAIN_ENVS, WebServer, build_run, login
+from tests.web.conftest import TRAIN_ENVS, WebServer, build_run, watched_page
 
 ENSEMBLE = ["gpt-4o", "qwen2.5-coder-7b"]
 
@@ -87,13 +87,7 @@ def runs(web: WebServer) -> Runs:
 
 @pytest.fixture
 def dana_page(browser: Browser, web: WebServer, runs: Runs) -> Iterator[Page]:
-    page = login(browser, web, runs.key)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    yield page
-    page.context.close()
-    assert not errors, f"the browser reported errors: {errors}"
+    yield from watched_page(browser, web, runs.key)
 
 
 def pooled(c: Candidate) -> float | None:
