@@ -259,9 +259,10 @@ def propose(factory: sessionmaker[Session], settings: Settings, job_id: str) -> 
         run = session.get(Run, run_id)
         context = build_context(session, run, index)
         config = proposer_config(run)
-        if config.kind == "llm":
-            config.llm.model = choose_model(run.proposer.get("models") or [config.llm.model],
-                                            model_pulls(session, run.id), run.proposer.get("bandit", "thompson"),
+        ensemble = run.proposer.get("models") or []
+        if config.kind == "llm" and len(ensemble) > 1:  # only an ensemble reads the earlier pulls
+            config.llm.model = choose_model(ensemble, model_pulls(session, run.id),
+                                            run.proposer.get("bandit", "thompson"),
                                             random.Random(f"{run.seed}:{index}"))
         model = config.llm.model if config.kind == "llm" else None
         island = island_of(index, run.search.get("islands", 1))
