@@ -25,7 +25,7 @@ demo: $(STAMP) bwrap
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q --durations=25
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=25
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

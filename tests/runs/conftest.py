@@ -2,12 +2,16 @@
 
 Every run test uses seed 0, profile "smoke", CartPole-v1 and one seed per evaluation, so the baseline
 cache and JAX's compilation cache in the session's DISCOVERY_CACHE_DIR are filled once and reused.
+
+The suite runs in parallel (pytest-xdist): each xdist worker has its own Redis database on the CI
+Redis, and a test that takes Redis away does it to a private `redis-server` of its own.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,10 +29,9 @@ from service.db.models import RUN_FINAL_STATUSES, Candidate, Evaluation, Event, 
 from workers.targets import TARGETS
 
 REPO = Path(__file__).resolve().parents[2]
-REDIS_DB = 5
+# Databases 5, 6, ... of the CI Redis: one per xdist worker ("gw0", "gw1", ...; "master" when not parallel).
+REDIS_DB = 5 + int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
 BROKER_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
-REDIS_START = ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379",
-               "--save", "", "--appendonly", "no", "--dir", "/var/lib/redis", "--logfile", "/var/log/redis/ci.log"]
 
 
 @pytest.fixture(scope="session")
@@ -48,40 +51,60 @@ def redis_client() -> redis.Redis:
     return redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB, socket_connect_timeout=2)
 
 
-def start_redis() -> None:
-    """Start the CI Redis again (idempotent: does nothing if it answers) and wait until it answers."""
-    try:
-        redis_client().ping()
-        return
-    except redis.ConnectionError:
-        pass
-    subprocess.run(REDIS_START, check=True, capture_output=True)
-    deadline = time.monotonic() + 20
-    while True:
+@pytest.fixture
+def broker_url() -> Iterator[str]:
+    """The test broker (this xdist worker's database on the CI Redis), flushed before and after the test."""
+    redis_client().flushdb()
+    yield BROKER_URL
+    redis_client().flushdb()
+
+
+@dataclass
+class PrivateRedis:
+    """A `redis-server` of the test's own on a free port, which the test may stop and start again."""
+
+    port: int
+    folder: Path
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=2)
+
+    def start(self) -> None:
+        """Start it (on the same port every time) and wait until it answers."""
+        subprocess.run(["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", str(self.port),
+                        "--save", "", "--appendonly", "no", "--dir", str(self.folder),
+                        "--pidfile", str(self.folder / "redis.pid"), "--logfile", str(self.folder / "redis.log")],
+                       check=True, capture_output=True)
+        wait_for(self.answers, 20, f"redis-server on port {self.port}", interval=0.1)
+
+    def stop(self) -> None:
+        subprocess.run(["redis-cli", "-p", str(self.port), "shutdown", "nosave"], capture_output=True, timeout=10)
+
+    def answers(self) -> bool:
         try:
-            redis_client().ping()
-            return
+            return bool(self.client().ping())
         except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+            return False
 
 
 @pytest.fixture
-def broker_url() -> Iterator[str]:
-    """The test broker (Redis db 5), flushed before the test; Redis is (re)started after it whatever happened."""
-    start_redis()
-    redis_client().flushdb()
-    try:
-        yield BROKER_URL
-    finally:
-        start_redis()
-        redis_client().flushdb()
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = PrivateRedis(port, tmp_path)
+    server.start()
+    yield server
+    server.stop()
 
 
-def worker_env(database_url: str, cache: Path) -> dict[str, str]:
+def worker_env(database_url: str, cache: Path, broker: str = BROKER_URL) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DISCOVERY_")}
-    env.update(DISCOVERY_DATABASE_URL=database_url, DISCOVERY_BROKER_URL=BROKER_URL, DISCOVERY_CACHE_DIR=str(cache),
+    env.update(DISCOVERY_DATABASE_URL=database_url, DISCOVERY_BROKER_URL=broker, DISCOVERY_CACHE_DIR=str(cache),
                PYTHONUNBUFFERED="1")
     return env
 
@@ -107,12 +130,12 @@ def celery_worker(cache_dir: Path, tmp_path: Path) -> Iterator[Callable[[str], W
     """A factory: start `discovery worker --concurrency 1` on a database; every worker is killed at the end."""
     started: list[WorkerProcess] = []
 
-    def start(database_url: str) -> WorkerProcess:
+    def start(database_url: str, broker: str = BROKER_URL) -> WorkerProcess:
         log = tmp_path / f"worker-{len(started)}.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "service.cli", "worker", "--concurrency", "1", "--loglevel", "info"],
-                cwd=REPO, env=worker_env(database_url, cache_dir), stdout=out, stderr=subprocess.STDOUT,
+                cwd=REPO, env=worker_env(database_url, cache_dir, broker), stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         worker = WorkerProcess(process, log)

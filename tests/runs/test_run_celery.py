@@ -1,11 +1,11 @@
 """Runs on PostgreSQL + Redis with real `discovery worker` processes: the happy path, a worker killed with
-SIGKILL mid-evaluation, and Redis going away mid-run. The test process plays the API: it starts the run
-and runs the sweeper (every 2 s); the workers run the jobs.
+SIGKILL mid-evaluation, and Redis going away mid-run (a private `redis-server`, so that tests running beside
+this one keep theirs). The test process plays the API: it starts the run and runs the sweeper (every 2 s); the
+workers run the jobs.
 """
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,12 +23,11 @@ from service.runs.spec import RunSpec
 from service.runtime import Runtime, build_runtime
 from service.settings import Settings
 from tests.runs.conftest import (
+    PrivateRedis,
     WorkerProcess,
     assert_complete_and_consistent,
     read_report,
-    redis_client,
     run_status,
-    start_redis,
     wait_for,
     wait_for_final,
 )
@@ -42,15 +41,24 @@ def small_spec(candidates: int = 2, test_envs: list[str] | None = None) -> RunSp
     })
 
 
-@pytest.fixture
-def celery_runtime(postgres_database: Callable[[], str], broker_url: str, cache_dir: Path) -> Iterator[Runtime]:
-    database_url = postgres_database()
+def celery_runtime_on(database_url: str, broker_url: str, cache_dir: Path) -> Iterator[Runtime]:
     upgrade_database(database_url)
     runtime = build_runtime(Settings(database_url=database_url, broker_url=broker_url, cache_dir=cache_dir),
                             sweep_interval=2)
     yield runtime
     runtime.executor.close()
     runtime.factory.kw["bind"].dispose()
+
+
+@pytest.fixture
+def celery_runtime(postgres_database: Callable[[], str], broker_url: str, cache_dir: Path) -> Iterator[Runtime]:
+    yield from celery_runtime_on(postgres_database(), broker_url, cache_dir)
+
+
+@pytest.fixture
+def private_celery_runtime(postgres_database: Callable[[], str], private_redis: PrivateRedis,
+                           cache_dir: Path) -> Iterator[Runtime]:
+    yield from celery_runtime_on(postgres_database(), private_redis.url, cache_dir)
 
 
 def claimed_evaluation(runtime: Runtime, run_id: str) -> tuple[str, int] | None:
@@ -128,17 +136,18 @@ def test_worker_killed_mid_evaluation_recovers(
 
 
 def test_redis_down_mid_run_then_back(
-    celery_runtime: Runtime, celery_worker: Callable[[str], WorkerProcess],
+    private_celery_runtime: Runtime, private_redis: PrivateRedis, celery_worker: Callable[..., WorkerProcess],
 ) -> None:
-    celery_worker(celery_runtime.settings.database_url)
+    celery_runtime = private_celery_runtime
+    celery_worker(celery_runtime.settings.database_url, private_redis.url)
     # Two proposals: the second one's jobs must go through the broker after Redis is back.
     run_id = start_run(celery_runtime, small_spec(candidates=2))
     wait_for(lambda: claimed_evaluation(celery_runtime, run_id) is not None, 180, "a proposal's evaluation")
 
-    subprocess.run(["redis-cli", "-p", "6379", "shutdown", "nosave"], capture_output=True, timeout=10)
+    private_redis.stop()
     try:
         with pytest.raises(redis.ConnectionError):
-            redis_client().ping()
+            private_redis.client().ping()
         down_at = time.monotonic()
 
         # Reads still work.
@@ -161,7 +170,7 @@ def test_redis_down_mid_run_then_back(
         time.sleep(max(0.0, 12 - (time.monotonic() - down_at)))
         assert run_status(celery_runtime.factory, run_id) == "running"  # stalled on the broker, not finished
     finally:
-        start_redis()
+        private_redis.start()
     back_at = time.monotonic()
     status = wait_for_final(celery_runtime.factory, run_id, timeout=240)
     print(f"run finished {time.monotonic() - back_at:.1f} s after Redis came back")
