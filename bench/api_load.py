@@ -19,6 +19,7 @@ import asyncio
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -217,6 +218,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=300.0, help="requests per second of the fixed-rate phase")
     parser.add_argument("--port", type=int, default=8765)
     args = parser.parse_args()
+    with socket.socket() as probe:  # else the figures could be another server's, still running on the port
+        if probe.connect_ex(("127.0.0.1", args.port)) == 0:
+            sys.exit(f"port {args.port} is in use (an earlier run still shutting down?); wait or pass --port")
     created = None
     url = args.database_url
     admin = create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT")

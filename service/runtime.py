@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.db import make_engine, make_session_factory
+from service.db import make_async_engine, make_async_session_factory, make_engine, make_session_factory
 from service.executors.base import Executor
 from service.runs.jobs import run_job
 from service.settings import Settings, get_settings
@@ -18,6 +19,15 @@ class Runtime:
     settings: Settings
     factory: sessionmaker[Session]
     executor: Executor
+
+    @cached_property
+    def read_factory(self) -> async_sessionmaker[AsyncSession]:
+        """Async sessions for the API's reads, which never write (`service.api.deps.read`): on the event loop,
+        so a read needs no worker thread; autocommit (each statement reads on its own, no BEGIN or COMMIT
+        round trip); on a pool of their own that does not ping a connection at each checkout."""
+        engine = make_async_engine(self.settings.database_url, pool_size=self.settings.api_threads,
+                                   pool_pre_ping=False, isolation_level="AUTOCOMMIT")
+        return make_async_session_factory(engine)
 
     def publish(self, jobs: list[tuple[str, str]]) -> None:
         self.executor.publish(jobs)

@@ -1,14 +1,15 @@
-"""Dependencies of the API routes: the runtime, a database session and the caller's API key, and `found`
-(a read model's None as a 404 problem)."""
+"""Dependencies of the API routes: the runtime, a database session and the caller's API key; `read` (a read
+route's database work in one worker thread) and `found` (a read model's None as a 404 problem)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Annotated, TypeVar
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from service.db.models import ApiKey
@@ -59,6 +60,27 @@ async def require_key(request: Request, runtime: Annotated[Runtime, Depends(get_
 
 
 T = TypeVar("T")
+
+
+async def read(runtime: Runtime, query: Callable[..., T], *args: Any) -> T:
+    """`query(session, *args)` on an async read session (`Runtime.read_factory`), on the event loop.
+
+    `query` is the plain synchronous read model the web UI uses too; SQLAlchemy's `run_sync` runs it in
+    a greenlet whose database waits yield to the event loop, so a read takes no worker thread (and FastAPI
+    checks an async route's response in place). The session reads outside a transaction and its pool does
+    not ping connections: a read is idempotent, so one that finds its connection dead (the database
+    restarted) is tried once more, on a fresh connection.
+    """
+    async def once() -> T:
+        async with runtime.read_factory() as session:
+            return await session.run_sync(query, *args)
+
+    try:
+        return await once()
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+    return await once()
 
 
 def found(value: T | None, what: str, ident: str) -> T:

@@ -1,7 +1,8 @@
 """Engines, sessions and migrations.
 
 `make_engine(url)` sets up SQLite (WAL, foreign keys, busy timeout) or PostgreSQL (pre-ping) the same
-way everywhere; `session_scope(factory)` wraps one unit of work; `upgrade_database(url)` runs the
+way everywhere, and `make_async_engine(url)` the same on asyncio drivers (psycopg's, aiosqlite);
+`session_scope(factory)` wraps one unit of work; `upgrade_database(url)` runs the
 Alembic migrations to head. The application never calls `metadata.create_all`.
 """
 
@@ -17,6 +18,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.data_dirs import data_dir
@@ -40,6 +42,17 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(url, **kwargs)
 
 
+def make_async_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    """An asyncio engine for `url`: psycopg's async connections, or aiosqlite with make_engine's pragmas."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_async_engine(parsed.set(drivername="sqlite+aiosqlite"), **kwargs)
+        in_memory = parsed.database in (None, "", ":memory:")
+        event.listen(engine.sync_engine, "connect", _sqlite_on_connect(wal=not in_memory))
+        return engine
+    return create_async_engine(url, **kwargs)  # postgresql+psycopg: SQLAlchemy picks psycopg's async side
+
+
 def _sqlite_on_connect(wal: bool):
     def on_connect(dbapi_connection: Any, connection_record: Any) -> None:
         cursor = dbapi_connection.cursor()
@@ -58,6 +71,11 @@ def _sqlite_on_connect(wal: bool):
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions bound to `engine`; objects stay readable after commit (expire_on_commit=False)."""
     return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def make_async_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Async sessions bound to `engine`, with make_session_factory's settings."""
+    return async_sessionmaker(bind=engine, expire_on_commit=False)
 
 
 @contextmanager

@@ -236,7 +236,7 @@ def candidate_summary(c: Candidate | Row[Any]) -> CandidateSummary:
 @dataclass
 class Lineage:
     parents: list[Candidate]
-    children: list[Candidate]
+    children: list[Row[Any]]  # id, index and name of each
     diff: str | None  # unified diff against the first parent ("" when the code is the same)
 
 
@@ -250,7 +250,7 @@ def lineage(session: Session, candidate: Candidate) -> Lineage:
                                             candidate.code.splitlines(keepends=True),
                                             fromfile=f"#{first.index} {first.name}",
                                             tofile=f"#{candidate.index} {candidate.name}"))
-    children = session.scalars(select(Candidate).where(
+    children = session.execute(select(Candidate.id, Candidate.index, Candidate.name, Candidate.parent_ids).where(
         Candidate.run_id == candidate.run_id, cast(Candidate.parent_ids, String).contains(candidate.id))
         .order_by(Candidate.index)).all()
     return Lineage(parents=parents, children=[c for c in children if candidate.id in c.parent_ids], diff=diff)

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, text
 from sqlalchemy.orm import Session
 
 from service.db import session_scope, utcnow
@@ -214,18 +214,20 @@ def get_counting_selects(api: ApiServer, client: httpx.Client, path: str) -> tup
     idle, so no background job's query is counted, and once the key is verified and cached)."""
     wait_until_idle(api)
     assert client.get(path).status_code == 200
-    engine = api.runtime.factory.kw["bind"]
+    engines = [api.runtime.factory.kw["bind"], api.runtime.read_factory.kw["bind"].sync_engine]
     selects: list[str] = []
 
     def count(conn, cursor, statement, *args) -> None:  # noqa: ANN001
         if statement.lstrip().upper().startswith("SELECT"):
             selects.append(statement)
 
-    event.listen(engine, "before_cursor_execute", count)
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", count)
     try:
         body = client.get(path).json()
     finally:
-        event.remove(engine, "before_cursor_execute", count)
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", count)
     return body, len(selects)
 
 
@@ -266,3 +268,22 @@ def test_a_run_is_read_in_a_few_queries(api: ApiServer) -> None:
     assert shown["webhook"]["url"] == "http://127.0.0.1:9/hook" and shown["webhook"]["events"]
     assert shown["progress"]["candidates_done"] == 0 and shown["best"] is None
     assert selects <= 3  # run, figures, meta-test rows
+
+
+def test_a_read_survives_the_database_dropping_its_connections(api: ApiServer) -> None:
+    """The read pool does not ping its connections: a read that finds its connection dead is tried again on a
+    fresh one, so a database restart costs the client nothing."""
+    client = api.client(api.new_key())
+    run_id = cancelled_run_with_a_webhook(client)
+    for _ in range(4):  # put a few connections into the read pool
+        assert client.get(f"/v1/runs/{run_id}").status_code == 200
+    read_engine = api.runtime.read_factory.kw["bind"].sync_engine
+    assert read_engine.pool.checkedin() >= 1
+    with api.runtime.factory() as session:  # what a restart does to every open connection
+        killed = session.scalar(text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                                     " WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+    assert killed >= 1
+    for path in (f"/v1/runs/{run_id}", "/v1/runs", f"/v1/runs/{run_id}/candidates?sort=score"):
+        response = client.get(path)
+        assert response.status_code == 200, response.text
+    assert client.get(f"/v1/runs/{'0' * 32}").status_code == 404  # a refusal is not retried into something else

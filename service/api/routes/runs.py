@@ -13,8 +13,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import NonNegativeInt, TypeAdapter
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
-from service.api.deps import KeyDep, RuntimeDep, SessionDep, found
+from service.api.deps import KeyDep, RuntimeDep, SessionDep, found, read
 from service.api.schemas import (
     CandidateSummary,
     Page,
@@ -26,6 +27,7 @@ from service.api.schemas import (
 )
 from service.db.models import (
     RUN_FINAL_STATUSES,
+    ApiKey,
     Candidate,
     Evaluation,
     Event,
@@ -94,12 +96,24 @@ def post_run(spec: RunSpec, key: KeyDep, session: SessionDep, runtime: RuntimeDe
 
 
 @router.get("/runs", response_model=Page[RunListItem])
-def list_runs(key: KeyDep, session: SessionDep,
-              status: Annotated[str | None, Query(description="filter by status")] = None,
-              target: Annotated[str | None, Query(description="filter by target")] = None,
-              limit: Annotated[int, Query(ge=1, le=200)] = 50,
-              cursor: Annotated[str | None, Query(description="from next_cursor of the previous page")] = None,
-              ) -> Page[RunListItem]:
+async def list_runs(key: KeyDep, runtime: RuntimeDep,
+                    status: Annotated[str | None, Query(description="filter by status")] = None,
+                    target: Annotated[str | None, Query(description="filter by target")] = None,
+                    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+                    cursor: Annotated[str | None, Query(description="from next_cursor of the previous page")] = None,
+                    ) -> Page[RunListItem]:
+    after = None
+    if cursor:
+        created, run_id = _decode_cursor(cursor, RUNS_CURSOR)
+        try:
+            after = (datetime.fromisoformat(created), run_id)
+        except (TypeError, ValueError):
+            raise HTTPException(400, "cursor is not one this API returned") from None
+    return await read(runtime, _runs_page, key, status, target, limit, after)
+
+
+def _runs_page(session: Session, key: ApiKey, status: str | None, target: str | None, limit: int,
+               after: tuple[datetime, str] | None) -> Page[RunListItem]:
     proposer = func.coalesce(Run.proposer["kind"].as_string(), "?").label("proposer")
     query = select(Run.id, Run.status, Run.target, proposer,
                    Run.profile, Run.budget["candidates"].as_integer().label("candidates_budget"), Run.best_score,
@@ -108,12 +122,8 @@ def list_runs(key: KeyDep, session: SessionDep,
         query = query.where(Run.status == status)
     if target:
         query = query.where(Run.target == target)
-    if cursor:
-        created, run_id = _decode_cursor(cursor, RUNS_CURSOR)
-        try:
-            created_at = datetime.fromisoformat(created)
-        except (TypeError, ValueError):
-            raise HTTPException(400, "cursor is not one this API returned") from None
+    if after:
+        created_at, run_id = after
         query = query.where(or_(Run.created_at < created_at, and_(Run.created_at == created_at, Run.id < run_id)))
     rows = session.execute(query.order_by(Run.created_at.desc(), Run.id.desc()).limit(limit + 1)).all()
     items = [RunListItem.model_validate(r._mapping) for r in rows[:limit]]
@@ -122,7 +132,11 @@ def list_runs(key: KeyDep, session: SessionDep,
 
 
 @router.get("/runs/{run_id}", response_model=RunOut, responses=NOT_FOUND)
-def get_run(run_id: str, key: KeyDep, session: SessionDep) -> RunOut:
+async def get_run(run_id: str, key: KeyDep, runtime: RuntimeDep) -> RunOut:
+    return await read(runtime, _owned_run_out, key, run_id)
+
+
+def _owned_run_out(session: Session, key: ApiKey, run_id: str) -> RunOut:
     return run_out(session, found(owned_run(session, key, run_id), "run", run_id))
 
 
@@ -158,30 +172,37 @@ async def run_events(run_id: str, key: KeyDep, session: SessionDep, runtime: Run
 
 
 @router.get("/runs/{run_id}/candidates", response_model=Page[CandidateSummary], responses=NOT_FOUND)
-def list_candidates(run_id: str, key: KeyDep, session: SessionDep,
-                    status: Annotated[str | None, Query()] = None,
-                    outcome: Annotated[str | None, Query()] = None,
-                    sort: Annotated[Literal["time", "score"], Query()] = "time",
-                    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-                    cursor: Annotated[str | None, Query()] = None) -> Page[CandidateSummary]:
-    found(owned_run(session, key, run_id), "run", run_id)
-    query = select(*SUMMARY_COLUMNS).where(Candidate.run_id == run_id)
+async def list_candidates(run_id: str, key: KeyDep, runtime: RuntimeDep,
+                          status: Annotated[str | None, Query()] = None,
+                          outcome: Annotated[str | None, Query()] = None,
+                          sort: Annotated[Literal["time", "score"], Query()] = "time",
+                          limit: Annotated[int, Query(ge=1, le=500)] = 100,
+                          cursor: Annotated[str | None, Query()] = None) -> Page[CandidateSummary]:
+    position = int(_decode_cursor(cursor, POSITION_CURSOR)[0]) if cursor else None
+    return await read(runtime, _candidates_page, key, run_id, status, outcome, sort, limit, position)
+
+
+def _candidates_page(session: Session, key: ApiKey, run_id: str, status: str | None, outcome: str | None,
+                     sort: str, limit: int, position: int | None) -> Page[CandidateSummary]:
+    owned = select(Run.id).where(Run.id == run_id, Run.owner_key_id == key.id).scalar_subquery()
+    query = select(*SUMMARY_COLUMNS).where(Candidate.run_id == owned)  # the ownership check in the same statement
     if status:
         query = query.where(Candidate.status == status)
     if outcome:
         query = query.where(Candidate.outcome == outcome)
-    position = _decode_cursor(cursor, POSITION_CURSOR) if cursor else None
     if sort == "time":
-        if position:
-            query = query.where(Candidate.index > int(position[0]))
+        if position is not None:
+            query = query.where(Candidate.index > position)
         rows = session.execute(query.order_by(Candidate.index).limit(limit + 1)).all()
         next_cursor = _encode_cursor(rows[limit - 1].index) if len(rows) > limit else None
     else:
-        offset = int(position[0]) if position else 0
+        offset = position or 0
         score = func.coalesce(Candidate.pooled_score, Candidate.score)
         rows = session.execute(query.order_by(score.desc().nulls_last(), Candidate.index)
                                .offset(offset).limit(limit + 1)).all()
         next_cursor = _encode_cursor(offset + limit) if len(rows) > limit else None
+    if not rows:  # an empty page of the key's run, or no run of the key's: only then is it worth telling apart
+        found(owned_run(session, key, run_id), "run", run_id)
     return Page(items=[candidate_summary(c) for c in rows[:limit]], next_cursor=next_cursor)
 
 
