@@ -1,5 +1,5 @@
 """Dependencies of the API routes: the runtime, a database session and the caller's API key; `read` (a read
-route's database work in one worker thread) and `found` (a read model's None as a 404 problem)."""
+route's database work, on the event loop) and `found` (a read model's None as a 404 problem)."""
 
 from __future__ import annotations
 
