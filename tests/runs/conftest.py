@@ -29,7 +29,7 @@ from service.db.models import RUN_FINAL_STATUSES, Candidate, Evaluation, Event, 
 from workers.targets import TARGETS
 
 REPO = Path(__file__).resolve().parents[2]
-# Databases 5, 6, ... of the CI Redis: one per xdist worker ("gw0", "gw1", ...; "master" when not parallel).
+# Databases 5, 6, ... of the CI Redis: one per xdist worker ("gw0", "gw1", ...; 5 when the suite is not parallel).
 REDIS_DB = 5 + int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
 BROKER_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
 
