@@ -29,6 +29,12 @@ class Runtime:
                                    pool_pre_ping=False, isolation_level="AUTOCOMMIT")
         return make_async_session_factory(engine)
 
+    async def close_reads(self) -> None:
+        """Close the read pool's connections, if it was ever used, on the event loop that opened them (else
+        they outlive their loop, one pool per API server a process starts and stops)."""
+        if "read_factory" in self.__dict__:
+            await self.read_factory.kw["bind"].dispose()
+
     def publish(self, jobs: list[tuple[str, str]]) -> None:
         self.executor.publish(jobs)
 

@@ -50,6 +50,7 @@ def create_app(runtime: Runtime | None = None, settings: Settings | None = None)
         # worker for 235-295 ms (8 in 45 s); after the freeze a full pass takes 4-13 ms.
         gc.freeze()
         yield
+        await app.state.runtime.close_reads()
         if owned:
             app.state.runtime.executor.close()
 

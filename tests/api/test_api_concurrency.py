@@ -37,6 +37,9 @@ def test_a_burst_far_above_the_thread_and_connection_pools_is_answered(postgres_
         reads = {"/v1/runs": 200, "/v1/runs/absent": 404, "/v1/runs/absent/candidates": 404}
         paths = list(reads) * 20  # 60 at once, against 2 threads and 2 + 10 connections
         assert asyncio.run(get_all(server.url, key, paths)) == [reads[path] for path in paths]
+        read_pool = server.runtime.read_factory.kw["bind"].sync_engine.pool
+        assert read_pool.checkedin() >= 1
+    assert read_pool.checkedin() == 0  # the stopped server closed its read connections, on its own event loop
 
 
 async def read_while_streaming(url: str, key: str, run_id: str, streams: int) -> int:
