@@ -30,6 +30,28 @@ class ScoreBasis(StrEnum):
     return_ratio = "return_ratio"  # flagged: the warm start was within seed noise of random (see scoring.py)
 
 
+class Verdict(StrEnum):
+    """A candidate against the warm start, decided on seeds that did not select it."""
+
+    better = "better"  # the whole interval is above the warm start
+    worse = "worse"  # the whole interval is below it
+    inconclusive = "inconclusive"  # the interval contains it: not distinguishable at this seed budget
+
+
+class Comparison(BaseModel):
+    """A score with its uncertainty against the anchor (`workers.statistics.compare`)."""
+
+    score: float  # mean over environments of the mean over seeds of the normalised score (warm start: 1.0)
+    ci: tuple[float, float]  # two-sided interval for `score`, the anchor's own uncertainty included
+    confidence: float  # of the whole race (each of `looks` looks had a share of the error rate)
+    looks: int = 1
+    method: str  # "bootstrap" (stratified over seeds and environments) or "normal, anchor noise" (few seeds)
+    verdict: Verdict
+    p_improvement: float  # P(a seed of the candidate beats a seed of the anchor), averaged over environments
+    iqm: float  # interquartile mean of every per-seed score across environments
+    seeds: int  # seeds per environment behind it (the fewest of any environment)
+
+
 class TraceRequest(BaseModel):
     """One candidate (source text) to load, probe and export for the given platforms."""
 
