@@ -66,7 +66,7 @@ def fill(url: str, runs: int, per_run: int) -> tuple[str, list[str], list[str]]:
                 candidate_ids.append(cid)
                 rows.append(dict(id=cid, run_id=run_id, index=i, is_warm_start=i == 0, name=f"candidate {i}",
                                  thought="", code=code, parent_ids=[], ast_hash=uuid.uuid4().hex, status="evaluated",
-                                 outcome="ok", score=random.random() * 2, pooled_score=None))
+                                 outcome="ok", score=random.random() * 2, verified_score=None))
             conn.execute(insert(Candidate), rows)
     if engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:

@@ -72,7 +72,7 @@ def main() -> None:
             tests = {(e.candidate_id, e.env): e for e in session.scalars(
                 select(Evaluation).where(Evaluation.phase == EvalPhase.TEST))}
             warm_id = session.scalar(select(Candidate.id).where(Candidate.run_id == run_id, Candidate.is_warm_start))
-            scores = [c.pooled_score if c.pooled_score is not None else c.score for c in proposals]
+            scores = [c.verified_score if c.verified_score is not None else c.score for c in proposals]
             recorded_duplicates = [c for c in proposals if c.duplicate_of is not None]
             fingerprints = Counter(c.fingerprint for c in proposals if c.id in trained and c.fingerprint)
             turned_down = sum(f.get("behavioural duplicate", 0) for f in run.operator_attempts.values())

@@ -89,7 +89,8 @@ def evaluate(
     require_sandbox(as_json)
 
     table = Table(title=f"{target} candidate ({code or 'warm start'}), profile {profile}, seeds {seed_list}")
-    for column in ("env", "return", "per seed", "lr", "warm start", "random", "score", "compile s", "train s"):
+    for column in ("env", "return", "per seed", "lr", "anchor (seeds)", "random", "score (95% CI)", "p(improve)",
+                   "verdict", "compile s", "train s"):
         table.add_column(column, justify="left" if column == "env" else "right")
     results = []
     for name in envs:
@@ -97,18 +98,26 @@ def evaluate(
             scored = evaluate_code(settings, target, source, name, profile, seed_list, learning_rate)
         except EvaluationFailed as exc:
             fail(str(exc), EXIT_BAD_INPUT if exc.outcome == "invalid" else EXIT_FAILED)
-        results.append(scored.model_dump(mode="json"))
-        r = scored.result
+        r, anchor, comparison = scored.result, scored.anchor, scored.scored.comparison
+        results.append({"env": name, "score": comparison.score, "score_ci": comparison.ci,
+                        "p_improvement": comparison.p_improvement, "verdict": comparison.verdict,
+                        "seeds": comparison.seeds, "scores": scored.scored.scores,
+                        "score_basis": scored.scored.basis, "anchor": scored.scored.anchor.model_dump(mode="json")
+                        | {"seeds": len(anchor.seeds)}, "result": r.model_dump(mode="json")})
         table.add_row(
             name, f"{r.final_return:.2f}", " ".join(f"{x:.1f}" for x in r.returns[r.learning_rates.index(r.best_lr)]),
-            f"{r.best_lr:g}", f"{scored.baseline.warm_return:.2f}", f"{scored.baseline.random_return:.2f}",
-            f"{scored.score:.3f}" + (" (return ratio)" if scored.score_basis == "return_ratio" else ""),
-            f"{r.compile_seconds:.1f}", f"{r.train_seconds:.1f}",
+            f"{r.best_lr:g}", f"{anchor.warm_return:.2f} ({len(anchor.seeds)})", f"{anchor.random_return:.2f}",
+            _scored(comparison.score, comparison.ci)
+            + (" (return ratio)" if scored.scored.basis == "return_ratio" else ""),
+            f"{comparison.p_improvement:.2f}", comparison.verdict, f"{r.compile_seconds:.1f}",
+            f"{r.train_seconds:.1f}",
         )
     if as_json:
         print(json.dumps(results))
     else:
         console.print(table)
+        console.print("score: the mean normalised return over the seeds against the anchor (the warm start's own "
+                      "artifact on its own seeds = 1.0); the verdict is at 95% confidence", markup=False)
 
 
 @app.command()
@@ -146,6 +155,9 @@ def run(
     seed: Annotated[int | None, typer.Option(help="run seed [0]")] = None,
     seeds_per_eval: Annotated[int | None, typer.Option(help="search seeds per evaluation [2]")] = None,
     metatest_seeds: Annotated[int | None, typer.Option(help="fresh seeds per meta-test evaluation [4]")] = None,
+    verification_seeds: Annotated[int | None, typer.Option(
+        help="fresh seeds a contender may get to decide its verdict, raced 2, 8, ... [16]")] = None,
+    confidence: Annotated[float | None, typer.Option(help="of every interval and verdict [0.95]")] = None,
     learning_rate: Annotated[str | None, typer.Option(help="fixed (published rate) or grid (chosen on the search "
                                                       "seeds, scored on fresh ones) [fixed]")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the resolved run spec as JSON; start nothing")]
@@ -162,6 +174,7 @@ def run(
         fail("--proposer llm needs --model NAME (the model at DISCOVERY_OPENAI_BASE_URL)")
     given = {"preset": preset, "target": target, "profile": profile, "concurrency": concurrency, "seed": seed,
              "seeds_per_eval": seeds_per_eval, "metatest_seeds": metatest_seeds, "learning_rate": learning_rate,
+             "verification_seeds": verification_seeds, "confidence": confidence,
              "budget": {"candidates": candidates} if candidates is not None else None,
              "environments": {k: v for k, v in (("train", env), ("test", test_env)) if v} or None,
              "search": {k: v for k, v in (("islands", islands), ("early_stopping", {} if early_stop else None))
@@ -287,6 +300,13 @@ def _score(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _scored(value: float | None, ci: list[float] | tuple[float, float] | None, verdict: str | None = None,
+            seeds: int | None = None) -> str:
+    """A score with its interval (and verdict, and the seeds behind it) as the CLI prints it."""
+    text = _score(value) + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+    return text + (f" {verdict}" if verdict else "") + (f" ({seeds} seeds)" if seeds else "")
+
+
 @runs_app.command("list")
 def runs_list(
     status: Annotated[str | None, typer.Option(help="only runs with this status")] = None,
@@ -300,11 +320,11 @@ def runs_list(
         print(json.dumps(page))
         return
     table = Table(title="runs")
-    for column in ("id", "status", "target", "proposer", "budget", "best", "created"):
+    for column in ("id", "status", "target", "proposer", "budget", "best", "verdict", "created"):
         table.add_column(column)
     for r in page["items"]:
         table.add_row(r["id"], r["status"], r["target"], r["proposer"], str(r["candidates_budget"]),
-                      _score(r["best_score"]), r["created_at"][:19])
+                      _score(r["best_score"]), r["best_verdict"] or "-", r["created_at"][:19])
     console.print(table)
 
 
@@ -320,14 +340,17 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="run id")],
     preset = f", preset {r['preset']}" if r["preset"] else ""
     console.print(f"run {r['id']}: [bold]{r['status']}[/bold]  {r['target']} on {', '.join(r['environments']['train'])}"
                   f"  ({r['proposer']['kind']}, profile {r['profile']}{preset}, {r['learning_rate']} learning rate, "
-                  f"{r['seeds_per_eval']} search / {r['metatest_seeds']} meta-test seeds)")
+                  f"{r['seeds_per_eval']} search / up to {r['verification_seeds']} verification / {r['metatest_seeds']} "
+                  "meta-test seeds)")
     p, spent = r["progress"], r["spent"]
     console.print(f"candidates {p['candidates_done']}/{p['candidates_budget']} (in flight {p['in_flight']}), "
                   f"tokens {spent['tokens']}, cost ${spent['cost_usd']:.4f}, duplicates skipped "
                   f"{spent['duplicates_skipped']}")
     if r["best"]:
-        console.print(f"best: #{r['best']['index']} {r['best']['name']} ({r['best']['candidate_id']}), "
-                      f"score {_score(r['best']['score'])}")
+        b = r["best"]
+        console.print(f"best: #{b['index']} {b['name']} ({b['candidate_id']}), verified score "
+                      f"{_scored(b['score'], b['score_ci'], b['verdict'], b['seeds'])}", markup=False)
+    console.print(f"verdict: {r['discovery']['message']}", markup=False)
     if r["meta_test"]:
         references = list(r["meta_test"][0]["references"])
         table = Table(title="meta-test (normalised score; * a return ratio: the warm start was within noise of random)")
@@ -337,7 +360,7 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="run id")],
         def cell(value: dict | None) -> str:
             value = value or {}
             flag = "*" if value.get("score_basis") == "return_ratio" else ""
-            return _score(value.get("normalised_score")) + flag
+            return _scored(value.get("normalised_score"), value.get("score_ci"), value.get("verdict")) + flag
 
         for row in r["meta_test"]:
             table.add_row(row["env"], cell(row["best"]), cell(row["warm_start"]),
@@ -410,20 +433,21 @@ def candidates_show(candidate_id: Annotated[str, typer.Argument(help="candidate 
         print(json.dumps(c))
         return
     console.print(f"#{c['index']} {c['name']} ({c['id']}) of run {c['run_id']}: {c['outcome'] or c['status']}, "
-                  f"score {_score(c['score'])}, pooled {_score(c['pooled_score'])}")
+                  f"search score {_scored(c['score'], c['score_ci'])}, verified score "
+                  f"{_scored(c['verified_score'], c['verified_ci'], c['verdict'], c['seeds'])}", markup=False)
     if c["thought"]:
         console.print(f"thought: {c['thought']}")
     if c["error"]:
         console.print(f"error: {c['error']}")
     console.print(Syntax(c["code"], "python"))
     table = Table(title="evaluations")
-    for column in ("phase", "env", "outcome", "return", "score", "lr", "seeds"):
+    for column in ("phase", "round", "env", "outcome", "return", "score (95% CI)", "lr", "seeds"):
         table.add_column(column)
     for e in c["evaluations"]:
         final_return = "-" if e["final_return"] is None else f"{e['final_return']:.2f}"
         lr = "-" if e["best_lr"] is None else f"{e['best_lr']:g}"
-        table.add_row(e["phase"], e["env"], e["outcome"], final_return, _score(e["normalised_score"]), lr,
-                      ",".join(map(str, e["seeds"])))
+        table.add_row(e["phase"], str(e["round"] or "-"), e["env"], e["outcome"], final_return,
+                      _scored(e["normalised_score"], e["score_ci"]), lr, ",".join(map(str, e["seeds"])))
     console.print(table)
 
 

@@ -1,21 +1,37 @@
 """The service's one door to evaluation: settings into sandbox and trainer limits, and the calls that
-trace candidates, measure baselines and train batches on this process's warm trainers, under a run's
-learning-rate protocol (`fixed`: the published rate; `grid`: chosen on some seeds, scored on others)."""
+trace candidates, measure the anchor and train batches on this process's warm trainers, under a run's
+learning-rate protocol (`fixed`: the published rate; `grid`: chosen on some seeds, scored on others).
+
+Every score is against the anchor (`workers/anchor.py`): the warm start's own artifact, traced from its
+source like any candidate's and trained on many seeds of its own; `env_score` turns one result into
+per-seed normalised scores and their comparison with the anchor (`workers/statistics.py`)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from pydantic import BaseModel
 
 from service.settings import Settings
-from workers.baselines import Baseline, BaselineError, get_baseline
-from workers.evaluate import trace, train_batch
-from workers.results import EnvResult, EvaluationResult, LearningRateChoice, Outcome, ScoreBasis, SeedPlan, TraceResult
+from workers.anchor import Anchor, AnchorError, anchor_seeds, get_anchor
+from workers.evaluate import artifact_sha256, trace, train_batch
+from workers.results import (
+    Comparison,
+    EnvResult,
+    EvaluationResult,
+    LearningRateChoice,
+    Outcome,
+    ScoreBasis,
+    SeedPlan,
+    TraceResult,
+)
 from workers.rl.envs import get_config, get_env_spec
-from workers.rl.scoring import normalised_score
 from workers.sandbox.isolate import SandboxLimits, require_isolation
+from workers.statistics import compare
+from workers.targets import TARGETS
 from workers.trainer.client import POOL, TrainerConfig
 from workers.trainer.protocol import TrainRequest
 
@@ -26,11 +42,29 @@ class EvaluationFailed(Exception):
         self.outcome = outcome
 
 
+class AnchorSummary(BaseModel):
+    """What a score was normalised by: the anchor's artifact, its mean returns and its own per-seed scores."""
+
+    artifact_sha256: str
+    learning_rate: float
+    warm_return: float
+    random_return: float
+    scores: list[float]  # the anchor's per-seed returns normalised by itself (mean 1.0): the noise model
+
+
+class EnvScore(BaseModel):
+    """One result on one environment against the anchor: stored with the evaluation (`Evaluation.stats`)."""
+
+    scores: list[float]  # per scored seed, normalised
+    basis: ScoreBasis
+    anchor: AnchorSummary
+    comparison: Comparison
+
+
 class ScoredResult(BaseModel):
     result: EnvResult
-    baseline: Baseline
-    score: float
-    score_basis: ScoreBasis
+    anchor: Anchor
+    scored: EnvScore
 
 
 def tracer_limits(settings: Settings) -> SandboxLimits:
@@ -79,63 +113,84 @@ def learning_rates(env: str, profile: str, protocol: str) -> list[float]:
     return get_config(env, profile).learning_rates()
 
 
-def train_warm_start(settings: Settings, target: str, env: str, profile: str, seeds: list[int],
-                     rates: list[float]) -> EvaluationResult:
-    """The project's own warm start (no artifact), with the random policy on the same seeds."""
-    request = TrainRequest(target=target, env=env, profile=profile, seeds=seeds, learning_rates=rates,
-                           with_random_baseline=True)
-    with POOL.acquire(trainer_config(settings)) as trainer:
-        return train_batch(trainer, request, None)[0]
+_WARM_ARTIFACTS: dict[str, str] = {}
+_WARM_LOCK = threading.Lock()
 
 
-def baseline_for(settings: Settings, target: str, env: str, profile: str, seeds: list[int], rates: list[float],
-                 measured: EvaluationResult | None = None) -> Baseline:
-    """The cached baseline, or `measured` (a warm-start result), or a fresh warm-start training."""
-    return get_baseline(env, profile, seeds, rates, settings.cache_dir,
-                        lambda: measured or train_warm_start(settings, target, env, profile, seeds, rates))
+def warm_artifact(settings: Settings, target: str) -> str:
+    """The warm start's artifact (base64), traced from its source in the sandbox like any candidate's; once per
+    process and warm-start source."""
+    source = TARGETS[target].warm_start
+    key = hashlib.sha256(f"{target}|{source}".encode()).hexdigest()
+    with _WARM_LOCK:
+        if key not in _WARM_ARTIFACTS:
+            traced = trace_code(settings, target, source)
+            if traced.outcome is not Outcome.ok or traced.artifact is None:
+                raise AnchorError(f"the warm start of {target} failed to trace ({traced.outcome}): {traced.error}")
+            _WARM_ARTIFACTS[key] = traced.artifact
+        return _WARM_ARTIFACTS[key]
+
+
+def anchor_for(settings: Settings, target: str, env: str, profile: str, rates: list[float],
+               seeds: list[int] | None = None) -> Anchor:
+    """The cached anchor, or the warm start's artifact trained now on the anchor seeds (or `seeds`) beside the
+    random policy. A grid's rate is chosen on an anchor of the choosing seeds."""
+    warm = warm_artifact(settings, target)
+    seeds = seeds if seeds is not None else anchor_seeds(settings.anchor_seeds[profile])
+
+    def measure() -> EvaluationResult:
+        request = TrainRequest(target=target, env=env, profile=profile, seeds=seeds, learning_rates=rates,
+                               artifacts=[warm], with_random_baseline=True)
+        with POOL.acquire(trainer_config(settings)) as trainer:
+            return train_batch(trainer, request, None)[0]
+
+    return get_anchor(env, profile, seeds, rates, artifact_sha256(warm), settings.cache_dir, measure)
 
 
 def train_artifacts(settings: Settings, target: str, env: str, profile: str, seeds: list[int], rates: list[float],
-                    artifacts: list[str], baseline: Baseline) -> list[EvaluationResult]:
+                    artifacts: list[str], anchor: Anchor) -> list[EvaluationResult]:
     """Train a batch of artifacts in one program; one result per artifact, in order."""
     request = TrainRequest(target=target, env=env, profile=profile, seeds=seeds, learning_rates=rates,
                            artifacts=artifacts)
     with POOL.acquire(trainer_config(settings)) as trainer:
-        return train_batch(trainer, request, baseline)
+        return train_batch(trainer, request, anchor)
 
 
 def _warm_rate(settings: Settings, target: str, env: str, profile: str, plan: SeedPlan, grid: list[float]) -> float:
     """The warm start's learning rate: the only one, or the best of the grid on the choosing seeds."""
     if plan.choose is None or len(grid) == 1:
         return grid[0]
-    return baseline_for(settings, target, env, profile, plan.choose, grid).best_lr
+    return anchor_for(settings, target, env, profile, grid, plan.choose).best_lr
 
 
-def evaluate_warm_start(settings: Settings, target: str, env: str, profile: str, protocol: str,
-                        plan: SeedPlan) -> tuple[EvaluationResult, Baseline]:
-    """Train the warm start on the scored seeds at its learning rate; the result and the baseline it sets."""
+def anchor_of(settings: Settings, target: str, env: str, profile: str, protocol: str, plan: SeedPlan) -> Anchor:
+    """The anchor a phase's scores are measured against: at the warm start's rate under the protocol."""
     grid = learning_rates(env, profile, protocol)
-    rate = _warm_rate(settings, target, env, profile, plan, grid)
-    result = train_warm_start(settings, target, env, profile, plan.score, [rate])
-    if result.outcome is not Outcome.ok or result.result is None:
-        raise BaselineError(f"the warm start failed on {env} ({result.outcome}): {result.error}")
+    return anchor_for(settings, target, env, profile, [_warm_rate(settings, target, env, profile, plan, grid)])
+
+
+def anchor_row(settings: Settings, target: str, env: str, profile: str, protocol: str, plan: SeedPlan
+               ) -> tuple[EvaluationResult, Anchor]:
+    """The warm start's search evaluation: the anchor itself, with how the grid chose its rate."""
+    anchor = anchor_of(settings, target, env, profile, protocol, plan)
+    result = anchor.result.model_copy()
+    grid = learning_rates(env, profile, protocol)
     if plan.choose is not None and len(grid) > 1:
-        chooser = baseline_for(settings, target, env, profile, plan.choose, grid)
-        result.result.lr_choice = LearningRateChoice(seeds=plan.choose, learning_rates=grid,
-                                                     mean_returns=chooser.mean_returns, chosen=rate)
-    return result, baseline_for(settings, target, env, profile, plan.score, [rate], measured=result)
+        chooser = anchor_for(settings, target, env, profile, grid, plan.choose)
+        result.lr_choice = LearningRateChoice(seeds=plan.choose, learning_rates=grid,
+                                              mean_returns=chooser.mean_returns, chosen=anchor.best_lr)
+    return EvaluationResult(outcome=Outcome.ok, result=result), anchor
 
 
 def evaluate_artifacts(settings: Settings, target: str, env: str, profile: str, protocol: str, plan: SeedPlan,
-                       artifacts: list[str], chosen: list[float | None]) -> tuple[list[EvaluationResult], Baseline]:
+                       artifacts: list[str], chosen: list[float | None]) -> tuple[list[EvaluationResult], Anchor]:
     """Train candidates on one environment under the learning-rate protocol; one result per artifact.
 
     A candidate's rate is `chosen[i]` when an earlier phase chose it, else the only rate, else the best of
     the grid on `plan.choose`; its score is then measured on `plan.score` (never the seeds that chose it).
     """
     grid = learning_rates(env, profile, protocol)
-    baseline = baseline_for(settings, target, env, profile, plan.score,
-                            [_warm_rate(settings, target, env, profile, plan, grid)])
+    anchor = anchor_of(settings, target, env, profile, protocol, plan)
     rates: list[float | None] = [rate if rate is not None else grid[0] if len(grid) == 1 else None
                                  for rate in chosen]
     results: list[EvaluationResult | None] = [None] * len(artifacts)
@@ -144,7 +199,7 @@ def evaluate_artifacts(settings: Settings, target: str, env: str, profile: str, 
     if to_choose:
         if plan.choose is None:
             raise ValueError("a learning rate must be chosen, and the plan has no seeds to choose it on")
-        chooser = baseline_for(settings, target, env, profile, plan.choose, grid)
+        chooser = anchor_for(settings, target, env, profile, grid, plan.choose)
         trained = train_artifacts(settings, target, env, profile, plan.choose, grid,
                                   [artifacts[i] for i in to_choose], chooser)
         for i, result in zip(to_choose, trained, strict=True):
@@ -158,17 +213,24 @@ def evaluate_artifacts(settings: Settings, target: str, env: str, profile: str, 
     for rate in dict.fromkeys(r for i, r in enumerate(rates) if r is not None and results[i] is None):
         group = [i for i, r in enumerate(rates) if r == rate and results[i] is None]
         for i, result in zip(group, train_artifacts(settings, target, env, profile, plan.score, [rate],
-                                                    [artifacts[i] for i in group], baseline), strict=True):
+                                                    [artifacts[i] for i in group], anchor), strict=True):
             if result.result is not None and i in choices:
                 result.result.lr_choice = choices[i]
             results[i] = result
     assert all(r is not None for r in results)
-    return results, baseline  # type: ignore[return-value]
+    return results, anchor  # type: ignore[return-value]
 
 
-def score(result: EnvResult, baseline: Baseline) -> tuple[float, ScoreBasis]:
-    return normalised_score(result.final_return, baseline.warm_returns, baseline.random_returns,
-                            baseline.return_floor)
+def env_score(result: EnvResult, anchor: Anchor, confidence: float = 0.95) -> EnvScore:
+    """Per-seed normalised scores at the result's learning rate, and their comparison with the anchor."""
+    scores, basis = anchor.normalise(result.returns[result.learning_rates.index(result.best_lr)])
+    own = anchor.own_scores()
+    return EnvScore(
+        scores=scores, basis=basis,
+        anchor=AnchorSummary(artifact_sha256=anchor.artifact_sha256, learning_rate=anchor.best_lr,
+                             warm_return=anchor.warm_return, random_return=anchor.random_return, scores=own),
+        comparison=compare([scores], [own], confidence),
+    )
 
 
 def evaluate_code(settings: Settings, target: str, code: str, env: str, profile: str, seeds: list[int],
@@ -182,9 +244,8 @@ def evaluate_code(settings: Settings, target: str, code: str, env: str, profile:
         raise EvaluationFailed(traced.outcome.value, (traced.error or "no artifact").splitlines()[0])
     plan = SeedPlan(score=seeds) if protocol == "fixed" else SeedPlan(
         choose=seeds, score=[max(seeds) + 1 + i for i in range(len(seeds))])
-    [evaluation], baseline = evaluate_artifacts(settings, target, env, profile, protocol, plan, [traced.artifact],
-                                                [None])
+    [evaluation], anchor = evaluate_artifacts(settings, target, env, profile, protocol, plan, [traced.artifact],
+                                              [None])
     if evaluation.result is None:
         raise EvaluationFailed(evaluation.outcome.value, (evaluation.error or "no result").splitlines()[0])
-    value, basis = score(evaluation.result, baseline)
-    return ScoredResult(result=evaluation.result, baseline=baseline, score=value, score_basis=basis)
+    return ScoredResult(result=evaluation.result, anchor=anchor, scored=env_score(evaluation.result, anchor))

@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     openai_base_url: str | None = None
     openai_api_key: SecretStr | None = None
 
-    # Where JAX's persistent compilation cache and the baseline cache live (shared by a host).
+    # Where JAX's persistent compilation cache and the anchor cache live (shared by a host).
     cache_dir: Path = Path.home() / ".cache" / "discovery"
 
     # Sandbox: "bwrap" requires bubblewrap isolation and refuses to evaluate without it;
@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     trainer_cpus: float = 0.0  # CPU quota in cores; 0: all of this machine's cores
     trainer_device: Literal["auto", "cpu", "gpu"] = "auto"
     evaluate_batch_size: int = 8  # compatible evaluations trained together in one program
+    # Seeds of the anchor per profile: the warm start's own artifact, trained once per environment, profile and
+    # host; its mean is every score's reference and its spread the noise model (more on a GPU is cheap).
+    anchor_seeds: dict[str, int] = {"smoke": 16, "quick": 32, "full": 32}
 
     # Signs the web UI's session cookie; unset: a random secret per process (sessions end on restart).
     session_secret: SecretStr | None = None

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from workers.baselines import Baseline
+from workers.anchor import Anchor
 from workers.results import EnvResult, EvaluationResult, Outcome, TraceRequest, TraceResult
 from workers.rl.envs import get_config, get_env_spec
 from workers.rl.ppo import DIAGNOSTICS
@@ -44,12 +44,12 @@ def artifact_sha256(artifact: str) -> str:
     return hashlib.sha256(base64.b64decode(artifact)).hexdigest()
 
 
-def candidate_timeout(profile: str, baseline: Baseline | None, lanes: int) -> float:
+def candidate_timeout(profile: str, anchor: Anchor | None, lanes: int) -> float:
     """How long a batch of `lanes` may train: a multiple of the warm start's measured time per lane."""
-    if baseline is None or baseline.train_seconds is None:
+    if anchor is None or anchor.train_seconds is None:
         return BASELINE_TIMEOUT_SECONDS[profile]
-    per_lane = baseline.train_seconds / max(1, baseline.lanes)
-    return DEADLINE_SLACK_SECONDS + 2.0 * baseline.compile_seconds + DEADLINE_FACTOR * per_lane * lanes
+    per_lane = anchor.train_seconds / max(1, anchor.lanes)
+    return DEADLINE_SLACK_SECONDS + 2.0 * anchor.compile_seconds + DEADLINE_FACTOR * per_lane * lanes
 
 
 def env_result(env: str, profile: str, seeds: list[int], learning_rates: list[float], return_sum: np.ndarray,
@@ -112,7 +112,7 @@ def _results(request: TrainRequest, response: TrainResponse, seconds: float) -> 
     return out
 
 
-def train_batch(trainer: TrainerProcess, request: TrainRequest, baseline: Baseline | None) -> list[EvaluationResult]:
+def train_batch(trainer: TrainerProcess, request: TrainRequest, anchor: Anchor | None) -> list[EvaluationResult]:
     """Train the request's artifacts (or, with none, the warm start) as one batch; split and retry on failure.
 
     One result per artifact, in order. A batch that times out, exhausts memory, kills the trainer or makes
@@ -123,22 +123,22 @@ def train_batch(trainer: TrainerProcess, request: TrainRequest, baseline: Baseli
     count = 1 if request.artifacts is None else len(request.artifacts)
     lanes = count * len(request.seeds) * len(request.learning_rates)
     try:
-        response = trainer.train(request, candidate_timeout(request.profile, baseline, lanes))
+        response = trainer.train(request, candidate_timeout(request.profile, anchor, lanes))
     except TrainerFailed as exc:
         if count == 1 or request.artifacts is None:
             return [EvaluationResult(outcome=exc.outcome, error=exc.message, seconds=time.monotonic() - started)]
-        return _split(trainer, request, baseline)
+        return _split(trainer, request, anchor)
     if response.error is not None and count > 1 and request.artifacts is not None:
-        return _split(trainer, request, baseline)
+        return _split(trainer, request, anchor)
     return _results(request, response, time.monotonic() - started)
 
 
-def _split(trainer: TrainerProcess, request: TrainRequest, baseline: Baseline | None) -> list[EvaluationResult]:
+def _split(trainer: TrainerProcess, request: TrainRequest, anchor: Anchor | None) -> list[EvaluationResult]:
     assert request.artifacts is not None
     half = math.ceil(len(request.artifacts) / 2)
     first = request.model_copy(update={"artifacts": request.artifacts[:half]})
     second = request.model_copy(update={"artifacts": request.artifacts[half:]})
-    return train_batch(trainer, first, baseline) + train_batch(trainer, second, baseline)
+    return train_batch(trainer, first, anchor) + train_batch(trainer, second, anchor)
 
 
 def evaluate_in_process(target: str, codes: list[str], env: str, profile: str, seeds: list[int],

@@ -52,6 +52,23 @@ class Comparison(BaseModel):
     seeds: int  # seeds per environment behind it (the fewest of any environment)
 
 
+VERDICT_WORDS = {Verdict.better: "better than the warm start", Verdict.worse: "worse than the warm start",
+                 Verdict.inconclusive: "not distinguishable from the warm start"}
+
+
+def score_text(score: float | None, comparison: dict | None) -> str:
+    """A score as every face prints it: `1.06 (95% CI 0.55-1.57, not distinguishable from the warm start)`.
+
+    `comparison` is a stored Comparison (a dict); without one, the score stands alone (it has no interval)."""
+    if score is None:
+        return "not scored"
+    if not comparison:
+        return f"{score:.3f}"
+    low, high = comparison["ci"]
+    return (f"{score:.3f} ({comparison['confidence']:.0%} CI {low:.2f}-{high:.2f}, "
+            f"{VERDICT_WORDS[Verdict(comparison['verdict'])]}, {comparison['seeds']} seeds)")
+
+
 class TraceRequest(BaseModel):
     """One candidate (source text) to load, probe and export for the given platforms."""
 

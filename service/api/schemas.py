@@ -40,11 +40,32 @@ class Spent(BaseModel):
     seconds: float | None
 
 
+CI = Field(default=None, description="95% (the run's `confidence`) interval of the score, the anchor's own "
+                                     "uncertainty included")
+P_IMPROVEMENT = Field(default=None, description="P(a seed of it beats a seed of the warm start's anchor)")
+VERDICT = Field(default=None, description="against the warm start on seeds that did not select it: `better`, `worse` "
+                                          "or `inconclusive`")
+
+
 class BestCandidate(BaseModel):
     candidate_id: str
     index: int
     name: str
-    score: float | None = Field(description="pooled normalised score (1.0 = the warm start)")
+    score: float | None = Field(description="its score on the verification seeds (1.0 = the warm start)")
+    score_ci: tuple[float, float] | None = CI
+    p_improvement: float | None = P_IMPROVEMENT
+    verdict: str | None = VERDICT
+    seeds: int | None = Field(default=None, description="verification seeds per environment behind the verdict")
+
+
+class Discovery(BaseModel):
+    """Whether the run found an algorithm that beats the warm start, said plainly."""
+
+    found: bool = Field(description="true only when the best candidate's verdict is `better`")
+    verdict: str | None = Field(description="the best candidate's verdict (null: the best is the warm start)")
+    confidence: float
+    verification_seeds: int = Field(description="the most fresh seeds a contender could get")
+    message: str
 
 
 class MetaTestCell(BaseModel):
@@ -53,6 +74,10 @@ class MetaTestCell(BaseModel):
                                     "seed noise of random (flagged: not comparable with normalised scores)")
     final_return: float | None
     outcome: str
+    score_ci: tuple[float, float] | None = CI
+    p_improvement: float | None = P_IMPROVEMENT
+    verdict: str | None = VERDICT
+    seeds: int | None = None
 
 
 class MetaTestRow(BaseModel):
@@ -92,7 +117,7 @@ class ModelStats(BaseModel):
                           "the bandit's reward")
     tokens: int = Field(description="prompt + completion tokens of its calls")
     cost_usd: float
-    best_score: float | None = Field(description="its best candidate's score (pooled when re-evaluated)")
+    best_score: float | None = Field(description="its best candidate's score (verified when it was raced)")
 
 
 class IslandStats(BaseModel):
@@ -101,7 +126,7 @@ class IslandStats(BaseModel):
     island: int
     proposals: int
     best_candidate_id: str | None
-    best_score: float | None = Field(description="its best candidate's score (pooled when re-evaluated)")
+    best_score: float | None = Field(description="its best candidate's score (verified when it was raced)")
 
 
 class RunOut(BaseModel):
@@ -119,9 +144,12 @@ class RunOut(BaseModel):
     metatest_seeds: int
     learning_rate: str = Field(description="`fixed`: published rates; `grid`: chosen on search seeds, scored on "
                                "fresh seeds")
+    verification_seeds: int
+    confidence: float
     progress: Progress
     spent: Spent
     best: BestCandidate | None
+    discovery: Discovery
     meta_test: list[MetaTestRow]
     operators: list[OperatorStats] = Field(description="evolution: each operator's children and their scores")
     search: dict[str, Any] = Field(description="islands, migration_interval, early_stopping")
@@ -143,6 +171,7 @@ class RunListItem(BaseModel):
     profile: str
     candidates_budget: int
     best_score: float | None
+    best_verdict: str | None
     created_at: datetime
     finished_at: datetime | None
 
@@ -156,8 +185,13 @@ class CandidateSummary(BaseModel):
     reference: str | None = Field(description="set for a reference algorithm of the target (meta-tested only)")
     status: str
     outcome: str | None
-    score: float | None
-    pooled_score: float | None
+    score: float | None = Field(description="search score: nominates, never decides (1.0 = the warm start)")
+    score_ci: tuple[float, float] | None = Field(description="interval of the search score")
+    verified_score: float | None = Field(description="score on the fresh verification seeds only")
+    verified_ci: tuple[float, float] | None = Field(description="interval of the verified score")
+    p_improvement: float | None = P_IMPROVEMENT
+    verdict: str | None = VERDICT
+    seeds: int | None = Field(description="verification seeds per environment behind the verdict")
     parent_ids: list[str]
     error: str | None
     duplicate_of: str | None = Field(description="the earlier candidate that computes the same function on every "
@@ -174,6 +208,7 @@ class CandidateSummary(BaseModel):
 class EvaluationOut(BaseModel):
     env: str
     phase: str
+    round: int = Field(description="a verification race's round (0 outside verification)")
     seeds: list[int]
     learning_rates: list[float]
     returns: list[list[float]] | None
@@ -182,6 +217,11 @@ class EvaluationOut(BaseModel):
     final_return: float | None
     normalised_score: float | None
     score_basis: str | None
+    scores: list[float] | None = Field(description="normalised score per seed")
+    score_ci: tuple[float, float] | None = CI
+    p_improvement: float | None = P_IMPROVEMENT
+    verdict: str | None = Field(description="this environment's comparison with the anchor (a search row's "
+                                "verdict decides nothing: its seeds chose the candidate)")
     outcome: str
     error: str | None
     compile_seconds: float | None

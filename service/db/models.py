@@ -115,7 +115,7 @@ class CandidateStatus(StrEnum):
 
 class EvalPhase(StrEnum):
     TRAIN = "train"  # meta-train environments, the run's fitness
-    REEVAL = "reeval"  # the same environments on fresh seeds (pooled score)
+    REEVAL = "reeval"  # the same environments on fresh seeds, in racing rounds: the verdict
     TEST = "test"  # held-out meta-test environments
 
 
@@ -213,7 +213,12 @@ class Run(Base):
     best_candidate_id: Mapped[str | None] = mapped_column(
         String(ID_LENGTH), ForeignKey("candidates.id", use_alter=True, ondelete="SET NULL")
     )
-    best_score: Mapped[float | None] = mapped_column(Float)
+    best_score: Mapped[float | None] = mapped_column(Float)  # the best's verified score (the warm start: 1.0)
+    # The best's verdict against the warm start (None while the best is the warm start): a discovery only if
+    # `better`.
+    best_verdict: Mapped[str | None] = mapped_column(String(16))
+    confidence: Mapped[float] = mapped_column(Float, server_default="0.95")  # of every verdict of the run
+    verification_seeds: Mapped[int] = mapped_column(Integer, server_default="8")  # fresh seeds a contender may get
     tokens_used: Mapped[int] = mapped_column(BigInteger, default=0)
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
     duplicates_skipped: Mapped[int] = mapped_column(Integer, default=0)
@@ -259,7 +264,11 @@ class Candidate(Base):
     status: Mapped[str] = mapped_column(String(16), default=CandidateStatus.PENDING)
     outcome: Mapped[str | None] = mapped_column(String(16))
     score: Mapped[float | None] = mapped_column(Float)  # normalised mean over meta-train environments
-    pooled_score: Mapped[float | None] = mapped_column(Float)  # after re-evaluation on fresh seeds
+    # On the verification seeds only (fresh seeds, raced in rounds), never mixed with the search score.
+    verified_score: Mapped[float | None] = mapped_column(Float)
+    verdict: Mapped[str | None] = mapped_column(String(16))  # against the warm start, on the verification seeds
+    # `search` and `verification`: workers.results.Comparison of each (score, interval, p_improvement, ...).
+    stats: Mapped[dict[str, Any]] = mapped_column(default=dict)
     error: Mapped[str | None] = mapped_column(Text)
     llm_call_id: Mapped[str | None] = mapped_column(
         String(ID_LENGTH), ForeignKey("llm_calls.id", ondelete="SET NULL")
@@ -281,6 +290,18 @@ class Candidate(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     evaluated_at: Mapped[datetime | None]
 
+    @property
+    def score_ci(self) -> tuple[float, float] | None:
+        """The interval of the search score."""
+        search = (self.stats or {}).get("search")
+        return tuple(search["ci"]) if search else None
+
+    @property
+    def verified_ci(self) -> tuple[float, float] | None:
+        """The interval of the verified score."""
+        verification = (self.stats or {}).get("verification")
+        return tuple(verification["ci"]) if verification else None
+
 
 def is_proposal() -> ColumnElement[bool]:
     """A proposed candidate: neither the warm start nor a reference algorithm (what budgets and counts count)."""
@@ -296,16 +317,17 @@ class Evaluation(Base):
         one_of("outcome", Outcome),
         one_of("score_basis", ScoreBasis),
         # A re-run evaluate job finds this row instead of adding a second one.
-        UniqueConstraint("candidate_id", "env", "phase"),
+        UniqueConstraint("candidate_id", "env", "phase", "round"),
     )
 
     id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=new_id)
-    # Indexed by uq_evaluations_candidate_id_env_phase.
+    # Indexed by uq_evaluations_candidate_id_env_phase_round.
     candidate_id: Mapped[str] = mapped_column(
         String(ID_LENGTH), ForeignKey("candidates.id", ondelete="CASCADE")
     )
     env: Mapped[str] = mapped_column(String(64))
     phase: Mapped[str] = mapped_column(String(16))
+    round: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # a verification race's round (1, ...)
     seeds: Mapped[list[Any]] = mapped_column(default=list)
     learning_rates: Mapped[list[Any]] = mapped_column(default=list)
     returns: Mapped[list[Any] | None] = mapped_column(JSON)  # [lr][seed] final returns
@@ -314,12 +336,20 @@ class Evaluation(Base):
     final_return: Mapped[float | None] = mapped_column(Float)
     normalised_score: Mapped[float | None] = mapped_column(Float)
     score_basis: Mapped[str | None] = mapped_column(String(16))  # how normalised_score was computed
+    # Per-seed normalised scores, the anchor they were normalised by (its own per-seed scores) and the
+    # comparison with it on this environment (`service.evaluation.EnvScore`).
+    stats: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     outcome: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)
     compile_seconds: Mapped[float | None] = mapped_column(Float)
     train_seconds: Mapped[float | None] = mapped_column(Float)
-    artifact_sha256: Mapped[str | None] = mapped_column(String(64))  # what was trained (None: the warm start)
+    artifact_sha256: Mapped[str | None] = mapped_column(String(64))  # the artifact that was trained
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @property
+    def comparison(self) -> dict[str, Any]:
+        """This environment's comparison with the anchor (workers.results.Comparison as stored), or {}."""
+        return (self.stats or {}).get("comparison") or {}
 
 
 class Artifact(Base):
@@ -355,6 +385,7 @@ class Job(Base):
     )
     env: Mapped[str | None] = mapped_column(String(64))
     proposal_index: Mapped[int | None] = mapped_column(Integer)  # a propose job: the candidate index it proposes
+    round: Mapped[int | None] = mapped_column(Integer)  # a reevaluate job: its round of the verification race
     dedupe_key: Mapped[str] = mapped_column(String(255), unique=True)  # e.g. "evaluate:<candidate_id>"
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

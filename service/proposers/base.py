@@ -14,7 +14,7 @@ from __future__ import annotations
 import ast
 import hashlib
 from collections.abc import Callable
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -32,6 +32,9 @@ class HistoryEntry(BaseModel):
     code: str
     outcome: Outcome | None = None  # None: not evaluated yet
     score: float | None = None  # normalised fitness: the warm start scores 1.0, higher is better
+    # Its interval and verdict (a stored workers.results.Comparison: the verification's when it was raced, else
+    # the search's), so the model sees which differences are noise.
+    comparison: dict[str, Any] | None = None
     error: str | None = None  # readable error when the outcome is not ok
     parent_ids: list[str] = Field(default_factory=list)
     # The model's own final reply that produced this candidate (the conversation history mode replays it);

@@ -47,7 +47,7 @@ def feedback(entry: HistoryEntry, settings: HistorySettings, prompts_dir: Path =
     if entry.outcome is None:
         return load_template("conversation_pending.md", prompts_dir).substitute()
     if entry.outcome == Outcome.ok:
-        return load_template("conversation_scored.md", prompts_dir).substitute(fitness=format_score(entry.score))
+        return load_template("conversation_scored.md", prompts_dir).substitute(fitness=format_score(entry))
     error = clip_error(entry.error or "(no error text)", settings.max_error_chars)
     if entry.outcome == Outcome.invalid:
         return load_template("conversation_invalid.md", prompts_dir).substitute(error=error)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from service.proposers.base import HistoryEntry, HistorySettings
-from workers.results import Outcome
+from workers.results import Outcome, score_text
 
 
 class HistorySelection(BaseModel):
@@ -47,8 +47,8 @@ def clip_error(text: str, limit: int) -> str:
     return "[... earlier lines cut ...]\n" + text[-limit:]
 
 
-def format_score(score: float | None) -> str:
-    return "not scored" if score is None else f"{score:.4f}"
+def format_score(entry: HistoryEntry) -> str:
+    return score_text(entry.score, entry.comparison)
 
 
 def render_entry(entry: HistoryEntry, settings: HistorySettings, label: str = "") -> str:
@@ -56,7 +56,7 @@ def render_entry(entry: HistoryEntry, settings: HistorySettings, label: str = ""
     title = f"Candidate {entry.index}: {entry.name}" + (f" ({label})" if label else "")
     lines = [f"### {title}"]
     if entry.outcome == Outcome.ok or entry.outcome is None:
-        lines.append(f"Fitness: {format_score(entry.score)}")
+        lines.append(f"Fitness: {format_score(entry)}")
     else:
         outcome = entry.outcome.value if entry.outcome else "unknown"
         lines.append(f"Result: failed ({outcome}).")

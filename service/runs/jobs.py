@@ -17,7 +17,7 @@ import random
 import socket
 import threading
 from datetime import timedelta
-from statistics import mean, median
+from statistics import median
 
 from pydantic import BaseModel
 from sqlalchemy import select, update
@@ -39,7 +39,7 @@ from service.db.models import (
     Run,
     RunStatus,
 )
-from service.evaluation import evaluate_artifacts, evaluate_warm_start, score, trace_code, trace_many
+from service.evaluation import EnvScore, anchor_row, env_score, evaluate_artifacts, trace_code, trace_many
 from service.proposers import (
     EvolutionSettings,
     HistoryEntry,
@@ -54,12 +54,13 @@ from service.proposers import (
 )
 from service.proposers.bandit import choose_model
 from service.proposers.islands import island_history, island_of
-from service.runs.orchestrator import Publish, add_job, advance, emit, finish_run, lock_run, seed_plan
+from service.runs.orchestrator import Publish, add_job, advance, emit, finish_run, lock_run, race_rounds, seed_plan
 from service.runs.queries import model_pulls
 from service.settings import Settings
-from workers.baselines import BaselineError
-from workers.results import EvaluationResult, Outcome, ScoreBasis, SeedPlan, TraceResult
+from workers.anchor import AnchorError
+from workers.results import Comparison, EvaluationResult, Outcome, SeedPlan, TraceResult, Verdict
 from workers.sandbox.isolate import IsolationUnavailable
+from workers.statistics import compare
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ def run_job(factory: sessionmaker[Session], settings: Settings, job_id: str, pub
                 evaluate_jobs(factory, settings, job_ids)
         except ProposerUnavailable as exc:
             _fail_run(factory, run_id, job_ids, f"the proposer is unavailable: {exc.reason}", exc.llm_calls)
-        except (BaselineError, IsolationUnavailable) as exc:
+        except (AnchorError, IsolationUnavailable) as exc:
             _fail_run(factory, run_id, job_ids, str(exc), [])
         except Exception as exc:
             log.exception("jobs %s (%s) failed", job_ids, kind)
@@ -129,12 +130,14 @@ def run_job(factory: sessionmaker[Session], settings: Settings, job_id: str, pub
 
 
 def claim_companions(session: Session, job: Job, owner: str, limit: int) -> list[str]:
-    """Claim up to `limit` pending jobs that can train in the same program as `job`: same run, kind and env."""
+    """Claim up to `limit` pending jobs that can train in the same program as `job`: same run, kind, env and round
+    (the seeds of a verification round)."""
     if limit <= 0:
         return []
     candidates = session.scalars(
         select(Job.id).where(Job.run_id == job.run_id, Job.kind == job.kind, Job.status == JobStatus.PENDING,
-                             Job.id != job.id, Job.env.is_(None) if job.env is None else Job.env == job.env)
+                             Job.id != job.id, Job.env.is_(None) if job.env is None else Job.env == job.env,
+                             Job.round.is_(None) if job.round is None else Job.round == job.round)
         .order_by(Job.created_at).limit(limit)).all()
     return [other for other in candidates if claim_job(session, other, owner, LEASE_SECONDS)]
 
@@ -186,7 +189,9 @@ def history_entry(candidate: Candidate, reply: str | None = None) -> HistoryEntr
     return HistoryEntry(
         candidate_id=candidate.id, index=candidate.index, name=candidate.name, thought=candidate.thought,
         code=candidate.code, outcome=Outcome(candidate.outcome) if evaluated and candidate.outcome else None,
-        score=candidate.pooled_score if candidate.pooled_score is not None else candidate.score,
+        score=candidate.verified_score if candidate.verified_score is not None else candidate.score,
+        comparison=candidate.stats.get("verification") if candidate.verified_score is not None
+        else candidate.stats.get("search"),
         error=candidate.error, parent_ids=list(candidate.parent_ids), reply=reply,
     )
 
@@ -358,12 +363,13 @@ class _Pending(BaseModel):
     rates: dict[str, float]  # env -> the learning rate the search chose (re-evaluation under `grid`)
 
 
-def _load_batch(factory: sessionmaker[Session], job_ids: list[str]) -> tuple[Run, EvalPhase, SeedPlan, list[_Pending]]:
+def _load_batch(factory: sessionmaker[Session], job_ids: list[str]
+                ) -> tuple[Run, EvalPhase, int, SeedPlan, list[_Pending]]:
     """Read the claimed jobs; search candidates become `evaluating` (committed here)."""
     with session_scope(factory) as session:
         jobs = [session.get(Job, job_id) for job_id in job_ids]
         run = session.get(Run, jobs[0].run_id)
-        phase = PHASE_OF[JobKind(jobs[0].kind)]
+        phase, round_ = PHASE_OF[JobKind(jobs[0].kind)], jobs[0].round or 0
         pending = []
         for job in jobs:
             candidate = session.get(Candidate, job.candidate_id)
@@ -374,13 +380,13 @@ def _load_batch(factory: sessionmaker[Session], job_ids: list[str]) -> tuple[Run
             pending.append(_Pending(
                 job_id=job.id, candidate_id=candidate.id, is_warm_start=candidate.is_warm_start, code=candidate.code,
                 artifact_sha256=candidate.artifact_sha256,
-                done={e.env: e.outcome for e in rows if e.phase == phase},
+                done={e.env: e.outcome for e in rows if e.phase == phase and e.round == round_},
                 rates={e.env: e.best_lr for e in rows if e.phase == EvalPhase.TRAIN and e.best_lr is not None}
                 if phase == EvalPhase.REEVAL else {},
                 envs=[job.env] if phase == EvalPhase.TEST else
                 run.train_envs[:1] if phase == EvalPhase.TRAIN and candidate.stopped_early else list(run.train_envs)))
         session.expunge(run)
-        return run, phase, seed_plan(run, phase), pending
+        return run, phase, round_, seed_plan(run, phase, round_ or None), pending
 
 
 def _artifacts_for(factory: sessionmaker[Session], settings: Settings, target: str, items: list[_Pending]
@@ -410,17 +416,18 @@ def _artifacts_for(factory: sessionmaker[Session], settings: Settings, target: s
     return [(found.get(i.candidate_id), failed.get(i.candidate_id)) for i in items]
 
 
-def _store(factory: sessionmaker[Session], item: _Pending, env: str, phase: EvalPhase, seeds: list[int],
-           result: EvaluationResult, scored: tuple[float, ScoreBasis] | None) -> None:
+def _store(factory: sessionmaker[Session], item: _Pending, env: str, phase: EvalPhase, round_: int,
+           seeds: list[int], result: EvaluationResult, scored: EnvScore | None) -> None:
     r = result.result
     with session_scope(factory) as session:
         session.add(Evaluation(
-            candidate_id=item.candidate_id, env=env, phase=phase, seeds=seeds, outcome=result.outcome,
+            candidate_id=item.candidate_id, env=env, phase=phase, round=round_, seeds=seeds, outcome=result.outcome,
             error=result.error, learning_rates=r.learning_rates if r else [], returns=r.returns if r else None,
             curves={"learning_rates": r.learning_rates, "returns": r.curves, "diagnostics": r.diagnostics,
                     "lr_choice": r.lr_choice.model_dump() if r.lr_choice else None} if r else None,
             best_lr=r.best_lr if r else None, final_return=r.final_return if r else None,
-            normalised_score=scored[0] if scored else None, score_basis=scored[1] if scored else None,
+            normalised_score=scored.comparison.score if scored else None,
+            score_basis=scored.basis if scored else None, stats=scored.model_dump(mode="json") if scored else None,
             compile_seconds=r.compile_seconds if r else None,
             train_seconds=r.train_seconds if r else None, artifact_sha256=r.artifact_sha256 if r else None,
         ))
@@ -428,38 +435,46 @@ def _store(factory: sessionmaker[Session], item: _Pending, env: str, phase: Eval
 
 
 def evaluate_jobs(factory: sessionmaker[Session], settings: Settings, job_ids: list[str]) -> None:
-    """Evaluate a batch of claimed jobs: trace each candidate once, then train the batch env by env."""
-    run, phase, plan, pending = _load_batch(factory, job_ids)
-    target, profile, protocol = run.target, run.profile, run.lr_protocol
+    """Evaluate a batch of claimed jobs: trace each candidate once, then train the batch env by env.
+
+    The warm start's search evaluation is the anchor itself (its own artifact on the anchor seeds); everywhere
+    else, the warm start is trained through its artifact like any candidate (the meta-test's fresh seeds).
+    """
+    run, phase, round_, plan, pending = _load_batch(factory, job_ids)
+    target, profile, protocol, confidence = run.target, run.profile, run.lr_protocol, run.confidence
     early_stopping = run.search.get("early_stopping") if len(run.train_envs) > 1 else None
     artifacts: dict[str, str] = {}
-    needed = [item for item in pending if not item.is_warm_start and any(e not in item.done for e in item.envs)
+    is_anchor = phase == EvalPhase.TRAIN
+    needed = [item for item in pending if not (item.is_warm_start and is_anchor)
+              and any(e not in item.done for e in item.envs)
               and all(outcome == Outcome.ok for outcome in item.done.values())]
     for item, (artifact, failed) in zip(needed, _artifacts_for(factory, settings, target, needed), strict=True):
         if failed is not None:
-            _store(factory, item, next(e for e in item.envs if e not in item.done), phase, plan.score, failed, None)
+            _store(factory, item, next(e for e in item.envs if e not in item.done), phase, round_, plan.score,
+                   failed, None)
         elif artifact is not None:
             artifacts[item.candidate_id] = artifact
     for env in dict.fromkeys(e for item in pending for e in item.envs):
         todo = [i for i in pending if env in i.envs and env not in i.done
                 and all(outcome == Outcome.ok for outcome in i.done.values())]
-        for item in (i for i in todo if i.is_warm_start):
-            result, baseline = evaluate_warm_start(settings, target, env, profile, protocol, plan)
-            _store(factory, item, env, phase, plan.score, result, score(result.result, baseline))
-        batch = [i for i in todo if not i.is_warm_start and i.candidate_id in artifacts]
+        for item in (i for i in todo if i.is_warm_start and is_anchor):
+            result, anchor = anchor_row(settings, target, env, profile, protocol, plan)
+            _store(factory, item, env, phase, round_, anchor.seeds, result, env_score(anchor.result, anchor,
+                                                                                      confidence))
+        batch = [i for i in todo if i.candidate_id in artifacts]
         if not batch:
             continue
-        results, baseline = evaluate_artifacts(settings, target, env, profile, protocol, plan,
-                                               [artifacts[i.candidate_id] for i in batch],
-                                               [i.rates.get(env) for i in batch])
+        results, anchor = evaluate_artifacts(settings, target, env, profile, protocol, plan,
+                                             [artifacts[i.candidate_id] for i in batch],
+                                             [i.rates.get(env) for i in batch])
         for item, result in zip(batch, results, strict=True):
-            _store(factory, item, env, phase, plan.score, result,
-                   score(result.result, baseline) if result.result else None)
+            _store(factory, item, env, phase, round_, plan.score, result,
+                   env_score(result.result, anchor, confidence) if result.result else None)
         if phase == EvalPhase.TRAIN and early_stopping is not None and env == run.train_envs[0]:
             for item in batch:
                 _stop_if_hopeless(factory, run.id, item, env, early_stopping)
     for item in pending:
-        _record_evaluation(factory, item.job_id, phase)
+        _record_evaluation(factory, item.job_id, phase, round_)
 
 
 def _stop_if_hopeless(factory: sessionmaker[Session], run_id: str, item: _Pending, env: str,
@@ -478,8 +493,19 @@ def _stop_if_hopeless(factory: sessionmaker[Session], run_id: str, item: _Pendin
     item.envs = [env]
 
 
-def _record_evaluation(factory: sessionmaker[Session], job_id: str, phase: EvalPhase) -> None:
-    """Score the candidate from its evaluation rows, update the run's best, finish the job: one transaction."""
+def comparison_of(rows: list[Evaluation], confidence: float, looks: int = 1) -> Comparison:
+    """A candidate's rows (one per environment and round, all ok) against the anchor: per environment, the
+    per-seed scores of every round together."""
+    envs = list(dict.fromkeys(r.env for r in sorted(rows, key=lambda r: (r.round, r.env))))
+    scores = [[s for r in sorted(rows, key=lambda r: r.round) if r.env == env for s in r.stats["scores"]]
+              for env in envs]
+    anchor = [next(r.stats["anchor"]["scores"] for r in rows if r.env == env) for env in envs]
+    return compare(scores, anchor, confidence, looks)
+
+
+def _record_evaluation(factory: sessionmaker[Session], job_id: str, phase: EvalPhase, round_: int) -> None:
+    """Score the candidate from its evaluation rows, move its race on or decide it, finish the job: one
+    transaction."""
     with session_scope(factory) as session:
         job = session.get(Job, job_id)
         run = lock_run(session, job.run_id)
@@ -488,38 +514,75 @@ def _record_evaluation(factory: sessionmaker[Session], job_id: str, phase: EvalP
                                                         Evaluation.phase == phase)).all()
         job.status, job.finished_at = JobStatus.DONE, utcnow()
         failed = next((r for r in rows if r.outcome != Outcome.ok), None)
-        score = None if failed else mean(r.normalised_score for r in rows)
         if phase == EvalPhase.TEST:
             return
         if phase == EvalPhase.TRAIN:
-            candidate.status = CandidateStatus.FAILED if failed else CandidateStatus.EVALUATED
-            candidate.outcome = failed.outcome if failed else Outcome.ok
-            candidate.error = failed.error if failed else None
-            candidate.score = score
-            candidate.evaluated_at = utcnow()
-            candidate.eval_seconds = sum((r.compile_seconds or 0) + (r.train_seconds or 0) for r in rows)
-            emit(session, run.id, EventType.CANDIDATE_EVALUATED,
-                 {"candidate_id": candidate.id, "index": candidate.index, "outcome": candidate.outcome,
-                  "score": score})
-            if score is None or run.status in RUN_FINAL_STATUSES or candidate.stopped_early:
-                return
-            if candidate.is_warm_start:
-                candidate.pooled_score = score  # the warm start defines the scale: no noise to pool away
-                _crown(session, run, candidate)
-            elif run.best_score is None or score > run.best_score:
-                add_job(session, run, JobKind.REEVALUATE, f"reevaluate:{candidate.id}", candidate_id=candidate.id)
-            return
-        # Re-evaluation on fresh seeds: the run's best is chosen on the pooled result.
-        if score is None or candidate.score is None:
-            candidate.pooled_score = None
-            return
-        candidate.pooled_score = (candidate.score + score) / 2
-        if run.status not in RUN_FINAL_STATUSES and (run.best_score is None or candidate.pooled_score > run.best_score):
+            _record_search(session, run, candidate, rows, failed)
+        else:
+            _record_round(session, run, candidate, rows, failed, round_)
+
+
+def _record_search(session: Session, run: Run, candidate: Candidate, rows: list[Evaluation],
+                   failed: Evaluation | None) -> None:
+    """The search score nominates: a candidate whose point score beats the warm start starts a verification race."""
+    comparison = None if failed else comparison_of(rows, run.confidence)
+    candidate.status = CandidateStatus.FAILED if failed else CandidateStatus.EVALUATED
+    candidate.outcome = failed.outcome if failed else Outcome.ok
+    candidate.error = failed.error if failed else None
+    candidate.score = comparison.score if comparison else None
+    candidate.stats = {"search": comparison.model_dump(mode="json")} if comparison else {}
+    candidate.evaluated_at = utcnow()
+    candidate.eval_seconds = sum((r.compile_seconds or 0) + (r.train_seconds or 0) for r in rows)
+    emit(session, run.id, EventType.CANDIDATE_EVALUATED,
+         {"candidate_id": candidate.id, "index": candidate.index, "outcome": candidate.outcome,
+          "score": candidate.score, "score_ci": list(comparison.ci) if comparison else None})
+    if comparison is None or run.status in RUN_FINAL_STATUSES or candidate.stopped_early:
+        return
+    if candidate.is_warm_start:  # the anchor: the scale every verdict is read on
+        candidate.verified_score = 1.0
+        if run.best_candidate_id is None:
             _crown(session, run, candidate)
+    elif comparison.score > 1.0:
+        add_job(session, run, JobKind.REEVALUATE, f"reevaluate:{candidate.id}:1", candidate_id=candidate.id,
+                round_=1)
+
+
+def _record_round(session: Session, run: Run, candidate: Candidate, rows: list[Evaluation],
+                  failed: Evaluation | None, round_: int) -> None:
+    """One round of a verification race: decided (or out of seeds) ends it, else the next round's fresh seeds."""
+    if failed is not None:
+        candidate.stats = {**candidate.stats, "verification_error": failed.error or failed.outcome}
+        return
+    rounds = race_rounds(run.verification_seeds)
+    comparison = comparison_of(list(rows), run.confidence, looks=len(rounds))
+    candidate.stats = {**candidate.stats, "verification": comparison.model_dump(mode="json")}
+    if comparison.verdict == Verdict.inconclusive and round_ < len(rounds) and run.status not in RUN_FINAL_STATUSES:
+        add_job(session, run, JobKind.REEVALUATE, f"reevaluate:{candidate.id}:{round_ + 1}",
+                candidate_id=candidate.id, round_=round_ + 1)
+        return
+    candidate.verdict, candidate.verified_score = comparison.verdict, comparison.score
+    emit(session, run.id, EventType.CANDIDATE_EVALUATED,
+         {"candidate_id": candidate.id, "index": candidate.index, "phase": "verification", "verdict": candidate.verdict,
+          "verified_score": comparison.score, "score_ci": list(comparison.ci), "seeds": comparison.seeds})
+    if run.status not in RUN_FINAL_STATUSES:
+        _choose_best(session, run)
+
+
+def _choose_best(session: Session, run: Run) -> None:
+    """The run's best: the highest verified score among `better` candidates; with none, the highest among the
+    `inconclusive` (shown as such); with none either, the warm start."""
+    verified = session.scalars(select(Candidate).where(
+        Candidate.run_id == run.id, Candidate.verdict.in_([Verdict.better, Verdict.inconclusive]),
+        Candidate.verified_score.is_not(None))).all()
+    better = [c for c in verified if c.verdict == Verdict.better]
+    pool = better or verified
+    best = max(pool, key=lambda c: (c.verified_score, -c.index)) if pool else None
+    if best is not None and best.id != run.best_candidate_id:
+        _crown(session, run, best)
 
 
 def _crown(session: Session, run: Run, candidate: Candidate) -> None:
-    run.best_candidate_id, run.best_score = candidate.id, candidate.pooled_score
+    run.best_candidate_id, run.best_score, run.best_verdict = candidate.id, candidate.verified_score, candidate.verdict
     emit(session, run.id, EventType.CANDIDATE_NEW_BEST,
          {"candidate_id": candidate.id, "index": candidate.index, "name": candidate.name,
-          "pooled_score": candidate.pooled_score, "run_id": run.id})
+          "verified_score": candidate.verified_score, "verdict": candidate.verdict, "run_id": run.id})

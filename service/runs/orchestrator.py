@@ -55,13 +55,23 @@ def _seeds(run: Run, purpose: str, count: int) -> list[int]:
     return [run.seed * 1000 + SEED_OFFSETS[purpose] + i for i in range(count)]
 
 
-def seed_plan(run: Run, phase: EvalPhase) -> SeedPlan:
+def race_rounds(verification_seeds: int) -> list[int]:
+    """The verification seeds a contender has after each round of its race: 2, 8, 32, ... up to the budget."""
+    ends, n = [], 2
+    while n < verification_seeds:
+        ends.append(n)
+        n *= 4
+    return [*ends, verification_seeds]
+
+
+def seed_plan(run: Run, phase: EvalPhase, round_: int | None = None) -> SeedPlan:
     """The seeds of a phase; no two purposes share one (a re-evaluation and the meta-test never reuse the
     search's seeds, and under `grid` the seeds that choose a learning rate are never the ones scored).
 
     - train: the search seeds; under `grid` they choose the rate and fresh seeds are scored.
-    - reeval: fresh seeds, at the rate the search chose (under `grid`, `choose` names the search seeds, on
-      which the warm start's rate was chosen too; the candidates' rates come from their search rows).
+    - reeval: round `round_` of the verification race: the next fresh seeds, at the rate the search chose
+      (under `grid`, `choose` names the search seeds, on which the warm start's rate was chosen too; the
+      candidates' rates come from their search rows).
     - test: `metatest_seeds` fresh seeds; under `grid` the rate is chosen on yet other seeds.
     """
     grid = run.lr_protocol == LearningRateProtocol.GRID
@@ -70,7 +80,8 @@ def seed_plan(run: Run, phase: EvalPhase) -> SeedPlan:
         return SeedPlan(choose=search, score=_seeds(run, "train-lr", run.seeds_per_eval)) if grid \
             else SeedPlan(score=search)
     if phase == EvalPhase.REEVAL:
-        fresh = _seeds(run, "reeval", run.seeds_per_eval)
+        ends = [0, *race_rounds(run.verification_seeds)]
+        fresh = _seeds(run, "reeval", ends[round_ or 1])[ends[(round_ or 1) - 1]:]
         return SeedPlan(choose=_seeds(run, "train", run.seeds_per_eval), score=fresh) if grid else SeedPlan(score=fresh)
     test = _seeds(run, "test", run.metatest_seeds)
     return SeedPlan(choose=_seeds(run, "test-lr", run.metatest_seeds), score=test) if grid else SeedPlan(score=test)
@@ -92,12 +103,12 @@ def lock_run(session: Session, run_id: str) -> Run | None:
 
 
 def add_job(session: Session, run: Run, kind: JobKind, dedupe_key: str, candidate_id: str | None = None,
-            env: str | None = None, proposal_index: int | None = None) -> Job | None:
+            env: str | None = None, proposal_index: int | None = None, round_: int | None = None) -> Job | None:
     """A new pending job unless one with the same dedupe key exists (then None)."""
     if session.execute(select(Job.id).where(Job.dedupe_key == dedupe_key)).first():
         return None
     job = Job(run_id=run.id, kind=kind, dedupe_key=dedupe_key, candidate_id=candidate_id, env=env,
-              proposal_index=proposal_index)
+              proposal_index=proposal_index, round=round_)
     session.add(job)
     session.flush()
     return job
@@ -124,6 +135,8 @@ def create_run(session: Session, spec: RunSpec, owner_key_id: str | None = None,
         seed=spec.seed,
         seeds_per_eval=spec.seeds_per_eval,
         metatest_seeds=spec.metatest_seeds,
+        verification_seeds=spec.verification_seeds,
+        confidence=spec.confidence,
         lr_protocol=spec.learning_rate,
         config={"spec": spec.model_dump(mode="json"), **(config or {})},
         idempotency_key=idempotency_key,
@@ -161,7 +174,8 @@ def budget_spent(run: Run, proposals: int) -> str | None:
 
 def run_summary(run: Run) -> dict[str, Any]:
     return {"run_id": run.id, "status": run.status, "target": run.target, "best_candidate_id": run.best_candidate_id,
-            "best_score": run.best_score, "links": {"run": f"/v1/runs/{run.id}",
+            "best_score": run.best_score, "best_verdict": run.best_verdict, "discovery": run.best_verdict == "better",
+            "links": {"run": f"/v1/runs/{run.id}",
                                                     "best": f"/v1/runs/{run.id}/best.py"}}
 
 

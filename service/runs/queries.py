@@ -19,6 +19,7 @@ from service.api.schemas import (
     BestCandidate,
     CandidateDetail,
     CandidateSummary,
+    Discovery,
     EvaluationOut,
     IslandStats,
     LlmCallOut,
@@ -61,9 +62,33 @@ def owned_candidate(session: Session, key: ApiKey, candidate_id: str) -> Candida
                           .where(Candidate.id == candidate_id, Run.owner_key_id == key.id))
 
 
+def comparison_fields(stats: dict[str, Any] | None) -> dict[str, Any]:
+    """`score_ci`, `p_improvement`, `verdict` and `seeds` of a stored comparison (workers.results.Comparison)."""
+    if not stats:
+        return {"score_ci": None, "p_improvement": None, "verdict": None, "seeds": None}
+    return {"score_ci": tuple(stats["ci"]), "p_improvement": stats["p_improvement"], "verdict": stats["verdict"],
+            "seeds": stats["seeds"]}
+
+
 def _cell(e: Row[Any] | None) -> MetaTestCell | None:
-    return None if e is None else MetaTestCell(normalised_score=e.normalised_score, score_basis=e.score_basis,
-                                               final_return=e.final_return, outcome=e.outcome)
+    if e is None:
+        return None
+    return MetaTestCell(normalised_score=e.normalised_score, score_basis=e.score_basis, final_return=e.final_return,
+                        outcome=e.outcome, **comparison_fields((e.stats or {}).get("comparison")))
+
+
+def discovery_of(run: Run) -> Discovery:
+    """What the run found, in words every face repeats."""
+    seeds = f"at {run.verification_seeds} verification seeds and {run.confidence:.0%} confidence"
+    if run.best_verdict == "better":
+        message = f"a discovery: the best candidate beats the warm start {seeds}"
+    elif run.best_verdict is None:
+        message = f"no candidate beat the warm start {seeds}: the best is the warm start"
+    else:
+        message = (f"no candidate beat the warm start {seeds}; the best observed one is {run.best_verdict}, "
+                   "not distinguishable from the warm start")
+    return Discovery(found=run.best_verdict == "better", verdict=run.best_verdict, confidence=run.confidence,
+                     verification_seeds=run.verification_seeds, message=message)
 
 
 # run_out's two statements, built once (bound per call): building them per request cost more CPU than running them.
@@ -80,18 +105,19 @@ RUN_FIGURES = select(
     select(Candidate.id).where(Candidate.run_id == _RUN, Candidate.is_warm_start).scalar_subquery(),
     select(Candidate.index).where(Candidate.id == _BEST).scalar_subquery(),
     select(Candidate.name).where(Candidate.id == _BEST).scalar_subquery(),
+    select(Candidate.stats).where(Candidate.id == _BEST).scalar_subquery(),
     _ENDPOINT.with_only_columns(WebhookEndpoint.url).scalar_subquery(),
     _ENDPOINT.with_only_columns(WebhookEndpoint.events).scalar_subquery(),
 )
 RUN_META_TESTS = select(Evaluation.candidate_id, Evaluation.env, Evaluation.normalised_score, Evaluation.score_basis,
-                        Evaluation.final_return, Evaluation.outcome, Candidate.reference).join(Candidate).where(
-    Candidate.run_id == _RUN, Evaluation.phase == EvalPhase.TEST)
+                        Evaluation.final_return, Evaluation.outcome, Evaluation.stats, Candidate.reference
+                        ).join(Candidate).where(Candidate.run_id == _RUN, Evaluation.phase == EvalPhase.TEST)
 
 
 def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> RunOut:
     """The run as the API shows it, in two queries: one row of figures, then the meta-test rows."""
     ids = {"run_id": run.id, "best_id": run.best_candidate_id}
-    done, in_flight, warm_id, best_index, best_name, endpoint_url, endpoint_events = session.execute(
+    done, in_flight, warm_id, best_index, best_name, best_stats, endpoint_url, endpoint_events = session.execute(
         RUN_FIGURES, ids).one()
     tests = session.execute(RUN_META_TESTS, ids).all()
     by_key = {(e.candidate_id, e.env): e for e in tests}
@@ -105,12 +131,14 @@ def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> Ru
         environments={"train": run.train_envs, "test": run.test_envs}, profile=run.profile, proposer=run.proposer,
         budget=run.budget, concurrency=run.concurrency, seed=run.seed, preset=run.config.get("spec", {}).get("preset"),
         seeds_per_eval=run.seeds_per_eval, metatest_seeds=run.metatest_seeds, learning_rate=run.lr_protocol,
+        verification_seeds=run.verification_seeds, confidence=run.confidence, discovery=discovery_of(run),
         progress=Progress(candidates_done=done or 0, candidates_budget=run.budget["candidates"],
                           in_flight=in_flight or 0),
         spent=Spent(candidates=done or 0, tokens=run.tokens_used, cost_usd=run.cost_usd,
                     duplicates_skipped=run.duplicates_skipped, seconds=seconds),
         best=BestCandidate(candidate_id=run.best_candidate_id, index=best_index, name=best_name,
-                           score=run.best_score) if run.best_candidate_id and best_name is not None else None,
+                           score=run.best_score, **comparison_fields((best_stats or {}).get("verification")))
+        if run.best_candidate_id and best_name is not None else None,
         meta_test=[MetaTestRow(env=env, best=_cell(by_key.get((run.best_candidate_id, env))),
                                warm_start=_cell(by_key.get((warm_id, env))),
                                references={name: _cell(by_key.get((references.get(name), env)))
@@ -129,7 +157,8 @@ def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> Ru
 
 # What a candidate list shows: loaded as columns, not whole rows (code and thought stay in the database).
 SUMMARY_COLUMNS = (Candidate.id, Candidate.run_id, Candidate.index, Candidate.name, Candidate.is_warm_start,
-                   Candidate.reference, Candidate.status, Candidate.outcome, Candidate.score, Candidate.pooled_score,
+                   Candidate.reference, Candidate.status, Candidate.outcome, Candidate.score, Candidate.verified_score,
+                   Candidate.verdict, Candidate.stats,
                    Candidate.parent_ids, Candidate.error, Candidate.duplicate_of, Candidate.operator,
                    Candidate.model, Candidate.island, Candidate.stopped_early, Candidate.created_at,
                    Candidate.evaluated_at)
@@ -140,7 +169,7 @@ def operator_stats(session: Session, run: Run) -> list[OperatorStats]:
     candidates each made and how they scored (one grouped query; none for a run no operator made)."""
     if run.proposer.get("kind") != "evolution" or not run.operator_attempts:
         return []
-    scored = func.coalesce(Candidate.pooled_score, Candidate.score)
+    scored = func.coalesce(Candidate.verified_score, Candidate.score)
     rows = session.execute(select(
         Candidate.operator, func.count(), func.count().filter(Candidate.outcome == Outcome.ok),
         func.count().filter(scored >= 0.8), func.count().filter(scored > 1.0),
@@ -183,7 +212,7 @@ def model_stats(session: Session, run: Run) -> list[ModelStats]:
     if run.proposer.get("kind") != "llm":
         return []
     models = run.proposer.get("models") or [run.proposer.get("model")]
-    scored = func.coalesce(Candidate.pooled_score, Candidate.score)
+    scored = func.coalesce(Candidate.verified_score, Candidate.score)
     made = {row[0]: row[1:] for row in session.execute(
         select(Candidate.model, func.count(), func.count().filter(Candidate.outcome == Outcome.ok), func.max(scored))
         .where(Candidate.run_id == run.id, Candidate.model.is_not(None)).group_by(Candidate.model))}
@@ -209,7 +238,7 @@ def island_stats(session: Session, run: Run) -> list[IslandStats]:
     islands = run.search.get("islands", 1)
     if islands <= 1:
         return []
-    rows = session.execute(select(Candidate.id, Candidate.island, func.coalesce(Candidate.pooled_score,
+    rows = session.execute(select(Candidate.id, Candidate.island, func.coalesce(Candidate.verified_score,
                                                                                 Candidate.score))
                            .where(Candidate.run_id == run.id, Candidate.island.is_not(None))).all()
     stats = []
@@ -223,10 +252,14 @@ def island_stats(session: Session, run: Run) -> list[IslandStats]:
 
 def candidate_summary(c: Candidate | Row[Any]) -> CandidateSummary:
     """A candidate, or a row of SUMMARY_COLUMNS, as a list item."""
+    search, verified = (c.stats or {}).get("search"), (c.stats or {}).get("verification")
     return CandidateSummary(
         id=c.id, run_id=c.run_id, index=c.index, name=c.name, is_warm_start=c.is_warm_start,
         reference=c.reference, status=c.status,
-        outcome=c.outcome, score=c.score, pooled_score=c.pooled_score, parent_ids=list(c.parent_ids),
+        outcome=c.outcome, score=c.score, verified_score=c.verified_score, verdict=c.verdict,
+        score_ci=tuple(search["ci"]) if search else None, verified_ci=tuple(verified["ci"]) if verified else None,
+        p_improvement=(verified or search or {}).get("p_improvement"), seeds=verified["seeds"] if verified else None,
+        parent_ids=list(c.parent_ids),
         error=c.error, duplicate_of=c.duplicate_of, operator=c.operator, model=c.model, island=c.island,
         stopped_early=c.stopped_early, created_at=c.created_at,
         evaluated_at=c.evaluated_at,
@@ -266,9 +299,11 @@ def candidate_detail(session: Session, c: Candidate) -> CandidateDetail:
         **candidate_summary(c).model_dump(), code=c.code, thought=c.thought, ast_hash=c.ast_hash, diff=family.diff,
         children=[child.id for child in family.children],
         evaluations=[EvaluationOut(
-            env=e.env, phase=e.phase, seeds=e.seeds, learning_rates=e.learning_rates, returns=e.returns,
-            curves=e.curves, best_lr=e.best_lr, final_return=e.final_return, normalised_score=e.normalised_score,
-            score_basis=e.score_basis, outcome=e.outcome, error=e.error, compile_seconds=e.compile_seconds,
+            env=e.env, phase=e.phase, round=e.round, seeds=e.seeds, learning_rates=e.learning_rates,
+            returns=e.returns, curves=e.curves, best_lr=e.best_lr, final_return=e.final_return,
+            normalised_score=e.normalised_score, score_basis=e.score_basis, scores=(e.stats or {}).get("scores"),
+            **{k: v for k, v in comparison_fields((e.stats or {}).get("comparison")).items() if k != "seeds"},
+            outcome=e.outcome, error=e.error, compile_seconds=e.compile_seconds,
             train_seconds=e.train_seconds,
         ) for e in evaluations],
         llm_call=LlmCallOut(

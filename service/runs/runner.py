@@ -11,15 +11,17 @@ from rich.syntax import Syntax
 from rich.table import Table
 from sqlalchemy import func, select
 
+from service.api.schemas import Discovery
 from service.db import make_engine, make_session_factory, session_scope, upgrade_database
 from service.db.models import RUN_FINAL_STATUSES, Candidate, CandidateStatus, EvalPhase, Evaluation, Run
 from service.keys import UnknownKey, cli_owner
 from service.runs.orchestrator import advance, create_run
+from service.runs.queries import discovery_of
 from service.runs.spec import RunSpec
 from service.runtime import Runtime, build_runtime
 from service.settings import Settings
 from service.webhooks import UnsafeWebhookURL, check_webhook_url
-from workers.results import ScoreBasis
+from workers.results import ScoreBasis, score_text
 
 
 class RunRefused(ValueError):
@@ -87,16 +89,18 @@ def print_report(runtime: Runtime, run_id: str, console: Console) -> None:
         tests = session.scalars(select(Evaluation).join(Candidate).where(
             Candidate.run_id == run_id, Evaluation.phase == EvalPhase.TEST)).all()
         board = Table(title=f"leaderboard of run {run_id} ({run.status})")
-        for column in ("#", "name", "outcome", "score", "pooled", "parents", "error"):
+        for column in ("#", "name", "outcome", "search score (95% CI)", "verified score (CI, verdict)", "parents",
+                       "error"):
             board.add_column(column)
-        ranked = sorted(candidates, key=lambda c: (c.pooled_score if c.pooled_score is not None
+        ranked = sorted(candidates, key=lambda c: (c.verified_score if c.verified_score is not None
                                                    else c.score if c.score is not None else float("-inf")),
                         reverse=True)
         index_of = {c.id: c.index for c in candidates}
         for c in ranked:
             board.add_row(str(c.index), c.name[:40], c.outcome or c.status,
-                          f"{c.score:.3f}" if c.score is not None else "-",
-                          f"{c.pooled_score:.3f}" if c.pooled_score is not None else "-",
+                          score_text(c.score, c.stats.get("search")) if c.score is not None else "-",
+                          score_text(c.verified_score, c.stats.get("verification"))
+                          if c.stats.get("verification") else "-",
                           ",".join(str(index_of.get(p, "?")) for p in c.parent_ids),
                           (c.error or "").splitlines()[0][:60] if c.error else "")
         console.print(board)
@@ -118,15 +122,18 @@ def print_report(runtime: Runtime, run_id: str, console: Console) -> None:
                     e = next((t for t in tests if t.candidate_id == c.id and t.env == env), None)
                     flag = "*" if e is not None and e.score_basis == ScoreBasis.return_ratio else ""
                     cells.append("-" if e is None else e.outcome if e.final_return is None else
-                                 f"{e.normalised_score:.3f}{flag} ({e.final_return:.1f})")
+                                 f"{score_text(e.normalised_score, (e.stats or {}).get('comparison'))}{flag} "
+                                 f"({e.final_return:.1f})")
                 meta.add_row(env, *cells)
             console.print(meta)
         if run.error:
             console.print(f"[red]run failed: {run.error}[/red]")
         best = next((c for c in candidates if c.id == run.best_candidate_id), None)
         if best is not None:
-            console.print(f"best: #{best.index} {best.name}, pooled score {best.pooled_score:.3f}")
+            console.print(f"best: #{best.index} {best.name}, verified score "
+                          f"{score_text(best.verified_score, best.stats.get('verification'))}", markup=False)
             console.print(Syntax(best.code, "python"))
+        console.print(f"verdict: {discovery_of(run).message}", markup=False)
 
 
 class LeaderboardRow(BaseModel):
@@ -135,7 +142,8 @@ class LeaderboardRow(BaseModel):
     name: str
     outcome: str | None
     score: float | None
-    pooled_score: float | None
+    verified_score: float | None
+    verdict: str | None
 
 
 class RunResult(BaseModel):
@@ -146,6 +154,7 @@ class RunResult(BaseModel):
     error: str | None
     best_candidate_id: str | None
     best_score: float | None
+    discovery: Discovery
     candidates: list[LeaderboardRow]
 
 
@@ -157,12 +166,13 @@ def run_result(settings: Settings, run_id: str) -> RunResult:
             assert run is not None
             rows = session.scalars(select(Candidate).where(Candidate.run_id == run_id,
                                                           Candidate.reference.is_(None))).all()
-            board = sorted(rows, key=lambda c: (-(c.pooled_score if c.pooled_score is not None else
+            board = sorted(rows, key=lambda c: (-(c.verified_score if c.verified_score is not None else
                                                   c.score if c.score is not None else float("-inf")), c.index))
             return RunResult(
                 run_id=run.id, status=run.status, error=run.error, best_candidate_id=run.best_candidate_id,
-                best_score=run.best_score,
+                best_score=run.best_score, discovery=discovery_of(run),
                 candidates=[LeaderboardRow(candidate_id=c.id, index=c.index, name=c.name, outcome=c.outcome,
-                                           score=c.score, pooled_score=c.pooled_score) for c in board])
+                                           score=c.score, verified_score=c.verified_score, verdict=c.verdict)
+                            for c in board])
     finally:
         engine.dispose()

@@ -179,6 +179,13 @@ class RunSpec(Strict):
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     seeds_per_eval: int = Field(default=2, ge=1, le=64, description="search seeds per evaluation")
     metatest_seeds: int = Field(default=4, ge=1, le=64, description="fresh seeds per meta-test evaluation")
+    verification_seeds: int = Field(
+        default=16, ge=1, le=96, description="fresh seeds a contender (a candidate whose search score beats the warm "
+        "start) may get to decide its verdict, raced in rounds (2, then 8, ..., then this many) that stop as soon as "
+        "the verdict is decided; the search seeds never enter it")
+    confidence: float = Field(default=0.95, ge=0.5, le=0.999,
+                              description="of every interval and verdict: `better` only when the whole interval of "
+                                          "the candidate's verified score lies above the warm start's")
     learning_rate: Literal["fixed", "grid"] = Field(
         default="fixed", description="`fixed`: each environment's published learning rate; `grid`: the best of the "
         "profile's grid, chosen on the search seeds and scored on fresh seeds")

@@ -210,7 +210,7 @@ def island_chart(session: Session, run: Run, islands: int) -> Markup:
 def run_page(session: Session, run: Run, sort: str = "score", order: str = "desc") -> RunPage:
     sort = sort if sort in SORTS else "score"
     order = order if order in {"asc", "desc"} else "desc"
-    score = func.coalesce(Candidate.pooled_score, Candidate.score)
+    score = func.coalesce(Candidate.verified_score, Candidate.score)
     column = {"score": score, "index": Candidate.index, "name": Candidate.name, "status": Candidate.status,
               "evaluated": Candidate.evaluated_at}[sort]
     direction = column.desc().nulls_last() if order == "desc" else column.asc().nulls_last()

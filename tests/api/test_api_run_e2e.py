@@ -141,7 +141,7 @@ def test_a_whole_run_over_http_with_celery_and_a_signed_webhook(celery_api: ApiS
     assert [c["reference"] for c in candidates if c["reference"]] == ["DPO"]  # meta-tested, listed, no score
     candidates = [c for c in candidates if not c["reference"]]
     assert len(candidates) == 4 and all(c["outcome"] for c in candidates)
-    scores = [c["pooled_score"] if c["pooled_score"] is not None else c["score"] for c in candidates]
+    scores = [c["verified_score"] if c["verified_score"] is not None else c["score"] for c in candidates]
     known = [s for s in scores if s is not None]
     assert known == sorted(known, reverse=True)
     # Every proposal is some operator's: the operators' proposals add up to the run's, tried >= proposed.

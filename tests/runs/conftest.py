@@ -194,7 +194,7 @@ class RunReport:
 
     def describe(self) -> str:
         lines = [f"run {self.run.id}: {self.run.status} best={self.run.best_score} error={self.run.error}"]
-        lines += [f"  #{c.index} {c.status} {c.outcome} score={c.score} pooled={c.pooled_score} "
+        lines += [f"  #{c.index} {c.status} {c.outcome} score={c.score} verified={c.verified_score} verdict={c.verdict} "
                   f"err={(c.error or '')[:120]!r}" for c in self.candidates]
         lines += [f"  job {j.kind} {j.dedupe_key} {j.status} attempts={j.attempts} err={j.error!r}" for j in self.jobs]
         return "\n".join(lines)
@@ -227,17 +227,27 @@ def assert_complete_and_consistent(report: RunReport, candidates: int) -> None:
     warm = report.candidates[0]
     assert warm.is_warm_start and warm.outcome == "ok" and warm.score == pytest.approx(1.0), report.describe()
     # No duplicated evaluations (the unique constraint guarantees it; this is what a user would count).
-    keys = {(e.candidate_id, e.env, e.phase) for e in report.evaluations}
+    keys = {(e.candidate_id, e.env, e.phase, e.round) for e in report.evaluations}
     assert len(keys) == len(report.evaluations), report.describe()
     assert not [j for j in report.jobs if j.status in ("pending", "claimed")], report.describe()
     # Provenance: every trained evaluation of a candidate names the one artifact the candidate was traced to.
     by_id = {c.id: c for c in report.candidates + report.references}
     for e in report.evaluations:
         candidate = by_id[e.candidate_id]
-        if candidate.is_warm_start:
-            assert e.artifact_sha256 is None, report.describe()  # the project's own code, never traced
-        elif e.outcome == "ok":
-            assert e.artifact_sha256 is not None and e.artifact_sha256 == candidate.artifact_sha256, report.describe()
+        if e.outcome == "ok":  # the warm start too: the anchor and its meta-test train its artifact, never native code
+            assert e.artifact_sha256 is not None, report.describe()
+            assert candidate.artifact_sha256 in (None, e.artifact_sha256), report.describe()
+    # Verdicts are decided on fresh seeds only, and the best's verdict is the run's.
+    for c in report.candidates:
+        train_seeds = {s for e in report.evaluations_of(c.id, "train") for s in e.seeds}
+        verification = report.evaluations_of(c.id, "reeval")
+        assert not train_seeds & {s for e in verification for s in e.seeds}, report.describe()
+        if c.verdict is not None:
+            scores = [s for e in sorted(verification, key=lambda e: e.round) for s in e.stats["scores"]]
+            assert c.verified_score == pytest.approx(sum(scores) / len(scores)), report.describe()
+    best = next((c for c in report.candidates if c.id == report.run.best_candidate_id), None)
+    assert best is not None and report.run.best_verdict == best.verdict, report.describe()
+    assert report.run.best_verdict in (None, "better", "inconclusive"), report.describe()
     # Every reference algorithm of the target is meta-tested beside the warm start on every held-out environment.
     assert [c.reference for c in report.references] == [r.name for r in TARGETS[report.run.target].references][::-1]
     for reference in report.references:

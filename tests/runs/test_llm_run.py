@@ -91,7 +91,7 @@ def test_an_llm_run_stores_every_call_and_shows_the_model_its_history(runtime: R
         assert "sk-test-not-stored" not in json.dumps([c.messages for c in calls])
     # The second proposal's prompt carries the first candidate's score; its repair carries the static error.
     second_prompt = "\n".join(llm.user_messages(1))
-    shown = first.pooled_score if first.pooled_score is not None else first.score
+    shown = first.verified_score if first.verified_score is not None else first.score
     assert "wider_clip" in second_prompt and f"{shown:.4f}" in second_prompt, second_prompt
     assert "import os" in "\n".join(llm.user_messages(2)) and "not allowed" in "\n".join(llm.user_messages(2))
 
@@ -106,7 +106,7 @@ def test_a_conversation_run_replays_the_models_stored_reply_and_its_fitness(runt
     with session_scope(runtime.factory) as session:
         first = session.scalars(select(Candidate).where(Candidate.run_id == run_id, Candidate.index == 1)).one()
         assert first.outcome == "ok" and first.name == "wider_clip"
-        shown = first.pooled_score if first.pooled_score is not None else first.score
+        shown = first.verified_score if first.verified_score is not None else first.score
     opening, second = llm.requests[0]["messages"], llm.requests[1]["messages"]
     assert [m["role"] for m in second] == ["system", "user", "assistant", "user"]
     assert second[:2] == opening  # the chat grows; its beginning does not change

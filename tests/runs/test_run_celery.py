@@ -101,7 +101,7 @@ def test_celery_run_completes_with_reevaluation_and_meta_test(
     else:
         reeval = report.evaluations_of(best.id, "reeval")
         assert reeval and reeval[0].outcome == "ok", report.describe()
-        assert best.pooled_score is not None and report.run.best_score == best.pooled_score
+        assert best.verified_score is not None and report.run.best_score == best.verified_score
     for finalist in {best.id, warm.id}:
         assert [e.env for e in report.evaluations_of(finalist, "test")] == ["CartPole-v1"], report.describe()
 

@@ -135,7 +135,7 @@ def test_early_stopping_stops_a_hopeless_candidate_after_the_first_environment_a
         # The frozen policy scores near the random policy on CartPole: not trained on Acrobot.
         assert frozen.stopped_early and frozen.outcome == "ok" and frozen.score < 0.5
         assert (frozen.id, "CartPole-v1", "train") in trained and (frozen.id, "Acrobot-v1", "train") not in trained
-        assert frozen.pooled_score is None  # never re-evaluated
+        assert frozen.verified_score is None  # never re-evaluated
         # A re-evaluation is never stopped: every re-evaluated candidate has both environments.
         reevaluated = {c for c, _, phase in trained if phase == "reeval"}
         assert reevaluated and all((c, "Acrobot-v1", "reeval") in trained for c in reevaluated)

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from workers.baselines import Baseline
 
 from tests.trainer.conftest import (
     ENDLESS_IN_TRAINING_DRIFT,
@@ -15,7 +16,6 @@ from tests.trainer.conftest import (
     USELESS_DRIFT,
     artifact_of,
 )
-from workers.baselines import Baseline
 from workers.evaluate import artifact_sha256, train_batch
 from workers.results import Outcome
 from workers.sandbox.isolate import IsolationReport, SandboxLimits, bwrap_options

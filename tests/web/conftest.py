@@ -151,7 +151,7 @@ def build_run(factory, owner_key_id: str, key: str, *, proposer: str = "llm", ca
         session.flush()
         events = [Event(run_id=run.id, type="run.started", payload={"run_id": run.id}, created_at=started)]
         warm = Candidate(run_id=run.id, index=0, is_warm_start=True, name="PPO clip (warm start)", code=WARM_CODE,
-                         ast_hash="warm", status="evaluated", outcome="ok", score=1.0, pooled_score=1.0,
+                         ast_hash="warm", status="evaluated", outcome="ok", score=1.0, verified_score=1.0,
                          created_at=started, evaluated_at=started + timedelta(minutes=1), eval_seconds=92.0)
         session.add(warm)
         session.flush()
@@ -200,11 +200,11 @@ def build_run(factory, owner_key_id: str, key: str, *, proposer: str = "llm", ca
                 for env in TRAIN_ENVS:
                     session.add(evaluation(c.id, env, "train", score + rng.gauss(0, 0.03), rng))
                 if score > best_score:
-                    c.pooled_score = round(score - abs(rng.gauss(0, 0.02)), 4)
+                    c.verified_score = round(score - abs(rng.gauss(0, 0.02)), 4)
                     for env in TRAIN_ENVS:
-                        session.add(evaluation(c.id, env, "reeval", c.pooled_score, rng))
-                    if c.pooled_score > best_score:
-                        best, best_score = c, c.pooled_score
+                        session.add(evaluation(c.id, env, "reeval", c.verified_score, rng))
+                    if c.verified_score > best_score:
+                        best, best_score = c, c.verified_score
                         events.append(Event(run_id=run.id, type="candidate.new_best",
                                             payload={"candidate_id": c.id, "score": best_score}, created_at=when))
             events.append(Event(run_id=run.id, type="candidate.evaluated",

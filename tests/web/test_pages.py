@@ -262,7 +262,7 @@ def test_a_running_run_updates_live(alice_page: Page, web: WebServer, world: Wor
         now = utcnow()
         c = Candidate(run_id=run.id, index=9, name="late bloomer", code="def drift(r, a, e):\n    return 0.0\n",
                       parent_ids=[run.candidates[1].id], ast_hash="late", status="evaluated", outcome="ok",
-                      score=1.9, pooled_score=1.85, created_at=now - timedelta(seconds=5), evaluated_at=now)
+                      score=1.9, verified_score=1.85, created_at=now - timedelta(seconds=5), evaluated_at=now)
         session.add(c)
         session.flush()
         session.add(evaluation(c.id, TRAIN_ENVS[0], "train", 1.9, random.Random(0)))

@@ -53,7 +53,7 @@ def search_run(web: WebServer, owner_id: str, key: str, *, models: list[str], hi
             call.model = model_of[call.candidate_id]
         stopped = None
         if early_stopping:
-            stopped = min((c for c in proposals if c.status == "evaluated" and c.pooled_score is None
+            stopped = min((c for c in proposals if c.status == "evaluated" and c.verified_score is None
                            and c.id != run.best_candidate_id), key=lambda c: c.score)
             session.execute(delete(Evaluation).where(Evaluation.candidate_id == stopped.id,
                                                      Evaluation.env == TRAIN_ENVS[1]))
@@ -91,7 +91,7 @@ def dana_page(browser: Browser, web: WebServer, runs: Runs) -> Iterator[Page]:
 
 
 def pooled(c: Candidate) -> float | None:
-    return c.pooled_score if c.pooled_score is not None else c.score
+    return c.verified_score if c.verified_score is not None else c.score
 
 
 def test_an_ensemble_run_shows_each_models_proposals_improvements_and_cost(dana_page: Page, runs: Runs,

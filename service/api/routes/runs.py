@@ -38,10 +38,11 @@ from service.db.models import (
 )
 from service.runs.events import event_stream
 from service.runs.orchestrator import advance, cancel, extend, request_hash
-from service.runs.queries import SUMMARY_COLUMNS, candidate_summary, owned_run, run_out
+from service.runs.queries import SUMMARY_COLUMNS, candidate_summary, discovery_of, owned_run, run_out
 from service.runs.runner import RunRefused, start_run
 from service.runs.spec import Extension, RunSpec
 from service.webhooks import resend
+from workers.results import score_text
 
 router = APIRouter(prefix="/v1", tags=["runs"], responses={401: {"model": Problem}})
 NOT_FOUND = {404: {"model": Problem}}
@@ -117,7 +118,7 @@ def _runs_page(session: Session, key: ApiKey, status: str | None, target: str | 
     proposer = func.coalesce(Run.proposer["kind"].as_string(), "?").label("proposer")
     query = select(Run.id, Run.status, Run.target, proposer,
                    Run.profile, Run.budget["candidates"].as_integer().label("candidates_budget"), Run.best_score,
-                   Run.created_at, Run.finished_at).where(Run.owner_key_id == key.id)
+                   Run.best_verdict, Run.created_at, Run.finished_at).where(Run.owner_key_id == key.id)
     if status:
         query = query.where(Run.status == status)
     if target:
@@ -197,7 +198,7 @@ def _candidates_page(session: Session, key: ApiKey, run_id: str, status: str | N
         next_cursor = _encode_cursor(rows[limit - 1].index) if len(rows) > limit else None
     else:
         offset = position or 0
-        score = func.coalesce(Candidate.pooled_score, Candidate.score)
+        score = func.coalesce(Candidate.verified_score, Candidate.score)
         rows = session.execute(query.order_by(score.desc().nulls_last(), Candidate.index)
                                .offset(offset).limit(limit + 1)).all()
         next_cursor = _encode_cursor(offset + limit) if len(rows) > limit else None
@@ -215,13 +216,15 @@ def best_file(run_id: str, key: KeyDep, session: SessionDep) -> Response:
     if best is None:
         raise HTTPException(404, f"run {run_id} has no evaluated candidate yet")
     tests = session.scalars(select(Evaluation).where(Evaluation.candidate_id == best.id)).all()
+    verified = best.stats.get("verification")
     lines = [f'"""{best.name}: discovered by Discovery run {run.id}.', "",
              f"Target: {run.target}; proposer: {run.proposer.get('kind')}; profile: {run.profile}; seed: {run.seed}.",
-             f"Candidate #{best.index} ({best.id}), pooled normalised score {run.best_score:.4f} "
-             "(1.0 = the warm start, 0.0 = a random policy).", ""]
-    for e in sorted(tests, key=lambda e: (e.phase, e.env)):
+             f"Candidate #{best.index} ({best.id}): {score_text(best.verified_score, verified)}",
+             "(1.0 = the warm start, 0.0 = a random policy).", f"Verdict: {discovery_of(run).message}.", ""]
+    for e in sorted(tests, key=lambda e: (e.phase, e.round, e.env)):
         if e.normalised_score is not None:
-            lines.append(f"  {e.phase:7} {e.env:24} score {e.normalised_score:8.4f}  return {e.final_return:10.2f}")
+            lines.append(f"  {e.phase:7} {e.env:24} {score_text(e.normalised_score, (e.stats or {}).get('comparison'))}"
+                         f"  return {e.final_return:.2f}")
     if best.thought:
         lines += ["", "Idea: " + best.thought.replace('"""', "'''")]
     lines.append('"""')

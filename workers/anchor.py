@@ -1,0 +1,106 @@
+"""The anchor: the warm start's own artifact, trained on many seeds of its own, that every score is measured against.
+
+Per environment, profile, learning rate and warm-start artifact, the trainer trains the warm start through
+the same tracer → trainer path as every candidate (an artifact of its own source, never the native code),
+on `len(seeds)` anchor seeds that no run scores, beside a uniformly random policy on the same seeds. Its
+mean return is the reference of the normalised score and its per-seed spread the noise model
+(`workers.statistics`). It is measured once and kept in a JSON file cache on the host (beside JAX's
+compilation cache, never bound into a sandbox), keyed by environment, profile, learning rates, seeds and
+the artifact's SHA-256, so a changed warm start or a new JAX (another artifact) never reuses stale numbers.
+Its compile and training times set the deadline of every candidate's training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import BaseModel, computed_field
+
+from workers.results import EnvResult, EvaluationResult, Outcome, ScoreBasis
+from workers.rl.envs import get_env_spec
+from workers.rl.scoring import normalised_score
+
+ANCHOR_SEED_BASE = 3_000_000_000  # anchor seeds: far from every run's seeds (seed·1000 + a purpose's offset)
+
+
+def anchor_seeds(count: int) -> list[int]:
+    return [ANCHOR_SEED_BASE + i for i in range(count)]
+
+
+class Anchor(BaseModel):
+    """The warm start's and a random policy's returns per seed on one environment, profile and seed set."""
+
+    env: str
+    profile: str
+    artifact_sha256: str  # the warm start's artifact that was trained
+    seeds: list[int]
+    learning_rates: list[float]  # what the warm start was trained with
+    best_lr: float  # the best of them on these seeds
+    mean_returns: list[float]  # per learning rate, the mean over seeds
+    warm_returns: list[float]  # per seed, at best_lr
+    random_returns: list[float]  # per seed, whole episodes of a uniformly random policy
+    return_floor: float  # the lowest return an episode can have (the return ratio's zero)
+    result: EnvResult  # the whole training result (curves, diagnostics), shown as the warm start's search row
+    compile_seconds: float = 0.0
+    train_seconds: float | None = None  # for all lanes (`lanes` = learning rates × seeds)
+    lanes: int = 1
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def warm_return(self) -> float:
+        return sum(self.warm_returns) / len(self.warm_returns)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def random_return(self) -> float:
+        return sum(self.random_returns) / len(self.random_returns)
+
+    def normalise(self, returns: list[float]) -> tuple[list[float], ScoreBasis]:
+        """Per-seed returns as normalised scores against this anchor (its own mean scores 1.0)."""
+        scored = [normalised_score(r, self.warm_returns, self.random_returns, self.return_floor) for r in returns]
+        return [s for s, _ in scored], scored[0][1]
+
+    def own_scores(self) -> list[float]:
+        """The anchor's per-seed returns, normalised by itself: its noise model."""
+        return self.normalise(self.warm_returns)[0]
+
+
+class AnchorError(RuntimeError):
+    """The warm start itself failed to train: nothing can be scored against it."""
+
+
+def _key(env: str, profile: str, seeds: list[int], learning_rates: list[float], artifact_sha256: str) -> str:
+    digest = hashlib.sha256(f"v3|{env}|{profile}|{seeds}|{learning_rates}|{artifact_sha256}".encode()).hexdigest()
+    return f"{env}-{profile}-{digest[:20]}"
+
+
+def get_anchor(env: str, profile: str, seeds: list[int], learning_rates: list[float], artifact_sha256: str,
+               cache_dir: Path, measure: Callable[[], EvaluationResult]) -> Anchor:
+    """The cached anchor, or `measure()` the warm start's artifact (with the random policy) and cache it.
+
+    The cache key names the artifact, so each target's warm start has anchors of its own.
+    """
+    path = Path(cache_dir) / "anchors" / f"{_key(env, profile, seeds, learning_rates, artifact_sha256)}.json"
+    if path.exists():
+        return Anchor.model_validate_json(path.read_text())
+    result = measure()
+    if result.outcome is not Outcome.ok or result.result is None or not result.result.random_returns:
+        raise AnchorError(f"the warm start failed on {env} ({result.outcome}): {result.error}")
+    r = result.result
+    best = r.learning_rates.index(r.best_lr)
+    anchor = Anchor(
+        env=env, profile=profile, artifact_sha256=artifact_sha256, seeds=seeds, learning_rates=r.learning_rates,
+        best_lr=r.best_lr, mean_returns=[sum(row) / len(row) for row in r.returns],
+        warm_returns=r.returns[best], random_returns=r.random_returns,
+        return_floor=get_env_spec(env).return_range[0], result=r, compile_seconds=r.compile_seconds,
+        train_seconds=r.train_seconds, lanes=len(r.learning_rates) * len(seeds),
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(anchor.model_dump(mode="json")))
+    tmp.replace(path)
+    return anchor
