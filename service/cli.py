@@ -340,8 +340,8 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="run id")],
     preset = f", preset {r['preset']}" if r["preset"] else ""
     console.print(f"run {r['id']}: [bold]{r['status']}[/bold]  {r['target']} on {', '.join(r['environments']['train'])}"
                   f"  ({r['proposer']['kind']}, profile {r['profile']}{preset}, {r['learning_rate']} learning rate, "
-                  f"{r['seeds_per_eval']} search / up to {r['verification_seeds']} verification / {r['metatest_seeds']} "
-                  "meta-test seeds)")
+                  f"{r['seeds_per_eval']} search / up to {r['verification_seeds']} verification / "
+                  f"{r['metatest_seeds']} meta-test seeds)")
     p, spent = r["progress"], r["spent"]
     console.print(f"candidates {p['candidates_done']}/{p['candidates_budget']} (in flight {p['in_flight']}), "
                   f"tokens {spent['tokens']}, cost ${spent['cost_usd']:.4f}, duplicates skipped "

@@ -194,8 +194,8 @@ class RunReport:
 
     def describe(self) -> str:
         lines = [f"run {self.run.id}: {self.run.status} best={self.run.best_score} error={self.run.error}"]
-        lines += [f"  #{c.index} {c.status} {c.outcome} score={c.score} verified={c.verified_score} verdict={c.verdict} "
-                  f"err={(c.error or '')[:120]!r}" for c in self.candidates]
+        lines += [f"  #{c.index} {c.status} {c.outcome} score={c.score} verified={c.verified_score} "
+                  f"verdict={c.verdict} err={(c.error or '')[:120]!r}" for c in self.candidates]
         lines += [f"  job {j.kind} {j.dedupe_key} {j.status} attempts={j.attempts} err={j.error!r}" for j in self.jobs]
         return "\n".join(lines)
 
