@@ -6,7 +6,7 @@ on one held-out game, then prints:
 - the share of proposals scoring within 20% of the warm start (score >= 0.8) and above it (> 1.0),
 - behavioural duplicates: children turned down before training (counted by operator), and proposals
   recorded as duplicates (never trained); and how many candidates were trained twice for nothing (0),
-- the best pooled score and the best's meta-test on the held-out game,
+- the best verified score (with its verdict) and the best's meta-test on the held-out game,
 - each operator's children: tried, turned down (rule, duplicate), proposed, within 20%, above the warm start.
 Goals: >= 50% of proposals within 20% of the warm start, and no behavioural duplicate trained.
 Run: .venv/bin/python bench/discovery_yield.py [--env Breakout-MinAtar] [--test-env SpaceInvaders-MinAtar]
@@ -87,7 +87,8 @@ def main() -> None:
                   f"{len(recorded_duplicates)} proposals recorded as duplicates (not trained); "
                   f"trained twice: {sum(k - 1 for k in fingerprints.values())}")
             best = run.best_score
-            print(f"best pooled score: {best:.3f}" if best is not None else "best pooled score: none")
+            print(f"best verified score: {best:.3f} ({run.best_verdict or 'the warm start'})" if best is not None
+                  else "best verified score: none")
             for env in run.test_envs:
                 best_cell, warm_cell = tests.get((run.best_candidate_id, env)), tests.get((warm_id, env))
                 shown = [f"{label} {cell.normalised_score:.3f} (return {cell.final_return:.1f})"

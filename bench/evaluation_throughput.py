@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from service.evaluation import baseline_for, learning_rates, score, trace_many, train_artifacts
+from service.evaluation import anchor_for, env_score, learning_rates, trace_many, train_artifacts
 from service.settings import Settings
 from workers.results import Outcome
 from workers.trainer.client import POOL
@@ -52,14 +52,14 @@ def through_worker(settings: Settings, env: str, profile: str, seeds: list[int],
     if len(artifacts) != len(codes):
         raise SystemExit(f"tracing failed: {[t.error for t in traced if t.outcome is not Outcome.ok]}")
     rates = learning_rates(env, profile, "grid")
-    baseline = baseline_for(settings, "lpo", env, profile, seeds, rates)
-    results = train_artifacts(settings, "lpo", env, profile, seeds, rates, artifacts, baseline)
+    anchor = anchor_for(settings, "lpo", env, profile, rates, seeds)
+    results = train_artifacts(settings, "lpo", env, profile, seeds, rates, artifacts, anchor)
     if any(r.result is None for r in results):
         raise SystemExit(f"training failed: {[r.error for r in results if r.result is None]}")
     first = results[0].result
     assert first is not None
     where = f"trace {trace_s:.1f} s, compile {first.compile_seconds:.1f} s, train {first.train_seconds:.1f} s"
-    return [score(r.result, baseline)[0] for r in results if r.result is not None], where
+    return [env_score(r.result, anchor).comparison.score for r in results if r.result is not None], where
 
 
 def main() -> None:
@@ -78,7 +78,7 @@ def main() -> None:
         lanes = CANDIDATES * len(lrs) * len(seeds)
         print(f"{env} {args.profile}: bare warm-start PPO for {lanes} lanes: {bare_seconds:.1f} s (compile excluded)",
               flush=True)
-        baseline_for(settings, "lpo", env, args.profile, seeds, lrs)  # measured once per host, as in production
+        anchor_for(settings, "lpo", env, args.profile, lrs, seeds)  # measured once per host, as in production
 
         started = time.perf_counter()
         scores = []

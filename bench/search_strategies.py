@@ -3,7 +3,7 @@
 Runs the evolution proposer (no network) once per strategy, each with the same proposals budget, seed
 and meta-train environments (two by default, since early stopping acts after the first), in this
 process with the local executor and a fresh SQLite database per run, then prints for each strategy:
-- the best pooled score (the run's best after re-evaluation on fresh seeds) and the share of proposals
+- the best verified score (the run's best on fresh verification seeds) and the share of proposals
   within 20% of the warm start,
 - compute used: environment trainings (one candidate on one environment, search and re-evaluation) and
   the seconds they took (compile + train),
@@ -28,7 +28,7 @@ from sqlalchemy import select
 
 from service.db import session_scope, upgrade_database
 from service.db.models import RUN_FINAL_STATUSES, Artifact, Candidate, EvalPhase, Evaluation, Run
-from service.evaluation import evaluate_artifacts, score
+from service.evaluation import env_score, evaluate_artifacts
 from service.runs.orchestrator import seed_plan
 from service.runs.runner import start_run
 from service.runs.spec import RunSpec
@@ -97,11 +97,11 @@ def summarise(runtime: Runtime, run_id: str, name: str, minutes: float) -> dict[
     for env in run.train_envs:
         if env == first:
             continue
-        results, baseline = evaluate_artifacts(runtime.settings, target, env, profile, protocol, plan, artifacts,
-                                               [None] * len(artifacts))
+        results, anchor = evaluate_artifacts(runtime.settings, target, env, profile, protocol, plan, artifacts,
+                                             [None] * len(artifacts))
         for candidate, result in zip(stopped, results, strict=True):
-            scored = score(result.result, baseline) if result.result else None
-            full[candidate.id].append(scored[0] if scored else float("-inf"))
+            full[candidate.id].append(env_score(result.result, anchor).comparison.score if result.result
+                                      else float("-inf"))
     totals = [mean(values) for values in full.values()]
     row["false_stops"] = sum(total >= middle for total in totals)
     row["would_beat_best"] = sum(total > best_search for total in totals)

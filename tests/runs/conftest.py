@@ -36,7 +36,7 @@ BROKER_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """One DISCOVERY_CACHE_DIR for the session (baselines and JAX compile cache), also set in os.environ."""
+    """One DISCOVERY_CACHE_DIR for the session (anchors and JAX compile cache), also set in os.environ."""
     path = tmp_path_factory.mktemp("discovery-cache")
     old = os.environ.get("DISCOVERY_CACHE_DIR")
     os.environ["DISCOVERY_CACHE_DIR"] = str(path)

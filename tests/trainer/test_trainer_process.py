@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import pytest
-from workers.baselines import Baseline
 
 from tests.trainer.conftest import (
     ENDLESS_IN_TRAINING_DRIFT,
@@ -16,8 +15,9 @@ from tests.trainer.conftest import (
     USELESS_DRIFT,
     artifact_of,
 )
+from workers.anchor import Anchor
 from workers.evaluate import artifact_sha256, train_batch
-from workers.results import Outcome
+from workers.results import EnvResult, Outcome
 from workers.sandbox.isolate import IsolationReport, SandboxLimits, bwrap_options
 from workers.targets import TARGETS
 from workers.trainer.client import TrainerConfig, TrainerProcess, trainer_sandbox
@@ -32,16 +32,20 @@ def request(*codes: str, seeds: tuple[int, ...] = (0, 1)) -> TrainRequest:
 
 
 # A warm start measured at 1 s for 2 lanes: deadlines of about 30 s plus a few seconds per lane.
-QUICK_BASELINE = Baseline(env="CartPole-v1", profile="smoke", seeds=[0, 1], learning_rates=[1e-3], best_lr=1e-3,
-                          mean_returns=[200.0], warm_returns=[190.0, 210.0], random_returns=[22.0, 22.0],
-                          return_floor=0.0, compile_seconds=0.0, train_seconds=1.0, lanes=2)
+QUICK_ANCHOR = Anchor(
+    env="CartPole-v1", profile="smoke", artifact_sha256="0" * 64, seeds=[0, 1], learning_rates=[1e-3], best_lr=1e-3,
+    mean_returns=[200.0], warm_returns=[190.0, 210.0], random_returns=[22.0, 22.0], return_floor=0.0,
+    result=EnvResult(env="CartPole-v1", profile="smoke", seeds=[0, 1], learning_rates=[1e-3], returns=[[190.0, 210.0]],
+                     curves=[[200.0]], best_lr=1e-3, final_return=200.0, env_steps=16384, compile_seconds=0.0,
+                     train_seconds=1.0),
+    compile_seconds=0.0, train_seconds=1.0, lanes=2)
 
 
 def test_a_nan_candidate_fails_alone_and_the_others_keep_their_results(trainer: TrainerProcess) -> None:
-    with_nan = train_batch(trainer, request(WARM, NAN_IN_TRAINING_DRIFT, SMALL_DRIFT), QUICK_BASELINE)
+    with_nan = train_batch(trainer, request(WARM, NAN_IN_TRAINING_DRIFT, SMALL_DRIFT), QUICK_ANCHOR)
     assert [r.outcome for r in with_nan] == [Outcome.ok, Outcome.nan, Outcome.ok]
     assert "NaN" in (with_nan[1].error or "")
-    honest_instead = train_batch(trainer, request(WARM, USELESS_DRIFT, SMALL_DRIFT), QUICK_BASELINE)
+    honest_instead = train_batch(trainer, request(WARM, USELESS_DRIFT, SMALL_DRIFT), QUICK_ANCHOR)
     assert [r.outcome for r in honest_instead] == [Outcome.ok, Outcome.ok, Outcome.ok]
     for k in (0, 2):  # same lanes, same seeds: bit for bit the same returns, whatever the middle one did
         assert with_nan[k].result is not None and honest_instead[k].result is not None
@@ -51,7 +55,7 @@ def test_a_nan_candidate_fails_alone_and_the_others_keep_their_results(trainer: 
 
 def test_results_carry_the_hash_of_the_artifact_that_was_trained(trainer: TrainerProcess) -> None:
     req = request(SMALL_DRIFT, seeds=(3,))
-    [result] = train_batch(trainer, req, QUICK_BASELINE)
+    [result] = train_batch(trainer, req, QUICK_ANCHOR)
     assert result.outcome is Outcome.ok and result.result is not None
     assert result.result.artifact_sha256 == artifact_sha256(req.artifacts[0])
 
@@ -59,17 +63,17 @@ def test_results_carry_the_hash_of_the_artifact_that_was_trained(trainer: Traine
 def test_a_batch_that_never_ends_is_split_and_only_the_endless_candidate_times_out(
         trainer: TrainerProcess) -> None:
     started = time.monotonic()
-    results = train_batch(trainer, request(SMALL_DRIFT, ENDLESS_IN_TRAINING_DRIFT), QUICK_BASELINE)
+    results = train_batch(trainer, request(SMALL_DRIFT, ENDLESS_IN_TRAINING_DRIFT), QUICK_ANCHOR)
     elapsed = time.monotonic() - started
     assert [r.outcome for r in results] == [Outcome.ok, Outcome.timeout], [r.error for r in results]
     assert "deadline" in (results[1].error or "")
     assert elapsed < 150, elapsed  # two deadlines of about 35 s, and one honest batch
-    again = train_batch(trainer, request(SMALL_DRIFT), QUICK_BASELINE)  # a fresh trainer takes over
+    again = train_batch(trainer, request(SMALL_DRIFT), QUICK_ANCHOR)  # a fresh trainer takes over
     assert again[0].outcome is Outcome.ok
 
 
 def test_the_trainer_writes_its_compile_cache_and_nothing_else(trainer: TrainerProcess, cache_root: Path) -> None:
-    train_batch(trainer, request(SMALL_DRIFT), QUICK_BASELINE)
+    train_batch(trainer, request(SMALL_DRIFT), QUICK_ANCHOR)
     written = [p for p in cache_root.rglob("*") if p.is_file()]
     assert written and all(p.is_relative_to(cache_root / "jax") for p in written)
 
@@ -99,7 +103,7 @@ def test_a_gpu_host_gives_the_trainer_exactly_its_nvidia_devices(tmp_path: Path)
 
 
 def test_the_trainer_runs_contained(trainer: TrainerProcess) -> None:
-    train_batch(trainer, request(SMALL_DRIFT, seeds=(5,)), QUICK_BASELINE)  # make sure it is up
+    train_batch(trainer, request(SMALL_DRIFT, seeds=(5,)), QUICK_ANCHOR)  # make sure it is up
     assert trainer.child is not None and trainer.child.proc is not None
     group = trainer.child.group
     assert group is not None and group.pids_inside()
