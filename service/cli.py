@@ -158,6 +158,8 @@ def run(
     verification_seeds: Annotated[int | None, typer.Option(
         help="fresh seeds a contender may get to decide its verdict, raced 2, 8, ... [16]")] = None,
     confidence: Annotated[float | None, typer.Option(help="of every interval and verdict [0.95]")] = None,
+    metric: Annotated[str | None, typer.Option(help="the per-seed return scored: final (last tenth of training) or "
+                                               "auc (all of training) [final]")] = None,
     learning_rate: Annotated[str | None, typer.Option(help="fixed (published rate) or grid (chosen on the search "
                                                       "seeds, scored on fresh ones) [fixed]")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the resolved run spec as JSON; start nothing")]
@@ -174,7 +176,7 @@ def run(
         fail("--proposer llm needs --model NAME (the model at DISCOVERY_OPENAI_BASE_URL)")
     given = {"preset": preset, "target": target, "profile": profile, "concurrency": concurrency, "seed": seed,
              "seeds_per_eval": seeds_per_eval, "metatest_seeds": metatest_seeds, "learning_rate": learning_rate,
-             "verification_seeds": verification_seeds, "confidence": confidence,
+             "verification_seeds": verification_seeds, "confidence": confidence, "metric": metric,
              "budget": {"candidates": candidates} if candidates is not None else None,
              "environments": {k: v for k, v in (("train", env), ("test", test_env)) if v} or None,
              "search": {k: v for k, v in (("islands", islands), ("early_stopping", {} if early_stop else None))
@@ -341,7 +343,7 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="run id")],
     console.print(f"run {r['id']}: [bold]{r['status']}[/bold]  {r['target']} on {', '.join(r['environments']['train'])}"
                   f"  ({r['proposer']['kind']}, profile {r['profile']}{preset}, {r['learning_rate']} learning rate, "
                   f"{r['seeds_per_eval']} search / up to {r['verification_seeds']} verification / "
-                  f"{r['metatest_seeds']} meta-test seeds)")
+                  f"{r['metatest_seeds']} meta-test seeds, metric {r['metric']})")
     p, spent = r["progress"], r["spent"]
     console.print(f"candidates {p['candidates_done']}/{p['candidates_budget']} (in flight {p['in_flight']}), "
                   f"tokens {spent['tokens']}, cost ${spent['cost_usd']:.4f}, duplicates skipped "

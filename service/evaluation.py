@@ -13,6 +13,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 from pydantic import BaseModel
 
 from service.settings import Settings
@@ -23,6 +24,7 @@ from workers.results import (
     EnvResult,
     EvaluationResult,
     LearningRateChoice,
+    Metric,
     Outcome,
     ScoreBasis,
     SeedPlan,
@@ -57,6 +59,7 @@ class EnvScore(BaseModel):
 
     scores: list[float]  # per scored seed, normalised
     basis: ScoreBasis
+    metric: Metric  # which per-seed return was scored
     anchor: AnchorSummary
     comparison: Comparison
 
@@ -221,14 +224,17 @@ def evaluate_artifacts(settings: Settings, target: str, env: str, profile: str, 
     return results, anchor  # type: ignore[return-value]
 
 
-def env_score(result: EnvResult, anchor: Anchor, confidence: float = 0.95) -> EnvScore:
-    """Per-seed normalised scores at the result's learning rate, and their comparison with the anchor."""
-    scores, basis = anchor.normalise(result.returns[result.learning_rates.index(result.best_lr)])
-    own = anchor.own_scores()
+def env_score(result: EnvResult, anchor: Anchor, confidence: float = 0.95, metric: Metric = Metric.final
+              ) -> EnvScore:
+    """Per-seed normalised scores (by `metric`) at the result's learning rate, and their comparison with the
+    anchor."""
+    scores, basis = anchor.normalise(result.per_seed(metric), metric)
+    own = anchor.own_scores(metric)
     return EnvScore(
-        scores=scores, basis=basis,
+        scores=scores, basis=basis, metric=metric,
         anchor=AnchorSummary(artifact_sha256=anchor.artifact_sha256, learning_rate=anchor.best_lr,
-                             warm_return=anchor.warm_return, random_return=anchor.random_return, scores=own),
+                             warm_return=float(np.mean(anchor.result.per_seed(metric))),
+                             random_return=anchor.random_return, scores=own),
         comparison=compare([scores], [own], confidence),
     )
 

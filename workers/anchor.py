@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, computed_field
 
-from workers.results import EnvResult, EvaluationResult, Outcome, ScoreBasis
+from workers.results import EnvResult, EvaluationResult, Metric, Outcome, ScoreBasis
 from workers.rl.envs import get_env_spec
 from workers.rl.scoring import normalised_score
 
@@ -59,14 +59,15 @@ class Anchor(BaseModel):
     def random_return(self) -> float:
         return sum(self.random_returns) / len(self.random_returns)
 
-    def normalise(self, returns: list[float]) -> tuple[list[float], ScoreBasis]:
-        """Per-seed returns as normalised scores against this anchor (its own mean scores 1.0)."""
-        scored = [normalised_score(r, self.warm_returns, self.random_returns, self.return_floor) for r in returns]
+    def normalise(self, returns: list[float], metric: Metric = Metric.final) -> tuple[list[float], ScoreBasis]:
+        """Per-seed returns (by `metric`) as normalised scores against this anchor (its own mean scores 1.0)."""
+        warm = self.result.per_seed(metric)
+        scored = [normalised_score(r, warm, self.random_returns, self.return_floor) for r in returns]
         return [s for s, _ in scored], scored[0][1]
 
-    def own_scores(self) -> list[float]:
+    def own_scores(self, metric: Metric = Metric.final) -> list[float]:
         """The anchor's per-seed returns, normalised by itself: its noise model."""
-        return self.normalise(self.warm_returns)[0]
+        return self.normalise(self.result.per_seed(metric), metric)[0]
 
 
 class AnchorError(RuntimeError):
@@ -74,7 +75,7 @@ class AnchorError(RuntimeError):
 
 
 def _key(env: str, profile: str, seeds: list[int], learning_rates: list[float], artifact_sha256: str) -> str:
-    digest = hashlib.sha256(f"v3|{env}|{profile}|{seeds}|{learning_rates}|{artifact_sha256}".encode()).hexdigest()
+    digest = hashlib.sha256(f"v4|{env}|{profile}|{seeds}|{learning_rates}|{artifact_sha256}".encode()).hexdigest()
     return f"{env}-{profile}-{digest[:20]}"
 
 

@@ -21,7 +21,14 @@ from workers.anchor import Anchor
 from workers.results import EnvResult, EvaluationResult, Outcome, TraceRequest, TraceResult
 from workers.rl.envs import get_config, get_env_spec
 from workers.rl.ppo import DIAGNOSTICS
-from workers.rl.scoring import ImpossibleResult, check_returns, diagnostic_curves, final_returns, learning_curve
+from workers.rl.scoring import (
+    ImpossibleResult,
+    check_returns,
+    diagnostic_curves,
+    final_returns,
+    learning_curve,
+    mean_returns,
+)
 from workers.sandbox.isolate import SandboxLimits, trace_candidate
 from workers.trainer.client import TrainerFailed, TrainerProcess
 from workers.trainer.protocol import TrainRequest, TrainResponse
@@ -63,7 +70,9 @@ def env_result(env: str, profile: str, seeds: list[int], learning_rates: list[fl
     best = int(np.argmax(returns.mean(axis=1)))
     return EnvResult(
         env=env, profile=profile, seeds=list(seeds), learning_rates=[float(x) for x in learning_rates],
-        returns=returns.tolist(),
+        returns=returns.tolist(), auc_returns=mean_returns(return_sum, episodes).tolist(),
+        seed_curves=[learning_curve(return_sum[best][s:s + 1], episodes[best][s:s + 1], config.log_points)
+                     for s in range(len(seeds))],
         curves=[learning_curve(return_sum[i], episodes[i], config.log_points) for i in range(len(learning_rates))],
         diagnostics=diagnostic_curves(diagnostics[best], DIAGNOSTICS, config.log_points),
         best_lr=float(learning_rates[best]), final_return=float(returns[best].mean()), env_steps=config.env_steps,

@@ -57,15 +57,15 @@ VERDICT_WORDS = {Verdict.better: "better than the warm start", Verdict.worse: "w
 
 
 def score_text(score: float | None, comparison: dict | None) -> str:
-    """A score as every face prints it: `1.06 (95% CI 0.55-1.57, not distinguishable from the warm start)`.
+    """A score as every face prints it: `1.0630 (95% CI 0.55-1.57, not distinguishable from the warm start, 2 seeds)`.
 
     `comparison` is a stored Comparison (a dict); without one, the score stands alone (it has no interval)."""
     if score is None:
         return "not scored"
     if not comparison:
-        return f"{score:.3f}"
+        return f"{score:.4f}"
     low, high = comparison["ci"]
-    return (f"{score:.3f} ({comparison['confidence']:.0%} CI {low:.2f}-{high:.2f}, "
+    return (f"{score:.4f} ({comparison['confidence']:.0%} CI {low:.2f}-{high:.2f}, "
             f"{VERDICT_WORDS[Verdict(comparison['verdict'])]}, {comparison['seeds']} seeds)")
 
 
@@ -102,6 +102,13 @@ class SeedPlan(BaseModel):
     choose: list[int] | None = None
 
 
+class Metric(StrEnum):
+    """Which per-seed return a score is made of (every evaluation stores both)."""
+
+    final = "final"  # the mean return of the episodes that ended in the last tenth of training
+    auc = "auc"  # the mean return of every episode of training: the area under the learning curve
+
+
 class LearningRateChoice(BaseModel):
     """How the `grid` protocol chose a learning rate: mean final return per rate on seeds that are not scored."""
 
@@ -119,7 +126,9 @@ class EnvResult(BaseModel):
     seeds: list[int]
     learning_rates: list[float]
     returns: list[list[float]]  # [learning rate][seed]: mean return over the last part of training
+    auc_returns: list[list[float]] | None = None  # [learning rate][seed]: mean return over all of training
     curves: list[list[float]]  # [learning rate][update]: mean return across seeds per logged update
+    seed_curves: list[list[float]] | None = None  # [seed][point] at the best learning rate: bands in the UI
     # At the best learning rate, per logged point: PPO's loss parts (actor and value loss, entropy,
     # approximate KL, clip fraction), the mean over seeds: how the candidate changes the update.
     diagnostics: dict[str, list[float]] = Field(default_factory=dict)
@@ -131,6 +140,12 @@ class EnvResult(BaseModel):
     random_returns: list[float] | None = None  # set for the warm start: the random policy on the same seeds
     artifact_sha256: str | None = None  # the artifact that was trained (None: the project's own warm start)
     lr_choice: LearningRateChoice | None = None  # set when the rate was chosen on other seeds (`grid`)
+
+
+    def per_seed(self, metric: Metric = Metric.final) -> list[float]:
+        """Per-seed returns at the best learning rate, by `metric`."""
+        table = self.auc_returns if metric == Metric.auc and self.auc_returns is not None else self.returns
+        return table[self.learning_rates.index(self.best_lr)]
 
 
 class EvaluationResult(BaseModel):

@@ -19,6 +19,7 @@ def upgrade() -> None:
     with op.batch_alter_table('runs') as batch:
         batch.add_column(sa.Column('best_verdict', sa.String(length=16), nullable=True))
         batch.add_column(sa.Column('confidence', sa.Float(), server_default='0.95', nullable=False))
+        batch.add_column(sa.Column('metric', sa.String(length=16), server_default='final', nullable=False))
         batch.add_column(sa.Column('verification_seeds', sa.Integer(), server_default='8', nullable=False))
     # The pooled score mixed the search's selection-biased seeds into the verdict: it is not carried over.
     with op.batch_alter_table('candidates') as batch:
@@ -51,5 +52,6 @@ def downgrade() -> None:
         batch.add_column(sa.Column('pooled_score', sa.Float(), nullable=True))
     with op.batch_alter_table('runs') as batch:
         batch.drop_column('verification_seeds')
+        batch.drop_column('metric')
         batch.drop_column('confidence')
         batch.drop_column('best_verdict')

@@ -146,6 +146,8 @@ class RunOut(BaseModel):
                                "fresh seeds")
     verification_seeds: int
     confidence: float
+    metric: str = Field(description="the per-seed return scores are made of: `final` (last tenth of training) or "
+                        "`auc` (all of training)")
     progress: Progress
     spent: Spent
     best: BestCandidate | None

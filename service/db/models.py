@@ -218,6 +218,7 @@ class Run(Base):
     # `better`.
     best_verdict: Mapped[str | None] = mapped_column(String(16))
     confidence: Mapped[float] = mapped_column(Float, server_default="0.95")  # of every verdict of the run
+    metric: Mapped[str] = mapped_column(String(16), server_default="final")  # workers.results.Metric
     verification_seeds: Mapped[int] = mapped_column(Integer, server_default="8")  # fresh seeds a contender may get
     tokens_used: Mapped[int] = mapped_column(BigInteger, default=0)
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)

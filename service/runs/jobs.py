@@ -58,7 +58,7 @@ from service.runs.orchestrator import Publish, add_job, advance, emit, finish_ru
 from service.runs.queries import model_pulls
 from service.settings import Settings
 from workers.anchor import AnchorError
-from workers.results import Comparison, EvaluationResult, Outcome, SeedPlan, TraceResult, Verdict
+from workers.results import Comparison, EvaluationResult, Metric, Outcome, SeedPlan, TraceResult, Verdict
 from workers.sandbox.isolate import IsolationUnavailable
 from workers.statistics import compare
 
@@ -424,6 +424,7 @@ def _store(factory: sessionmaker[Session], item: _Pending, env: str, phase: Eval
             candidate_id=item.candidate_id, env=env, phase=phase, round=round_, seeds=seeds, outcome=result.outcome,
             error=result.error, learning_rates=r.learning_rates if r else [], returns=r.returns if r else None,
             curves={"learning_rates": r.learning_rates, "returns": r.curves, "diagnostics": r.diagnostics,
+                    "seed_curves": r.seed_curves, "auc_returns": r.auc_returns,
                     "lr_choice": r.lr_choice.model_dump() if r.lr_choice else None} if r else None,
             best_lr=r.best_lr if r else None, final_return=r.final_return if r else None,
             normalised_score=scored.comparison.score if scored else None,
@@ -441,7 +442,8 @@ def evaluate_jobs(factory: sessionmaker[Session], settings: Settings, job_ids: l
     else, the warm start is trained through its artifact like any candidate (the meta-test's fresh seeds).
     """
     run, phase, round_, plan, pending = _load_batch(factory, job_ids)
-    target, profile, protocol, confidence = run.target, run.profile, run.lr_protocol, run.confidence
+    target, profile, protocol = run.target, run.profile, run.lr_protocol
+    confidence, metric = run.confidence, Metric(run.metric)
     early_stopping = run.search.get("early_stopping") if len(run.train_envs) > 1 else None
     artifacts: dict[str, str] = {}
     is_anchor = phase == EvalPhase.TRAIN
@@ -459,8 +461,8 @@ def evaluate_jobs(factory: sessionmaker[Session], settings: Settings, job_ids: l
                 and all(outcome == Outcome.ok for outcome in i.done.values())]
         for item in (i for i in todo if i.is_warm_start and is_anchor):
             result, anchor = anchor_row(settings, target, env, profile, protocol, plan)
-            _store(factory, item, env, phase, round_, anchor.seeds, result, env_score(anchor.result, anchor,
-                                                                                      confidence))
+            _store(factory, item, env, phase, round_, anchor.seeds, result,
+                   env_score(anchor.result, anchor, confidence, metric))
         batch = [i for i in todo if i.candidate_id in artifacts]
         if not batch:
             continue
@@ -469,7 +471,7 @@ def evaluate_jobs(factory: sessionmaker[Session], settings: Settings, job_ids: l
                                              [i.rates.get(env) for i in batch])
         for item, result in zip(batch, results, strict=True):
             _store(factory, item, env, phase, round_, plan.score, result,
-                   env_score(result.result, anchor, confidence) if result.result else None)
+                   env_score(result.result, anchor, confidence, metric) if result.result else None)
         if phase == EvalPhase.TRAIN and early_stopping is not None and env == run.train_envs[0]:
             for item in batch:
                 _stop_if_hopeless(factory, run.id, item, env, early_stopping)

@@ -137,6 +137,7 @@ def create_run(session: Session, spec: RunSpec, owner_key_id: str | None = None,
         metatest_seeds=spec.metatest_seeds,
         verification_seeds=spec.verification_seeds,
         confidence=spec.confidence,
+        metric=spec.metric,
         lr_protocol=spec.learning_rate,
         config={"spec": spec.model_dump(mode="json"), **(config or {})},
         idempotency_key=idempotency_key,
@@ -172,9 +173,21 @@ def budget_spent(run: Run, proposals: int) -> str | None:
     return None
 
 
+def discovery_message(run: Run) -> str:
+    """Whether the run found an algorithm that beats the warm start, said plainly."""
+    seeds = f"at {run.verification_seeds} verification seeds and {run.confidence:.0%} confidence"
+    if run.best_verdict == "better":
+        return f"a discovery: the best candidate beats the warm start {seeds}"
+    if run.best_verdict is None:
+        return f"no candidate beat the warm start {seeds}: the best is the warm start"
+    return (f"no candidate beat the warm start {seeds}; the best observed one is {run.best_verdict}, "
+            "not distinguishable from the warm start")
+
+
 def run_summary(run: Run) -> dict[str, Any]:
     return {"run_id": run.id, "status": run.status, "target": run.target, "best_candidate_id": run.best_candidate_id,
             "best_score": run.best_score, "best_verdict": run.best_verdict, "discovery": run.best_verdict == "better",
+            "discovery_message": discovery_message(run),
             "links": {"run": f"/v1/runs/{run.id}",
                                                     "best": f"/v1/runs/{run.id}/best.py"}}
 

@@ -45,7 +45,7 @@ from service.db.models import (
     WebhookEndpoint,
     is_proposal,
 )
-from service.runs.orchestrator import SEARCH_JOBS
+from service.runs.orchestrator import SEARCH_JOBS, discovery_message
 from workers.results import Outcome
 from workers.targets import TARGETS
 
@@ -78,17 +78,9 @@ def _cell(e: Row[Any] | None) -> MetaTestCell | None:
 
 
 def discovery_of(run: Run) -> Discovery:
-    """What the run found, in words every face repeats."""
-    seeds = f"at {run.verification_seeds} verification seeds and {run.confidence:.0%} confidence"
-    if run.best_verdict == "better":
-        message = f"a discovery: the best candidate beats the warm start {seeds}"
-    elif run.best_verdict is None:
-        message = f"no candidate beat the warm start {seeds}: the best is the warm start"
-    else:
-        message = (f"no candidate beat the warm start {seeds}; the best observed one is {run.best_verdict}, "
-                   "not distinguishable from the warm start")
+    """What the run found, in the words every face repeats."""
     return Discovery(found=run.best_verdict == "better", verdict=run.best_verdict, confidence=run.confidence,
-                     verification_seeds=run.verification_seeds, message=message)
+                     verification_seeds=run.verification_seeds, message=discovery_message(run))
 
 
 # run_out's two statements, built once (bound per call): building them per request cost more CPU than running them.
@@ -131,7 +123,8 @@ def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> Ru
         environments={"train": run.train_envs, "test": run.test_envs}, profile=run.profile, proposer=run.proposer,
         budget=run.budget, concurrency=run.concurrency, seed=run.seed, preset=run.config.get("spec", {}).get("preset"),
         seeds_per_eval=run.seeds_per_eval, metatest_seeds=run.metatest_seeds, learning_rate=run.lr_protocol,
-        verification_seeds=run.verification_seeds, confidence=run.confidence, discovery=discovery_of(run),
+        verification_seeds=run.verification_seeds, confidence=run.confidence, metric=run.metric,
+        discovery=discovery_of(run),
         progress=Progress(candidates_done=done or 0, candidates_budget=run.budget["candidates"],
                           in_flight=in_flight or 0),
         spent=Spent(candidates=done or 0, tokens=run.tokens_used, cost_usd=run.cost_usd,

@@ -88,7 +88,8 @@ def print_report(runtime: Runtime, run_id: str, console: Console) -> None:
         references = sorted((c for c in rows if c.reference is not None), key=lambda c: -c.index)
         tests = session.scalars(select(Evaluation).join(Candidate).where(
             Candidate.run_id == run_id, Evaluation.phase == EvalPhase.TEST)).all()
-        board = Table(title=f"leaderboard of run {run_id} ({run.status})")
+        board = Table(title=f"leaderboard of run {run_id} ({run.status}; scores of the {run.metric} return against the "
+                            "anchor, 95% intervals)")
         for column in ("#", "name", "outcome", "search score (95% CI)", "verified score (CI, verdict)", "parents",
                        "error"):
             board.add_column(column)

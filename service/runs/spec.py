@@ -183,6 +183,10 @@ class RunSpec(Strict):
         default=16, ge=1, le=96, description="fresh seeds a contender (a candidate whose search score beats the warm "
         "start) may get to decide its verdict, raced in rounds (2, then 8, ..., then this many) that stop as soon as "
         "the verdict is decided; the search seeds never enter it")
+    metric: Literal["final", "auc"] = Field(
+        default="final", description="the per-seed return a score is made of: `final`, the mean return of the episodes "
+        "that ended in the last tenth of training; `auc`, of every episode of training (the area under the "
+        "learning curve). Both are stored with every evaluation")
     confidence: float = Field(default=0.95, ge=0.5, le=0.999,
                               description="of every interval and verdict: `better` only when the whole interval of "
                                           "the candidate's verified score lies above the warm start's")

@@ -121,3 +121,17 @@ def test_the_prompt_does_not_depend_on_the_order_the_database_returns_rows():
 
     assert prompt(shuffled) == prompt(entries())
     assert "Propose candidate 22" in prompt(entries())
+
+
+def test_the_history_shows_each_score_with_its_interval_and_verdict():
+    """A score within noise says so, so the model is not invited to chase it."""
+    from service.proposers.history import render_entry
+
+    comparison = {"ci": [0.55, 1.57], "confidence": 0.95, "verdict": "inconclusive", "seeds": 2}
+    noisy = HistoryEntry(candidate_id="c1", index=1, name="lucky", code="x", outcome=Outcome.ok, score=1.063,
+                         comparison=comparison)
+    assert "Fitness: 1.0630 (95% CI 0.55-1.57, not distinguishable from the warm start, 2 seeds)" in render_entry(
+        noisy, HistorySettings())
+    better = noisy.model_copy(update={"comparison": {**comparison, "ci": [1.2, 1.6], "verdict": "better",
+                                                     "seeds": 16}})
+    assert "better than the warm start, 16 seeds" in render_entry(better, HistorySettings())

@@ -245,8 +245,20 @@ def assert_complete_and_consistent(report: RunReport, candidates: int) -> None:
         if c.verdict is not None:
             scores = [s for e in sorted(verification, key=lambda e: e.round) for s in e.stats["scores"]]
             assert c.verified_score == pytest.approx(sum(scores) / len(scores)), report.describe()
+    # The search score only nominates: every candidate whose search score beat the warm start was raced, every
+    # race ended with a verdict, and the best is the warm start exactly when no race ended better or inconclusive.
+    raced = {j.candidate_id for j in report.jobs if j.kind == "reevaluate"}
+    nominated = {c.id for c in report.candidates if not c.is_warm_start and not c.stopped_early
+                 and c.score is not None and c.score > 1.0}
+    assert nominated == raced, report.describe()
+    assert all(c.verdict is not None for c in report.candidates if c.id in raced
+               and all(e.outcome == "ok" for e in report.evaluations_of(c.id, "reeval"))), report.describe()
     best = next((c for c in report.candidates if c.id == report.run.best_candidate_id), None)
     assert best is not None and report.run.best_verdict == best.verdict, report.describe()
+    contenders = [c for c in report.candidates if c.verdict in ("better", "inconclusive")]
+    assert best.is_warm_start == (not contenders), report.describe()
+    if any(c.verdict == "better" for c in contenders):
+        assert best.verdict == "better", report.describe()
     assert report.run.best_verdict in (None, "better", "inconclusive"), report.describe()
     # Every reference algorithm of the target is meta-tested beside the warm start on every held-out environment.
     assert [c.reference for c in report.references] == [r.name for r in TARGETS[report.run.target].references][::-1]

@@ -91,17 +91,11 @@ def test_celery_run_completes_with_reevaluation_and_meta_test(
     assert status == "completed", report.describe()
     assert_complete_and_consistent(report, candidates=2)
 
+    # assert_complete_and_consistent checked the races (every nominee raced on fresh seeds to a verdict, the best
+    # the warm start exactly when no race ended better or inconclusive); here: the best's score is its verified one.
     warm = report.candidates[0]
     best = next(c for c in report.candidates if c.id == report.run.best_candidate_id)
-    if best.is_warm_start:
-        # Nobody beat the warm start: every candidate that scored above it (1.0) must still have been re-evaluated.
-        reevaluated = {j.candidate_id for j in report.jobs if j.kind == "reevaluate"}
-        beat = {c.id for c in report.candidates if not c.is_warm_start and c.score is not None and c.score > 1.0}
-        assert beat <= reevaluated, report.describe()
-    else:
-        reeval = report.evaluations_of(best.id, "reeval")
-        assert reeval and reeval[0].outcome == "ok", report.describe()
-        assert best.verified_score is not None and report.run.best_score == best.verified_score
+    assert report.run.best_score == best.verified_score, report.describe()
     for finalist in {best.id, warm.id}:
         assert [e.env for e in report.evaluations_of(finalist, "test")] == ["CartPole-v1"], report.describe()
 

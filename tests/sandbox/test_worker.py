@@ -323,10 +323,10 @@ def drift(ratio, advantage, epsilon):
 def test_the_tracer_sees_no_host_path_and_no_cache(tmp_path: Path) -> None:
     """/proc/1/cmdline used to show bwrap's binds (host paths, the cache); the tracer gets no cache at all."""
     cache = tmp_path / "cache"
-    (cache / "baselines").mkdir(parents=True)
+    (cache / "anchors").mkdir(parents=True)
     result = run_tracer(TraceRequest(target="lpo", code=SNOOP), SandboxLimits(timeout_seconds=60, cache_dir=cache))
     assert result.outcome == Outcome.ok, (result.error, result.stderr[-2000:])
     out = result.stdout
     assert "PID1 bwrap --args" in out and "SELF" in out
-    assert str(REPO) not in out and str(tmp_path) not in out and "baselines" not in out
+    assert str(REPO) not in out and str(tmp_path) not in out and "anchors" not in out
     assert "CACHE False" in out

@@ -53,6 +53,13 @@ def final_returns(ret_sum: np.ndarray, ret_n: np.ndarray) -> np.ndarray:
     return out
 
 
+def mean_returns(ret_sum: np.ndarray, ret_n: np.ndarray) -> np.ndarray:
+    """Mean return of every episode that finished during training, per leading index: the area under the
+    learning curve (episode-weighted), a metric that rewards learning fast as well as ending well."""
+    total_n = ret_n.sum(axis=-1)
+    return np.where(total_n > 0, ret_sum.sum(axis=-1) / np.where(total_n > 0, total_n, 1.0), 0.0)
+
+
 def learning_curve(ret_sum: np.ndarray, ret_n: np.ndarray, points: int) -> list[float]:
     """Mean episode return over `points` equal slices of training (ret_* are [seed, update])."""
     num_updates = ret_sum.shape[-1]
