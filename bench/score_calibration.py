@@ -6,7 +6,7 @@ trainer's program (in this process, project code only):
 2. the warm start again on `--sets` disjoint sets of `--budget` fresh seeds, each raced as a contender is
    (rounds 2, 8, ..., budget; Bonferroni over the rounds): the share of `better` and of `worse` verdicts (goal:
    each <= 5%), and the spread of its point score at 2, 8 and 32 seeds;
-3. a crippled drift (a constant penalty: no policy gradient at all) raced the same way: the share called `worse`
+3. a crippled drift (a huge quadratic penalty that pins the policy where it started) raced the same way: the share called `worse`
    (goal >= 80%);
 4. lane independence: the same 32 seeds trained as programs of 2, 8 and 32 lanes: mean and spread of the
    final return with a 95% bootstrap interval, how many lanes are bitwise equal across programs, and a
@@ -38,8 +38,8 @@ CRIPPLED = '''import jax.numpy as jnp
 
 
 def drift(ratio, advantage, epsilon):
-    return ratio * advantage + 1000.0
-'''
+    return 1.0e4 * (ratio - 1.0) ** 2
+'''  # keeps to lpo's rules and pins the policy where it started
 POOL_SEED_BASE = 5_000_000
 
 

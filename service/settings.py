@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     evaluate_batch_size: int = 8  # compatible evaluations trained together in one program
     # Seeds of the anchor per profile: the warm start's own artifact, trained once per environment, profile and
     # host; its mean is every score's reference and its spread the noise model (more on a GPU is cheap).
-    anchor_seeds: dict[str, int] = {"smoke": 16, "quick": 32, "full": 32}
+    anchor_seeds: dict[str, int] = {"smoke": 32, "quick": 32, "full": 32}
 
     # Signs the web UI's session cookie; unset: a random secret per process (sessions end on restart).
     session_secret: SecretStr | None = None

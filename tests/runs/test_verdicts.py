@@ -38,8 +38,8 @@ CRIPPLED = """import jax.numpy as jnp
 
 
 def drift(ratio, advantage, epsilon):
-    return ratio * advantage + 1000.0
-"""  # a constant penalty in the objective: no policy gradient at all
+    return 1.0e4 * (ratio - 1.0) ** 2
+"""  # keeps to lpo's rules, and pins the policy where it started: a random policy's return (22 on 8 seeds)
 BIG_STEP = TARGETS["optimizer"].warm_start.replace("return -lr * m_hat", "return -10.0 * lr * m_hat")
 LOOKS = len(race_rounds(RunSpec().verification_seeds))
 
@@ -50,18 +50,18 @@ def settings(runtime: Runtime):  # noqa: ANN201, F811
 
 
 def test_the_warm_start_against_its_anchor_is_never_better(settings) -> None:  # noqa: ANN001
-    """Twelve disjoint pairs of fresh seeds, each a race's first round: some point scores are far above 1 (what the
-    old protocol would have crowned), and none is called better."""
+    """Twelve disjoint pairs of fresh seeds, each a race's first round: their point scores scatter widely (the old
+    protocol crowned such luck), and none is called better; nor are all 24 seeds together."""
     rate = [get_env_spec(ENV).lr]
     anchor = anchor_for(settings, "lpo", ENV, PROFILE, rate)
     seeds = list(range(7000, 7024))
     [result] = train_artifacts(settings, "lpo", ENV, PROFILE, seeds, rate, [warm_artifact(settings, "lpo")], anchor)
     scores, _ = anchor.normalise(result.result.returns[0])
     pairs = [compare([scores[i:i + 2]], [anchor.own_scores()], looks=LOOKS) for i in range(0, 24, 2)]
-    assert max(p.score for p in pairs) > 1.1, [round(p.score, 3) for p in pairs]
+    assert max(p.score for p in pairs) - min(p.score for p in pairs) > 0.3, [round(p.score, 3) for p in pairs]
     assert not [p for p in pairs if p.verdict is Verdict.better], [(p.score, p.ci) for p in pairs]
     everything = compare([scores], [anchor.own_scores()])
-    assert everything.verdict is Verdict.inconclusive and everything.method == "bootstrap"
+    assert everything.verdict is not Verdict.better and everything.method == "bootstrap"
 
 
 def test_a_crippled_drift_is_worse_after_its_first_round(settings) -> None:  # noqa: ANN001
@@ -141,5 +141,5 @@ def test_verdict_fields_reach_the_json_of_discovery_evaluate(tmp_path: Path, cac
     assert done.returncode == 0, done.stderr
     [row] = json.loads(done.stdout)
     assert row["verdict"] in ("inconclusive", "worse", "better") and len(row["score_ci"]) == 2
-    assert row["seeds"] == 2 and len(row["scores"]) == 2 and row["anchor"]["seeds"] == 16
+    assert row["seeds"] == 2 and len(row["scores"]) == 2 and row["anchor"]["seeds"] == 32
     assert row["score_ci"][0] < row["score"] < row["score_ci"][1] and 0.0 <= row["p_improvement"] <= 1.0
