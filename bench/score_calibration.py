@@ -6,8 +6,8 @@ trainer's program (in this process, project code only):
 2. the warm start again on `--sets` disjoint sets of `--budget` fresh seeds, each raced as a contender is
    (rounds 2, 8, ..., budget; Bonferroni over the rounds): the share of `better` and of `worse` verdicts (goal:
    each <= 5%), and the spread of its point score at 2, 8 and 32 seeds;
-3. a crippled drift (a huge quadratic penalty that pins the policy where it started) raced the same way: the share called `worse`
-   (goal >= 80%);
+3. a crippled drift (a huge quadratic penalty that pins the policy where it started) raced the same way: the
+   share called `worse` (goal >= 80%);
 4. lane independence: the same 32 seeds trained as programs of 2, 8 and 32 lanes: mean and spread of the
    final return with a 95% bootstrap interval, how many lanes are bitwise equal across programs, and a
    Mann-Whitney test of 2 against 32 lanes;
