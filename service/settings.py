@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ANCHOR_SEEDS = {"smoke": 32, "quick": 32, "full": 32}
 
 
 class Settings(BaseSettings):
@@ -47,7 +49,13 @@ class Settings(BaseSettings):
     evaluate_batch_size: int = 8  # compatible evaluations trained together in one program
     # Seeds of the anchor per profile: the warm start's own artifact, trained once per environment, profile and
     # host; its mean is every score's reference and its spread the noise model (more on a GPU is cheap).
-    anchor_seeds: dict[str, int] = {"smoke": 32, "quick": 32, "full": 32}
+    anchor_seeds: dict[Literal["smoke", "quick", "full"], Annotated[int, Field(ge=2, le=4096)]] = ANCHOR_SEEDS
+
+    @field_validator("anchor_seeds")
+    @classmethod
+    def _every_profile(cls, given: dict[str, int]) -> dict[str, int]:
+        """A profile left out keeps its default."""
+        return {**ANCHOR_SEEDS, **given}
 
     # Signs the web UI's session cookie; unset: a random secret per process (sessions end on restart).
     session_secret: SecretStr | None = None

@@ -29,12 +29,13 @@ class Series:
 
     name: str
     points: list[tuple[float, float | None]]
-    style: Literal["line", "step", "scatter"] = "line"
+    style: Literal["line", "step", "scatter", "band"] = "line"  # band: filled between `lower` and the points
     color: str | None = None
     marker: Literal["circle", "cross"] = "circle"
     dashed: bool = False
     titles: list[str] | None = None
     links: list[str | None] | None = None
+    lower: list[float] | None = None  # a band's lower edge, one value per point
 
 
 @dataclass
@@ -107,6 +108,7 @@ def render(chart: Chart) -> Markup:
 
     xs = [x for s in chart.series for x, _ in s.points]
     ys = [y for s in chart.series for _, y in s.points if y is not None and math.isfinite(y)]
+    ys += [y for s in chart.series for y in s.lower or [] if math.isfinite(y)]
     ys += [r.y for r in chart.ref_lines]
     label = escape(chart.title or "chart")
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {w} {h}" width="{w}" height="{h}" '
@@ -162,7 +164,9 @@ def render(chart: Chart) -> Markup:
                    f'font-size="11">{escape(ref.label)}</text>')
 
     for s, color in zip(chart.series, colors, strict=True):
-        if s.style == "scatter":
+        if s.style == "band":
+            _band(out, s, color, px, py)
+        elif s.style == "scatter":
             _scatter(out, s, color, px, py, top + plot_h)
         else:
             _line(out, s, color, px, py)
@@ -192,6 +196,17 @@ def _line(out: list[str], s: Series, color: str, px, py) -> None:  # noqa: ANN00
         else:
             out.append(f'<polyline points="{" ".join(coords)}" fill="none" stroke="{color}" stroke-width="2" '
                        f'stroke-linejoin="round"{dash}/>')
+
+
+def _band(out: list[str], s: Series, color: str, px, py) -> None:  # noqa: ANN001
+    """The area between `s.lower` and the points' y, translucent (a spread over seeds)."""
+    edge = [(x, y, low) for (x, y), low in zip(s.points, s.lower or [], strict=False)
+            if y is not None and math.isfinite(y) and math.isfinite(low)]
+    if len(edge) < 2:
+        return
+    coords = [f"{_fmt(px(x))},{_fmt(py(y))}" for x, y, _ in edge]
+    coords += [f"{_fmt(px(x))},{_fmt(py(low))}" for x, _, low in reversed(edge)]
+    out.append(f'<polygon class="band" points="{" ".join(coords)}" fill="{color}" fill-opacity="0.18" stroke="none"/>')
 
 
 def _scatter(out: list[str], s: Series, color: str, px, py, floor_y: float) -> None:  # noqa: ANN001

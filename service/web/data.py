@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 from markupsafe import Markup
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
@@ -18,7 +19,7 @@ from pygments.lexers import DiffLexer, PythonLexer
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service.api.schemas import RunOut
+from service.api.schemas import MetaTestCell, RunOut
 from service.db.models import (
     ApiKey,
     Candidate,
@@ -278,6 +279,12 @@ def curve_chart(e: Evaluation, warm: Evaluation | None, is_warm_start: bool) -> 
     if mine is None:
         return None
     series = [Series(f"this candidate (lr {e.best_lr:g})", [(i + 1, v) for i, v in enumerate(mine)])]
+    per_seed = (e.curves or {}).get("seed_curves") or []
+    if len(per_seed) >= 2 and len({len(c) for c in per_seed}) == 1:
+        low, high = np.percentile(np.asarray(per_seed, dtype=float), [25, 75], axis=0)
+        series.insert(0, Series(f"middle half of its {len(per_seed)} seeds", [(i + 1, float(v)) for i, v in
+                                                                             enumerate(high)],
+                                style="band", color="#0b6bcb", lower=[float(v) for v in low]))
     if theirs is not None and warm is not None:
         series.append(Series(f"warm start (lr {warm.best_lr:g})", [(i + 1, v) for i, v in enumerate(theirs)],
                              color="#6a737d", dashed=True))
@@ -335,6 +342,12 @@ class CompareCell:
     score: float | None
     final_return: float | None
     outcome: str | None
+    score_ci: tuple[float, float] | None = None
+    verdict: str | None = None
+
+    @classmethod
+    def of(cls, cell: MetaTestCell) -> CompareCell:
+        return cls(cell.normalised_score, cell.final_return, cell.outcome, cell.score_ci, cell.verdict)
 
 
 @dataclass
@@ -374,13 +387,10 @@ def compare_page(session: Session, key: ApiKey, run_ids: list[str]) -> ComparePa
             if row.env not in envs:
                 envs.append(row.env)
             if row.best:
-                cells[(summary.id, row.env)] = CompareCell(row.best.normalised_score, row.best.final_return,
-                                                           row.best.outcome)
+                cells[(summary.id, row.env)] = CompareCell.of(row.best)
             if row.warm_start:
-                warm[(summary.id, row.env)] = CompareCell(row.warm_start.normalised_score,
-                                                          row.warm_start.final_return, row.warm_start.outcome)
-            references[(summary.id, row.env)] = {name: CompareCell(c.normalised_score, c.final_return, c.outcome)
-                                                 for name, c in row.references.items() if c}
+                warm[(summary.id, row.env)] = CompareCell.of(row.warm_start)
+            references[(summary.id, row.env)] = {name: CompareCell.of(c) for name, c in row.references.items() if c}
     return ComparePage(runs=picked, summaries=summaries, chart=chart, envs=envs, cells=cells, warm=warm,
                        references=references,
                        choices=choices, selected={row.run.id for row in picked})

@@ -72,3 +72,12 @@ def test_fixture_returns_are_ones_an_environment_can_produce() -> None:
         values = [e.final_return, *(x for row in e.returns for x in row), *(x for row in e.curves["returns"]
                                                                              for x in row)]
         assert all(low <= v <= high for v in values), (env, max(values), min(values))
+
+
+def test_a_band_spans_its_lower_and_upper_edges_and_widens_the_axis() -> None:
+    band = Series("middle half of 8 seeds", [(1, 10.0), (2, 20.0), (3, 30.0)], style="band", lower=[-40.0, 5.0, 15.0])
+    svg = str(render(Chart([band, Series("mean", [(1, 5.0), (2, 12.0), (3, 22.0)])])))
+    ET.fromstring(svg)
+    polygon = svg.split('<polygon class="band" points="')[1].split('"')[0].split()
+    assert len(polygon) == 6  # three points along the top, three back along the bottom
+    assert ">-40<" in svg or ">-40.0<" in svg  # the lowest edge is on the y axis's range
