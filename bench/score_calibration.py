@@ -11,9 +11,11 @@ trainer's program (in this process, project code only):
 4. lane independence: the same 32 seeds trained as programs of 2, 8 and 32 lanes: mean and spread of the
    final return with a 95% bootstrap interval, how many lanes are bitwise equal across programs, and a
    Mann-Whitney test of 2 against 32 lanes;
-5. the smallest improvement the default budget detects at 80% power, and the CPU seconds a decided verdict costs.
+5. the signal-to-noise ratio of the `final` and the `auc` metric (the anchor's per-seed spread against its distance
+   from the crippled drift);
+6. the smallest improvement the default budget detects at 80% power, and the CPU seconds a decided verdict costs.
 Run: .venv/bin/python bench/score_calibration.py [--envs CartPole-v1 Breakout-MinAtar] [--profile quick]
-     [--sets 20] [--budget 16] [--anchor-seeds 32]
+     [--sets 20] [--budget 16] [--anchor-seeds 32] [--no-lane-check]
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from scipy import stats
 from service.runs.orchestrator import race_rounds
 from workers.anchor import anchor_seeds
 from workers.evaluate import evaluate_in_process
-from workers.results import Verdict
+from workers.results import Metric, Verdict
 from workers.rl.envs import get_env_spec
 from workers.rl.scoring import normalised_score
 from workers.statistics import compare, stratified_bootstrap_means
@@ -43,6 +45,9 @@ def drift(ratio, advantage, epsilon):
 POOL_SEED_BASE = 5_000_000
 
 
+AUC: dict[tuple[str, int], float] = {}  # (code, seed) -> the mean return over all of training (metric `auc`)
+
+
 def train(code: str, env: str, profile: str, seeds: list[int], lanes: int) -> tuple[np.ndarray, np.ndarray, float]:
     """Final return per seed (programs of `lanes` seeds), a random policy's per seed, and CPU seconds per lane."""
     returns, random, cpu = [], [], 0.0
@@ -55,7 +60,22 @@ def train(code: str, env: str, profile: str, seeds: list[int], lanes: int) -> tu
             raise SystemExit(f"training failed on {env}: {result.outcome} {result.error}")
         returns += result.result.returns[0]
         random += result.result.random_returns or []
+        AUC.update(((code, seed), auc) for seed, auc in zip(chunk, result.result.per_seed(Metric.auc), strict=True))
     return np.asarray(returns), np.asarray(random), cpu / len(seeds)
+
+
+def signal_to_noise(env: str, anchor_seeds_: list[int], crippled_seeds: list[int], anchor_returns: np.ndarray,
+                    crippled_returns: np.ndarray) -> None:
+    """Per metric: the anchor's per-seed spread relative to its mean above random, and how many of those spreads
+    separate the crippled drift from it (larger is a clearer signal)."""
+    for metric, anchor, crippled in (
+            ("final", anchor_returns, crippled_returns),
+            ("auc", np.asarray([AUC[(WARM, s)] for s in anchor_seeds_]),
+             np.asarray([AUC[(CRIPPLED, s)] for s in crippled_seeds]))):
+        floor = crippled.mean()
+        cv = anchor.std(ddof=1) / (anchor.mean() - floor)
+        print(f"  metric {metric:5}: anchor {anchor.mean():.2f} sd {anchor.std(ddof=1):.2f}; per-seed sd / (anchor - "
+              f"crippled) = {cv:.3f}")
 
 
 def race(scores: np.ndarray, anchor: np.ndarray, budget: int) -> tuple[Verdict, int]:
@@ -74,7 +94,19 @@ def interval(values: np.ndarray) -> str:
     return f"mean {values.mean():.2f} [{low:.2f}, {high:.2f}] sd {values.std(ddof=1):.2f}"
 
 
-def calibrate(env: str, profile: str, sets: int, budget: int, anchor_count: int) -> None:
+def lane_independence(env: str, profile: str, seeds: list[int], in_32_lanes: np.ndarray) -> None:
+    """The same 32 seeds as programs of 2 and 8 lanes, against one program of 32."""
+    lanes = {32: in_32_lanes}
+    for width in (2, 8):
+        lanes[width], _, _ = train(WARM, env, profile, seeds, width)
+    for width, returns in sorted(lanes.items()):
+        same = int(np.sum(returns == lanes[32]))
+        print(f"  {width:2} lanes per program: return {interval(returns)}; bitwise equal to the 32-lane program "
+              f"on {same}/32 seeds")
+    print(f"  Mann-Whitney 2 vs 32 lanes: p = {stats.mannwhitneyu(lanes[2], lanes[32]).pvalue:.3f}")
+
+
+def calibrate(env: str, profile: str, sets: int, budget: int, anchor_count: int, lane_check: bool) -> None:
     print(f"== {env} ({profile}): anchor {anchor_count} seeds, {sets} sets of {budget} fresh seeds", flush=True)
     anchor_returns, anchor_random, cpu_per_lane = train(WARM, env, profile, anchor_seeds(anchor_count), 32)
     print(f"anchor: return {interval(anchor_returns)}, random {anchor_random.mean():.2f}, "
@@ -99,7 +131,8 @@ def calibrate(env: str, profile: str, sets: int, budget: int, anchor_count: int)
             print(f"  point score at {k:2} seeds over {len(means)} disjoint sets: sd {means.std(ddof=1):.3f}, "
                   f"range {means.min():.3f}-{means.max():.3f}")
 
-    crippled_returns, _, _ = train(CRIPPLED, env, profile, [POOL_SEED_BASE + 10**6 + i for i in range(sets * 2)], 32)
+    crippled_seeds = [POOL_SEED_BASE + 10**6 + i for i in range(sets * 2)]
+    crippled_returns, _, _ = train(CRIPPLED, env, profile, crippled_seeds, 32)
     crippled = normalise(crippled_returns).reshape(sets, 2)
     # A race stops at its first decided round; a crippled drift's first round is its 2 seeds.
     first_round = [compare([row], [anchor], looks=len(race_rounds(budget))).verdict for row in crippled]
@@ -107,14 +140,9 @@ def calibrate(env: str, profile: str, sets: int, budget: int, anchor_count: int)
     print(f"crippled drift (score {crippled.mean():.2f}): called worse after its first round of 2 seeds in "
           f"{worse:.0%} of {sets} races (goal >= 80%; undecided ones would go on to 8 seeds)")
 
-    lanes = {32: pool_returns[:32]}
-    for width in (2, 8):
-        lanes[width], _, _ = train(WARM, env, profile, pool_seeds[:32], width)
-    for width, returns in sorted(lanes.items()):
-        same = int(np.sum(returns == lanes[32]))
-        print(f"  {width:2} lanes per program: return {interval(returns)}; bitwise equal to the 32-lane program "
-              f"on {same}/32 seeds")
-    print(f"  Mann-Whitney 2 vs 32 lanes: p = {stats.mannwhitneyu(lanes[2], lanes[32]).pvalue:.3f}")
+    signal_to_noise(env, anchor_seeds(anchor_count), crippled_seeds, anchor_returns, crippled_returns)
+    if lane_check:
+        lane_independence(env, profile, pool_seeds[:32], pool_returns[:32])
 
     rounds = race_rounds(budget)
     sd = anchor.std(ddof=1)
@@ -133,9 +161,12 @@ def main() -> None:
     parser.add_argument("--sets", type=int, default=20)
     parser.add_argument("--budget", type=int, default=16, help="verification seeds per race (the quick default)")
     parser.add_argument("--anchor-seeds", type=int, default=32)
+    parser.add_argument("--no-lane-check", action="store_true", help="skip training 32 seeds twice more")
     args = parser.parse_args()
+    if args.sets * args.budget < 32 and not args.no_lane_check:
+        parser.error("the lane check reuses 32 pool seeds: give --sets x --budget >= 32, or --no-lane-check")
     for env in args.envs:
-        calibrate(env, args.profile, args.sets, args.budget, args.anchor_seeds)
+        calibrate(env, args.profile, args.sets, args.budget, args.anchor_seeds, not args.no_lane_check)
 
 
 if __name__ == "__main__":

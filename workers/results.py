@@ -66,7 +66,8 @@ def score_text(score: float | None, comparison: dict | None) -> str:
         return f"{score:.4f}"
     low, high = comparison["ci"]
     return (f"{score:.4f} ({comparison['confidence']:.0%} CI {low:.2f}-{high:.2f}, "
-            f"{VERDICT_WORDS[Verdict(comparison['verdict'])]}, {comparison['seeds']} seeds)")
+            f"{VERDICT_WORDS[Verdict(comparison['verdict'])]}, {comparison['seeds']} "
+            f"seed{'s' if comparison['seeds'] != 1 else ''})")
 
 
 class TraceRequest(BaseModel):

@@ -6,6 +6,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine, select
 
 from service.db import make_session_factory, session_scope
@@ -58,7 +59,8 @@ def test_one_claim_trains_the_waiting_batch_and_records_each_artifact(sqlite_eng
         candidates = {c.index: c for c in session.scalars(select(Candidate).where(Candidate.run_id == run_id))}
         rows = {e.candidate_id: e for e in session.scalars(select(Evaluation))}
         warm, small, nan, useless = (candidates[i] for i in (0, 1, 2, 3))
-        assert warm.score == 1.0 and rows[warm.id].artifact_sha256 is None  # the project's own warm start
+        # The warm start's row is its anchor: its own artifact, traced like a candidate's, on the anchor's seeds.
+        assert warm.score == pytest.approx(1.0) and rows[warm.id].artifact_sha256 is not None
         assert (small.outcome, nan.outcome, useless.outcome) == ("ok", "nan", "ok")
         assert (small.status, nan.status) == ("evaluated", "failed")
         assert rows[small.id].compile_seconds == rows[useless.id].compile_seconds  # one compiled program

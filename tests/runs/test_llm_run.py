@@ -23,6 +23,7 @@ from service.runtime import Runtime, build_runtime
 from service.settings import Settings
 from tests.proposers.scripted_llm import ScriptedLLM, completion, failure, handler
 from tests.runs.conftest import cache_dir, wait_for_final  # noqa: F401
+from workers.results import score_text
 from workers.targets import get_target
 
 WIDER_CLIP = """import jax
@@ -107,11 +108,14 @@ def test_a_conversation_run_replays_the_models_stored_reply_and_its_fitness(runt
         first = session.scalars(select(Candidate).where(Candidate.run_id == run_id, Candidate.index == 1)).one()
         assert first.outcome == "ok" and first.name == "wider_clip"
         shown = first.verified_score if first.verified_score is not None else first.score
+        comparison = first.stats.get("verification") if first.verified_score is not None else first.stats["search"]
     opening, second = llm.requests[0]["messages"], llm.requests[1]["messages"]
     assert [m["role"] for m in second] == ["system", "user", "assistant", "user"]
     assert second[:2] == opening  # the chat grows; its beginning does not change
     assert second[2]["content"] == first_text
-    assert second[3]["content"].startswith(f"Fitness: {shown:.4f}."), second[3]["content"]
+    # Its fitness with the interval and what it means, so the model does not chase noise.
+    assert second[3]["content"].startswith(f"Fitness: {score_text(shown, comparison)}."), second[3]["content"]
+    assert "95% CI" in second[3]["content"]
 
 
 def test_an_endpoint_that_stays_down_fails_the_run_with_the_reason(runtime: Runtime, llm: ScriptedLLM) -> None:

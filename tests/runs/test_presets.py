@@ -56,13 +56,16 @@ def test_dry_run_prints_the_resolved_spec_and_starts_nothing(tmp_path: Path) -> 
 
 
 def test_grid_seed_plans_never_score_on_the_seeds_that_choose_a_rate() -> None:
-    grid = Run(seed=3, seeds_per_eval=2, metatest_seeds=4, lr_protocol="grid")
-    train, reeval, test = (seed_plan(grid, phase) for phase in (EvalPhase.TRAIN, EvalPhase.REEVAL, EvalPhase.TEST))
+    grid = Run(seed=3, seeds_per_eval=2, metatest_seeds=4, verification_seeds=16, lr_protocol="grid")
+    train, reeval, test = (seed_plan(grid, phase, 1) for phase in (EvalPhase.TRAIN, EvalPhase.REEVAL, EvalPhase.TEST))
     assert train.choose == [3000, 3001] and train.score == [3300, 3301]
     # A re-evaluation scores fresh seeds at the rates the search seeds chose (the warm start's too).
     assert reeval.choose == train.choose and reeval.score == [3100, 3101]
     assert test.choose == [3400, 3401, 3402, 3403] and test.score == [3200, 3201, 3202, 3203]
-    scored = train.score + reeval.score + test.score
+    # The race's later rounds continue on fresh seeds: 2 more, then 8 more (rounds end at 2, 8, 16 seeds).
+    later = [seed_plan(grid, EvalPhase.REEVAL, r).score for r in (2, 3)]
+    assert later == [list(range(3102, 3108)), list(range(3108, 3116))]
+    scored = train.score + reeval.score + later[0] + later[1] + test.score
     assert len(set(scored)) == len(scored) and not set(scored) & set(train.choose + test.choose)
     fixed = Run(seed=3, seeds_per_eval=2, metatest_seeds=4, lr_protocol="fixed")
     assert seed_plan(fixed, EvalPhase.TRAIN).choose is None and seed_plan(fixed, EvalPhase.TRAIN).score == [3000, 3001]

@@ -21,6 +21,7 @@ from service.runtime import Runtime
 from tests.proposers.scripted_llm import ScriptedLLM, completion
 from tests.runs.conftest import cache_dir, wait_for_final  # noqa: F401
 from tests.runs.test_llm_run import llm, runtime  # noqa: F401
+from workers.targets import TARGETS
 
 
 def clip(width: float) -> str:
@@ -29,14 +30,28 @@ def clip(width: float) -> str:
             f"    return jax.nn.relu((ratio - jnp.clip(ratio, 1.0 - {width}, 1.0 + {width})) * advantage)\n")
 
 
-def shifted(shift: float) -> str:
-    """A clip around the wrong ratio: it breaks lpo's rule (zero at ratio = 1), so it is never trained."""
-    return ("import jax\nimport jax.numpy as jnp\n\n\ndef drift(ratio, advantage, epsilon):\n"
-            f"    return jax.nn.relu((ratio - jnp.clip(ratio, {shift} - epsilon, {shift} + epsilon)) * advantage)\n")
+def bigger_step(factor: float) -> str:
+    """Adam with a larger step: on CartPole `smoke` a ten-fold step reaches a mean return of 378 against the warm
+    start's 271 (16 seeds, measured), so it improves on its parent for a reason, not by seed luck."""
+    return TARGETS["optimizer"].warm_start.replace("return -lr * m_hat", f"return -{factor} * lr * m_hat")
+
+
+def wrong_shape(size: int) -> str:
+    """An update whose step does not have the parameter's shape: the probe refuses it before any training."""
+    return TARGETS["optimizer"].warm_start.replace("return -lr * m_hat / (jnp.sqrt(v_hat) + eps), (m, v, slot2, slot3)",
+                                                   f"return jnp.zeros({size}), (m, v, slot2, slot3)")
 
 
 def answer(name: str, code: str) -> dict:
     return completion(json.dumps({"thought": f"idea {name}", "name": name, "code": code}), 1000, 200)
+
+
+def ensemble_spec(candidates: int) -> RunSpec:
+    return RunSpec.model_validate({
+        "target": "optimizer", "profile": "smoke", "environments": {"train": ["CartPole-v1"], "test": ["CartPole-v1"]},
+        "concurrency": 1, "seeds_per_eval": 2, "verification_seeds": 8, "metatest_seeds": 1,
+        "budget": {"candidates": candidates}, "proposer": {"kind": "llm", "models": ["careful", "reckless"]},
+    })
 
 
 def spec(candidates: int, **extra: object) -> RunSpec:
@@ -49,16 +64,17 @@ def spec(candidates: int, **extra: object) -> RunSpec:
 
 @pytest.fixture
 def ensemble(llm: ScriptedLLM) -> Iterator[ScriptedLLM]:  # noqa: F811
-    """`careful` proposes valid drifts; `reckless` proposes drifts that break a rule (never an improvement)."""
-    widths, shifts = count(), count()
-    llm.by_model["careful"] = lambda: answer("careful", clip(0.1 + 0.02 * next(widths)))
-    llm.by_model["reckless"] = lambda: answer("reckless", shifted(1.3 + 0.01 * next(shifts)))
+    """`careful` proposes larger Adam steps (an improvement measured beforehand); `reckless` proposes steps of the
+    wrong shape (refused by the probe: never an improvement)."""
+    factors, shapes = count(), count()
+    llm.by_model["careful"] = lambda: answer("careful", bigger_step(9.0 + 0.5 * next(factors)))
+    llm.by_model["reckless"] = lambda: answer("reckless", wrong_shape(3 + next(shapes)))
     yield llm
 
 
 def test_an_ensemble_spreads_proposals_and_the_bandit_shifts_to_the_model_that_improves(
         runtime: Runtime, ensemble: ScriptedLLM) -> None:  # noqa: F811
-    run_id = start_run(runtime, spec(8))
+    run_id = start_run(runtime, ensemble_spec(8))
     assert wait_for_final(runtime.factory, run_id, 400) == "completed"
     with session_scope(runtime.factory) as session:
         proposals = session.scalars(select(Candidate).where(Candidate.run_id == run_id, Candidate.index > 0)
@@ -66,8 +82,7 @@ def test_an_ensemble_spreads_proposals_and_the_bandit_shifts_to_the_model_that_i
         models = [c.model for c in proposals]
         assert len(models) == 8 and set(models[:2]) == {"careful", "reckless"}  # each tried first
         assert all(c.outcome == "invalid" for c in proposals if c.model == "reckless")
-        # The bandit moved to the model whose proposals improve. How often `careful` improves depends on training,
-        # so this asks for a majority of the six proposals after the first two, not a fixed count.
+        # The bandit moved to the model whose proposals improve: most of the six proposals after the first two.
         assert models[2:].count("careful") >= 4, models
         stats = {s.model: s for s in model_stats(session, session.get(Run, run_id))}
     assert stats["reckless"].improved == 0 and stats["careful"].improved >= 1

@@ -75,14 +75,15 @@ def honest(settings: Settings) -> ScoredResult:
                          ids=["fake-result-on-the-descriptor", "wrap-the-result-writer", "patch-the-environment"])
 def test_a_forgery_earns_its_honest_score_or_is_refused(code: str, settings: Settings, honest: ScoredResult) -> None:
     assert check_source(code, get_target("lpo")) == []  # the static check is not what stops it
-    assert honest.score < 0.5  # the useless drift, trained honestly
+    assert honest.scored.comparison.score < 0.5  # the useless drift, trained honestly
     try:
         scored = evaluate_code(settings, "lpo", code, "CartPole-v1", "smoke", [0, 1])
     except EvaluationFailed as failed:
         assert failed.outcome in (Outcome.error, Outcome.invalid, Outcome.refused, Outcome.killed), failed
         return
     assert scored.result.final_return <= 500
-    assert scored.score < 0.5, (scored.score, honest.score)
+    assert scored.scored.comparison.score < 0.5, (scored.scored.comparison, honest.scored.comparison)
+    assert scored.scored.comparison.verdict == "worse"
 
 
 def test_the_fake_result_is_an_error_not_a_score(settings: Settings) -> None:

@@ -103,6 +103,14 @@ def curve(final: float, start: float, rng: random.Random) -> list[float]:
             for i in range(POINTS)]
 
 
+def comparison(score: float, seeds: int, half_width: float) -> dict:
+    """A stored comparison with the anchor (workers.results.Comparison) around `score`."""
+    low, high = score - half_width, score + half_width
+    verdict = "better" if low > 1.0 else "worse" if high < 1.0 else "inconclusive"
+    return {"score": score, "ci": [round(low, 4), round(high, 4)], "confidence": 0.95, "looks": 1,
+            "method": "normal, anchor noise", "verdict": verdict, "p_improvement": 0.5, "iqm": score, "seeds": seeds}
+
+
 def evaluation(candidate_id: str, env: str, phase: str, score: float | None, rng: random.Random,
                outcome: str = "ok", error: str | None = None, basis: str = "normalised") -> Evaluation:
     rand, warm = REFERENCE[env]
@@ -128,6 +136,7 @@ def evaluation(candidate_id: str, env: str, phase: str, score: float | None, rng
                       returns=returns, curves={"learning_rates": LRS, "returns": rows, "diagnostics": diagnostics},
                       best_lr=LRS[best],
                       final_return=round(final, 3), normalised_score=round(score, 4), score_basis=basis, outcome="ok",
+                      stats={"scores": [score, score], "comparison": comparison(round(score, 4), 2, 0.3)},
                       compile_seconds=4.2 + rng.random(), train_seconds=38.0 + 10 * rng.random())
 
 
@@ -199,8 +208,11 @@ def build_run(factory, owner_key_id: str, key: str, *, proposer: str = "llm", ca
             else:
                 for env in TRAIN_ENVS:
                     session.add(evaluation(c.id, env, "train", score + rng.gauss(0, 0.03), rng))
+                c.stats = {"search": comparison(score, 2, 0.4)}
                 if score > best_score:
                     c.verified_score = round(score - abs(rng.gauss(0, 0.02)), 4)
+                    c.stats = {**c.stats, "verification": comparison(c.verified_score, 8, 0.08)}
+                    c.verdict = c.stats["verification"]["verdict"]
                     for env in TRAIN_ENVS:
                         session.add(evaluation(c.id, env, "reeval", c.verified_score, rng))
                     if c.verified_score > best_score:
@@ -226,7 +238,7 @@ def build_run(factory, owner_key_id: str, key: str, *, proposer: str = "llm", ca
             events.append(Event(run_id=run.id, type="run.completed", payload={"run_id": run.id}, created_at=finished))
             run.finished_at = finished
         run.status = status
-        run.best_candidate_id, run.best_score = best.id, best_score
+        run.best_candidate_id, run.best_score, run.best_verdict = best.id, best_score, best.verdict
         run.tokens_used, run.cost_usd = tokens, round(cost, 4)
         session.add_all(events)
         session.flush()

@@ -86,6 +86,14 @@ def test_a_run_page_shows_the_chart_leaderboard_meta_test_and_budget(alice_page:
     expect(page.locator("h1")).to_have_text("lpo · llm (qwen2.5-coder-7b)")
     expect(page.locator("#progress")).to_have_text("12 / 12")
     expect(page.locator("#best-score")).to_have_text(f"{run.best_score:.3f}")
+    # Whether the run found anything is said first, in the words of the verdict; the best's interval beside it.
+    with session_scope(web.runtime.factory) as session:
+        best = session.get(Candidate, run.best_id)
+        verdict, verified = best.verdict, best.stats.get("verification")
+    expect(page.locator("#discovery")).to_contain_text("Discovery:" if verdict == "better" else "No discovery:")
+    if verified:
+        expect(page.locator("#summary")).to_contain_text(f"95% CI {verified['ci'][0]:.2f}–{verified['ci'][1]:.2f}")
+        expect(page.locator("#summary .verdict-" + verdict)).to_have_text(verdict)
     summary = page.locator("#summary").inner_text()
     assert "TOKENS" in summary.upper() and "of 200,000 budget" in summary and "$0.0480" in summary
     # The chart: one dot per scored candidate, one red cross per failed one, the best-so-far line, axes, legend.
@@ -120,10 +128,11 @@ def test_a_run_page_shows_the_chart_leaderboard_meta_test_and_budget(alice_page:
     for i, env in enumerate(TEST_ENVS):
         cells = meta.nth(i).locator("td")
         assert cells.nth(0).inner_text() == env
-        assert cells.nth(1).inner_text() == f"{tests[env].normalised_score:.3f}"
+        ci, verdict = tests[env].stats["comparison"]["ci"], tests[env].stats["comparison"]["verdict"]
+        assert cells.nth(1).inner_text() == f"{tests[env].normalised_score:.3f} [{ci[0]:.2f}, {ci[1]:.2f}] {verdict}"
         assert cells.nth(2).inner_text().startswith(f"{tests[env].final_return:,.2f}")
-        assert cells.nth(4).inner_text() == f"{references[env].normalised_score:.3f}"  # DPO, the reference
-        assert cells.nth(6).inner_text() == "ok"
+        assert cells.nth(5).inner_text().startswith(f"{references[env].normalised_score:.3f} [")  # DPO, the reference
+        assert cells.nth(7).inner_text() == "ok"
         # A score measured where the warm start was within noise of random is marked as a return ratio.
         assert ("return ratio" in cells.nth(2).inner_text()) == (tests[env].score_basis == "return_ratio")
     expect(page.locator("#meta-test thead")).to_contain_text("DPO: score")
