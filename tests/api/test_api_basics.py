@@ -266,7 +266,8 @@ def test_a_run_is_read_in_a_few_queries(api: ApiServer) -> None:
     run_id = cancelled_run_with_a_webhook(client)
     shown, selects = get_counting_selects(api, client, f"/v1/runs/{run_id}")
     assert shown["webhook"]["url"] == "http://127.0.0.1:9/hook" and shown["webhook"]["events"]
-    assert shown["progress"]["candidates_done"] == 0 and shown["best"] is None
+    # The warm start (the anchor, cached per host) may have set the scale before the cancel.
+    assert shown["progress"]["candidates_done"] == 0 and (shown["best"] is None or shown["best"]["index"] == 0)
     assert selects <= 3  # run, figures, meta-test rows
 
 
