@@ -15,7 +15,8 @@ from service.settings import get_settings
 
 app = typer.Typer(help="Discover reinforcement-learning algorithms with a language model in the loop.",
                   no_args_is_help=True, add_completion=False)
-console = Console(width=None if sys.stdout.isatty() else 140)
+# Markup off: names, thoughts, errors and model names are stored text (a model's, a user's), printed as they are.
+console = Console(width=None if sys.stdout.isatty() else 140, markup=False)
 JsonFlag = Annotated[bool, typer.Option("--json", help="print the result as JSON (for scripts)")]
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -172,6 +173,8 @@ def run(
     from service.runs.runner import RunRefused, run_to_completion
     from service.runs.spec import RunSpec
 
+    if proposer not in ("evolution", "llm"):
+        fail(f"--proposer must be evolution or llm, got {proposer!r}")
     if proposer == "llm" and not model:
         fail("--proposer llm needs --model NAME (the model at DISCOVERY_OPENAI_BASE_URL)")
     given = {"preset": preset, "target": target, "profile": profile, "concurrency": concurrency, "seed": seed,
@@ -198,7 +201,8 @@ def run(
     if not get_settings().broker_url:
         require_sandbox(as_json)
     try:
-        run_id, status = run_to_completion(get_settings(), spec, Console(stderr=True) if as_json else console)
+        report_to = Console(stderr=True, markup=False) if as_json else console
+        run_id, status = run_to_completion(get_settings(), spec, report_to)
     except RunRefused as exc:
         fail(str(exc))
     if as_json:
@@ -340,7 +344,7 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="run id")],
         print(json.dumps(r))
         return
     preset = f", preset {r['preset']}" if r["preset"] else ""
-    console.print(f"run {r['id']}: [bold]{r['status']}[/bold]  {r['target']} on {', '.join(r['environments']['train'])}"
+    console.print(f"run {r['id']}: {r['status'].upper()}  {r['target']} on {', '.join(r['environments']['train'])}"
                   f"  ({r['proposer']['kind']}, profile {r['profile']}{preset}, {r['learning_rate']} learning rate, "
                   f"{r['seeds_per_eval']} search / up to {r['verification_seeds']} verification / "
                   f"{r['metatest_seeds']} meta-test seeds, metric {r['metric']})")

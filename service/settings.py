@@ -21,6 +21,8 @@ class Settings(BaseSettings):
     api_threads: int = 16
     # How long an API process trusts a key it verified (a key revoked in the database is refused within this).
     api_key_cache_seconds: float = Field(default=5.0, ge=0.0, le=300.0)
+    # The largest request body any route reads (413 beyond it, before it is read whole).
+    api_max_body_bytes: int = Field(default=1_048_576, ge=1024)
 
     # Where `discovery runs ...` / `discovery candidates ...` find the API, and the key they send.
     api_url: str = "http://127.0.0.1:8000"
@@ -28,6 +30,9 @@ class Settings(BaseSettings):
 
     openai_base_url: str | None = None
     openai_api_key: SecretStr | None = None
+    # Other endpoints a run may name as proposer.base_url (comma-separated): the operator's key goes only to these
+    # and to openai_base_url. A run naming any other endpoint is refused.
+    openai_allowed_base_urls: str = ""
 
     # Where JAX's persistent compilation cache and the anchor cache live (shared by a host).
     cache_dir: Path = Path.home() / ".cache" / "discovery"
@@ -65,6 +70,12 @@ class Settings(BaseSettings):
     webhook_retry_schedule: list[float] = [5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400]
     webhook_timeout_seconds: float = 10.0
     webhook_max_response_bytes: int = 65536
+
+
+    def llm_endpoint_allowed(self, base_url: str) -> bool:
+        """Whether a run may send the operator's LLM key to `base_url` (trailing slashes aside)."""
+        allowed = [self.openai_base_url or "", *self.openai_allowed_base_urls.split(",")]
+        return base_url.strip().rstrip("/") in {url.strip().rstrip("/") for url in allowed if url.strip()}
 
 
 @lru_cache

@@ -39,6 +39,7 @@ from service.db.models import (
     Run,
     RunStatus,
 )
+from service.db.text import CODE_CHARS, ERROR_CHARS, NAME_CHARS, THOUGHT_CHARS, storable, storable_json
 from service.evaluation import EnvScore, anchor_row, env_score, evaluate_artifacts, trace_code, trace_many
 from service.proposers import (
     EvolutionSettings,
@@ -144,6 +145,7 @@ def claim_companions(session: Session, job: Job, owner: str, limit: int) -> list
 
 def _fail_job(factory: sessionmaker[Session], job_id: str, error: str) -> None:
     """Record a crashed job; a candidate whose search evaluation crashed gets the outcome `error`."""
+    error = storable(error, ERROR_CHARS, keep_tail=True)
     with session_scope(factory) as session:
         job = session.get(Job, job_id)
         job.status, job.error, job.finished_at = JobStatus.FAILED, error, utcnow()
@@ -219,7 +221,11 @@ def build_context(session: Session, run: Run, index: int) -> ProposalContext:
 def _record_calls(session: Session, run: Run, candidate_id: str | None, calls: list[LLMCallRecord]) -> str | None:
     last_id = None
     for call in calls:
-        row = LlmCall(run_id=run.id, candidate_id=candidate_id, **call.model_dump())
+        fields = call.model_dump()
+        fields.update(messages=storable_json(fields["messages"]),
+                      reply=storable(fields["reply"]) if fields.get("reply") is not None else None,
+                      error=storable(fields["error"], ERROR_CHARS, keep_tail=True) if fields.get("error") else None)
+        row = LlmCall(run_id=run.id, candidate_id=candidate_id, **fields)
         session.add(row)
         session.flush()
         last_id = row.id
@@ -271,6 +277,9 @@ def propose(factory: sessionmaker[Session], settings: Settings, job_id: str) -> 
                                             random.Random(f"{run.seed}:{index}"))
         model = config.llm.model if config.kind == "llm" else None
         island = island_of(index, run.search.get("islands", 1))
+    if config.kind == "llm" and config.llm.base_url and not settings.llm_endpoint_allowed(config.llm.base_url):
+        # A run stored before the operator narrowed the endpoints: its proposals stop, the key stays here.
+        raise ProposerUnavailable(f"the endpoint {config.llm.base_url} is not one this server's operator allows")
     api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
     started = utcnow()
 
@@ -306,10 +315,11 @@ def propose(factory: sessionmaker[Session], settings: Settings, job_id: str) -> 
         if error is not None:
             digest = hashlib.sha256(f"unevaluated:{index}:{proposal.code}".encode()).hexdigest()
         candidate = Candidate(
-            run_id=run.id, index=index, name=proposal.name or f"candidate {index}", thought=proposal.thought,
-            code=proposal.code, parent_ids=proposal.parent_ids, ast_hash=digest,
+            run_id=run.id, index=index, name=storable(proposal.name or f"candidate {index}", NAME_CHARS),
+            thought=storable(proposal.thought, THOUGHT_CHARS), code=storable(proposal.code, CODE_CHARS),
+            parent_ids=proposal.parent_ids, ast_hash=digest,
             status=CandidateStatus.FAILED if error else CandidateStatus.PENDING,
-            outcome=outcome if error else None, error=error,
+            outcome=outcome if error else None, error=storable(error, ERROR_CHARS, keep_tail=True) if error else None,
             fingerprint=trace.fingerprint if trace is not None else None, duplicate_of=duplicate_of,
             artifact_sha256=artifact_sha256, operator=proposal.operator, model=model, island=island,
             propose_seconds=(utcnow() - started).total_seconds(),
@@ -422,7 +432,8 @@ def _store(factory: sessionmaker[Session], item: _Pending, env: str, phase: Eval
     with session_scope(factory) as session:
         session.add(Evaluation(
             candidate_id=item.candidate_id, env=env, phase=phase, round=round_, seeds=seeds, outcome=result.outcome,
-            error=result.error, learning_rates=r.learning_rates if r else [], returns=r.returns if r else None,
+            error=storable(result.error, ERROR_CHARS, keep_tail=True) if result.error else None,
+            learning_rates=r.learning_rates if r else [], returns=r.returns if r else None,
             curves={"learning_rates": r.learning_rates, "returns": r.curves, "diagnostics": r.diagnostics,
                     "seed_curves": r.seed_curves, "auc_returns": r.auc_returns,
                     "lr_choice": r.lr_choice.model_dump() if r.lr_choice else None} if r else None,

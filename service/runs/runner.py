@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.syntax import Syntax
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy import func, select
 
 from service.api.schemas import Discovery
@@ -33,6 +34,11 @@ def start_run(runtime: Runtime, spec: RunSpec, owner_key_id: str | None = None,
     """Create the run and set it going; raise RunRefused for what validation of the shape cannot see."""
     if spec.proposer.kind == "llm" and not (spec.proposer.base_url or runtime.settings.openai_base_url):
         raise RunRefused("the llm proposer needs an endpoint: set DISCOVERY_OPENAI_BASE_URL or proposer.base_url")
+    if spec.proposer.kind == "llm" and spec.proposer.base_url is not None and \
+            not runtime.settings.llm_endpoint_allowed(str(spec.proposer.base_url)):
+        raise RunRefused(f"proposer.base_url: {spec.proposer.base_url} is not an endpoint this server's operator "
+                         "allows (the operator's key goes only to DISCOVERY_OPENAI_BASE_URL and "
+                         "DISCOVERY_OPENAI_ALLOWED_BASE_URLS); leave it out to use the server's endpoint")
     if spec.webhook is not None:
         try:
             check_webhook_url(str(spec.webhook.url), runtime.settings)
@@ -98,12 +104,12 @@ def print_report(runtime: Runtime, run_id: str, console: Console) -> None:
                         reverse=True)
         index_of = {c.id: c.index for c in candidates}
         for c in ranked:
-            board.add_row(str(c.index), c.name[:40], c.outcome or c.status,
+            board.add_row(str(c.index), Text(c.name[:40]), c.outcome or c.status,
                           score_text(c.score, c.stats.get("search")) if c.score is not None else "-",
                           score_text(c.verified_score, c.stats.get("verification"))
                           if c.stats.get("verification") else "-",
                           ",".join(str(index_of.get(p, "?")) for p in c.parent_ids),
-                          (c.error or "").splitlines()[0][:60] if c.error else "")
+                          Text((c.error or "").splitlines()[0][:60] if c.error else ""))
         console.print(board)
         if tests:
             meta = Table(title=f"meta-test on held-out environments, {run.metatest_seeds} fresh seeds, "
@@ -115,8 +121,8 @@ def print_report(runtime: Runtime, run_id: str, console: Console) -> None:
             finalists = [c for c in (best, warm) if c is not None]
             finalists = list({c.id: c for c in finalists}.values()) + references
             for c in finalists:
-                meta.add_column("warm start (#0)" if c.is_warm_start else f"{c.name} (reference)" if c.reference
-                                else f"{c.name} (#{c.index})")
+                meta.add_column(Text("warm start (#0)" if c.is_warm_start else f"{c.name} (reference)" if c.reference
+                                     else f"{c.name} (#{c.index})"))
             for env in run.test_envs:
                 cells = []
                 for c in finalists:
@@ -128,7 +134,7 @@ def print_report(runtime: Runtime, run_id: str, console: Console) -> None:
                 meta.add_row(env, *cells)
             console.print(meta)
         if run.error:
-            console.print(f"[red]run failed: {run.error}[/red]")
+            console.print(f"run failed: {run.error}", style="red", markup=False)
         best = next((c for c in candidates if c.id == run.best_candidate_id), None)
         if best is not None:
             console.print(f"best: #{best.index} {best.name}, verified score "

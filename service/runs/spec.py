@@ -20,7 +20,8 @@ TargetName = Literal[tuple(TARGETS)]  # type: ignore[valid-type]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # No unknown fields; no Infinity or NaN (JSON parsers accept them, and no budget or rate can be infinite).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Environments(Strict):

@@ -127,8 +127,19 @@ def login_form(request: Request, session: SessionDep, next: str = "/") -> Respon
     return page("login.html", key=None, next=safe_next(next), error=None)
 
 
+def cross_site(request: Request) -> bool:
+    """A form post another site made the browser send (login CSRF and the like): its Origin is not ours, or the
+    browser says so (Sec-Fetch-Site)."""
+    origin = request.headers.get("origin")
+    if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
+        return True
+    return request.headers.get("sec-fetch-site") == "cross-site"
+
+
 @router.post("/login")
 async def login(request: Request, runtime: RuntimeDep) -> Response:
+    if cross_site(request):  # or another site could log the victim in as the attacker, and own their new runs
+        return HTMLResponse("cross-origin form posts are refused", status_code=403, headers=SECURITY_HEADERS)
     body = await request.body()
     fields = parse_qs(body[:8192].decode("utf-8", "replace"))
     secret = (fields.get("api_key") or [""])[0].strip()
@@ -176,8 +187,7 @@ def new_run_form(key: WebKey, preset: str = "") -> Response:
 @router.post("/runs/new")
 async def new_run(request: Request, key: WebKey, runtime: RuntimeDep) -> Response:
     """Preview the resolved run spec, or start the run as the logged-in key (like POST /v1/runs)."""
-    origin = request.headers.get("origin")
-    if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
+    if cross_site(request):
         return HTMLResponse("cross-origin form posts are refused", status_code=403, headers=SECURITY_HEADERS)
     fields = parse_qs((await request.body())[:65536].decode("utf-8", "replace"))
     try:

@@ -36,13 +36,13 @@ from service.db.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
+from service.runs import export
 from service.runs.events import event_stream
 from service.runs.orchestrator import advance, cancel, extend, request_hash
 from service.runs.queries import SUMMARY_COLUMNS, candidate_summary, discovery_of, owned_run, run_out
 from service.runs.runner import RunRefused, start_run
 from service.runs.spec import Extension, RunSpec
 from service.webhooks import resend
-from workers.results import score_text
 
 router = APIRouter(prefix="/v1", tags=["runs"], responses={401: {"model": Problem}})
 NOT_FOUND = {404: {"model": Problem}}
@@ -215,20 +215,8 @@ def best_file(run_id: str, key: KeyDep, session: SessionDep) -> Response:
     best = session.get(Candidate, run.best_candidate_id) if run.best_candidate_id else None
     if best is None:
         raise HTTPException(404, f"run {run_id} has no evaluated candidate yet")
-    tests = session.scalars(select(Evaluation).where(Evaluation.candidate_id == best.id)).all()
-    verified = best.stats.get("verification")
-    lines = [f'"""{best.name}: discovered by Discovery run {run.id}.', "",
-             f"Target: {run.target}; proposer: {run.proposer.get('kind')}; profile: {run.profile}; seed: {run.seed}.",
-             f"Candidate #{best.index} ({best.id}): {score_text(best.verified_score, verified)}",
-             "(1.0 = the warm start, 0.0 = a random policy).", f"Verdict: {discovery_of(run).message}.", ""]
-    for e in sorted(tests, key=lambda e: (e.phase, e.round, e.env)):
-        if e.normalised_score is not None:
-            lines.append(f"  {e.phase:7} {e.env:24} {score_text(e.normalised_score, (e.stats or {}).get('comparison'))}"
-                         f"  return {e.final_return:.2f}")
-    if best.thought:
-        lines += ["", "Idea: " + best.thought.replace('"""', "'''")]
-    lines.append('"""')
-    body = "\n".join(lines) + "\n\n" + best.code
+    evaluations = list(session.scalars(select(Evaluation).where(Evaluation.candidate_id == best.id)))
+    body = export.best_file(run, best, evaluations, discovery_of(run).message)
     return Response(body, media_type="text/x-python",
                     headers={"Content-Disposition": f'attachment; filename="{run.target}_{run.id[:8]}.py"'})
 
