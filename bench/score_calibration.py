@@ -15,7 +15,7 @@ trainer's program (in this process, project code only):
    from the crippled drift);
 6. the smallest improvement the default budget detects at 80% power, and the CPU seconds a decided verdict costs.
 Run: .venv/bin/python bench/score_calibration.py [--envs CartPole-v1 Breakout-MinAtar] [--profile quick]
-     [--sets 20] [--budget 16] [--anchor-seeds 32] [--no-lane-check]
+     [--sets 20] [--budget 16] [--anchor-seeds 64] [--metric final|auc] [--no-lane-check]
 """
 
 from __future__ import annotations
@@ -106,9 +106,17 @@ def lane_independence(env: str, profile: str, seeds: list[int], in_32_lanes: np.
     print(f"  Mann-Whitney 2 vs 32 lanes: p = {stats.mannwhitneyu(lanes[2], lanes[32]).pvalue:.3f}")
 
 
-def calibrate(env: str, profile: str, sets: int, budget: int, anchor_count: int, lane_check: bool) -> None:
-    print(f"== {env} ({profile}): anchor {anchor_count} seeds, {sets} sets of {budget} fresh seeds", flush=True)
-    anchor_returns, anchor_random, cpu_per_lane = train(WARM, env, profile, anchor_seeds(anchor_count), 32)
+def scored(code: str, seeds: list[int], final: np.ndarray, metric: Metric) -> np.ndarray:
+    """The per-seed returns the verdict is made of: the final ones, or the whole-training means (`auc`)."""
+    return final if metric == Metric.final else np.asarray([AUC[(code, s)] for s in seeds])
+
+
+def calibrate(env: str, profile: str, sets: int, budget: int, anchor_count: int, lane_check: bool,
+              metric: Metric) -> None:
+    print(f"== {env} ({profile}): anchor {anchor_count} seeds, {sets} sets of {budget} fresh seeds, metric {metric}",
+          flush=True)
+    anchor_final, anchor_random, cpu_per_lane = train(WARM, env, profile, anchor_seeds(anchor_count), 32)
+    anchor_returns = scored(WARM, anchor_seeds(anchor_count), anchor_final, metric)
     print(f"anchor: return {interval(anchor_returns)}, random {anchor_random.mean():.2f}, "
           f"CPU {cpu_per_lane:.2f} s per lane")
 
@@ -119,7 +127,7 @@ def calibrate(env: str, profile: str, sets: int, budget: int, anchor_count: int,
     anchor = normalise(anchor_returns)
     pool_seeds = [POOL_SEED_BASE + i for i in range(sets * budget)]
     pool_returns, _, _ = train(WARM, env, profile, pool_seeds, 32)
-    pool = normalise(pool_returns).reshape(sets, budget)
+    pool = normalise(scored(WARM, pool_seeds, pool_returns, metric)).reshape(sets, budget)
     outcomes = [race(row, anchor, budget) for row in pool]
     share = {v: sum(o == v for o, _ in outcomes) / sets for v in Verdict}
     print(f"warm start vs anchor, {sets} races: better {share[Verdict.better]:.0%} (goal <= 5%), "
@@ -133,14 +141,14 @@ def calibrate(env: str, profile: str, sets: int, budget: int, anchor_count: int,
 
     crippled_seeds = [POOL_SEED_BASE + 10**6 + i for i in range(sets * 2)]
     crippled_returns, _, _ = train(CRIPPLED, env, profile, crippled_seeds, 32)
-    crippled = normalise(crippled_returns).reshape(sets, 2)
+    crippled = normalise(scored(CRIPPLED, crippled_seeds, crippled_returns, metric)).reshape(sets, 2)
     # A race stops at its first decided round; a crippled drift's first round is its 2 seeds.
     first_round = [compare([row], [anchor], looks=len(race_rounds(budget))).verdict for row in crippled]
     worse = sum(v is Verdict.worse for v in first_round) / sets
     print(f"crippled drift (score {crippled.mean():.2f}): called worse after its first round of 2 seeds in "
           f"{worse:.0%} of {sets} races (goal >= 80%; undecided ones would go on to 8 seeds)")
 
-    signal_to_noise(env, anchor_seeds(anchor_count), crippled_seeds, anchor_returns, crippled_returns)
+    signal_to_noise(env, anchor_seeds(anchor_count), crippled_seeds, anchor_final, crippled_returns)
     if lane_check:
         lane_independence(env, profile, pool_seeds[:32], pool_returns[:32])
 
@@ -160,13 +168,16 @@ def main() -> None:
     parser.add_argument("--profile", default="quick")
     parser.add_argument("--sets", type=int, default=20)
     parser.add_argument("--budget", type=int, default=16, help="verification seeds per race (the quick default)")
-    parser.add_argument("--anchor-seeds", type=int, default=32)
+    parser.add_argument("--anchor-seeds", type=int, default=64)
     parser.add_argument("--no-lane-check", action="store_true", help="skip training 32 seeds twice more")
+    parser.add_argument("--metric", choices=[m.value for m in Metric], default=Metric.final.value,
+                        help="the per-seed return the verdicts are made of (the service's default: final)")
     args = parser.parse_args()
     if args.sets * args.budget < 32 and not args.no_lane_check:
         parser.error("the lane check reuses 32 pool seeds: give --sets x --budget >= 32, or --no-lane-check")
     for env in args.envs:
-        calibrate(env, args.profile, args.sets, args.budget, args.anchor_seeds, not args.no_lane_check)
+        calibrate(env, args.profile, args.sets, args.budget, args.anchor_seeds, not args.no_lane_check,
+                  Metric(args.metric))
 
 
 if __name__ == "__main__":

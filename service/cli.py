@@ -64,10 +64,13 @@ def evaluate(
     seeds: Annotated[str, typer.Option(help="comma-separated seeds")] = "0,1",
     learning_rate: Annotated[str, typer.Option(help="fixed (the published rate) or grid (chosen on --seeds, "
                                                "scored on as many fresh seeds)")] = "fixed",
+    metric: Annotated[str, typer.Option(help="the per-seed return scored: final (the last tenth of training) or "
+                                        "auc (all of training)")] = "final",
     as_json: JsonFlag = False,
 ) -> None:
     """Evaluate one candidate (in the sandbox) and print returns, learning rate, score and timings."""
     from service.evaluation import EvaluationFailed, evaluate_code
+    from workers.results import Metric
 
     settings = get_settings()
     if code is not None and not code.is_file():
@@ -85,22 +88,25 @@ def evaluate(
         fail(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
     if learning_rate not in ("fixed", "grid"):
         fail(f"--learning-rate must be fixed or grid, got {learning_rate!r}")
+    if metric not in ("auc", "final"):
+        fail(f"--metric must be auc or final, got {metric!r}")
     source = code.read_text() if code is not None else TARGETS[target].warm_start
     seed_list = _parse_seeds(seeds)
     require_sandbox(as_json)
 
-    table = Table(title=f"{target} candidate ({code or 'warm start'}), profile {profile}, seeds {seed_list}")
+    table = Table(title=f"{target} candidate ({code or 'warm start'}), profile {profile}, seeds {seed_list}, "
+                        f"metric {metric}")
     for column in ("env", "return", "per seed", "lr", "anchor (seeds)", "random", "score (95% CI)", "p(improve)",
                    "verdict", "compile s", "train s"):
         table.add_column(column, justify="left" if column == "env" else "right")
     results = []
     for name in envs:
         try:
-            scored = evaluate_code(settings, target, source, name, profile, seed_list, learning_rate)
+            scored = evaluate_code(settings, target, source, name, profile, seed_list, learning_rate, Metric(metric))
         except EvaluationFailed as exc:
             fail(str(exc), EXIT_BAD_INPUT if exc.outcome == "invalid" else EXIT_FAILED)
         r, anchor, comparison = scored.result, scored.anchor, scored.scored.comparison
-        results.append({"env": name, "score": comparison.score, "score_ci": comparison.ci,
+        results.append({"env": name, "metric": metric, "score": comparison.score, "score_ci": comparison.ci,
                         "p_improvement": comparison.p_improvement, "verdict": comparison.verdict,
                         "seeds": comparison.seeds, "scores": scored.scored.scores,
                         "score_basis": scored.scored.basis, "anchor": scored.scored.anchor.model_dump(mode="json")
@@ -117,8 +123,8 @@ def evaluate(
         print(json.dumps(results))
     else:
         console.print(table)
-        console.print("score: the mean normalised return over the seeds against the anchor (the warm start's own "
-                      "artifact on its own seeds = 1.0); the verdict is at 95% confidence", markup=False)
+        console.print(f"score: the mean normalised {metric} return over the seeds against the anchor (the warm start's "
+                      "own artifact on its own seeds = 1.0); the verdict is at 95% confidence")
 
 
 @app.command()

@@ -240,7 +240,7 @@ def env_score(result: EnvResult, anchor: Anchor, confidence: float = 0.95, metri
 
 
 def evaluate_code(settings: Settings, target: str, code: str, env: str, profile: str, seeds: list[int],
-                  protocol: str = "fixed") -> ScoredResult:
+                  protocol: str = "fixed", metric: Metric = Metric.final) -> ScoredResult:
     """Trace and train `code` on one environment and score it; raise EvaluationFailed if it failed.
 
     Under `grid` the rate is chosen on `seeds` and the score measured on as many fresh seeds after them.
@@ -254,4 +254,5 @@ def evaluate_code(settings: Settings, target: str, code: str, env: str, profile:
                                               [None])
     if evaluation.result is None:
         raise EvaluationFailed(evaluation.outcome.value, (evaluation.error or "no result").splitlines()[0])
-    return ScoredResult(result=evaluation.result, anchor=anchor, scored=env_score(evaluation.result, anchor))
+    return ScoredResult(result=evaluation.result, anchor=anchor,
+                        scored=env_score(evaluation.result, anchor, metric=metric))

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ANCHOR_SEEDS = {"smoke": 32, "quick": 32, "full": 32}
+ANCHOR_SEEDS = {"smoke": 64, "quick": 64, "full": 32}
 
 
 class Settings(BaseSettings):

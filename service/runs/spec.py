@@ -187,7 +187,8 @@ class RunSpec(Strict):
     metric: Literal["final", "auc"] = Field(
         default="final", description="the per-seed return a score is made of: `final`, the mean return of the episodes "
         "that ended in the last tenth of training; `auc`, of every episode of training (the area under the "
-        "learning curve). Both are stored with every evaluation")
+        "learning curve: less noisy, but it dilutes an improvement in where training ends). Both are stored with "
+        "every evaluation")
     confidence: float = Field(default=0.95, ge=0.5, le=0.999,
                               description="of every interval and verdict: `better` only when the whole interval of "
                                           "the candidate's verified score lies above the warm start's")

@@ -129,7 +129,7 @@ def test_cli_evaluate_prints_json_for_scripts(tmp_path) -> None:  # noqa: ANN001
     assert out.returncode == 0, out.stderr[-2000:]
     [scored] = json.loads(out.stdout)
     assert scored["result"]["env"] == "CartPole-v1" and scored["result"]["seeds"] == [0]
-    assert scored["anchor"]["warm_return"] > scored["anchor"]["random_return"] and scored["anchor"]["seeds"] == 32
+    assert scored["anchor"]["warm_return"] > scored["anchor"]["random_return"] and scored["anchor"]["seeds"] == 64
     assert isinstance(scored["score"], float) and scored["seeds"] == 1 and len(scored["score_ci"]) == 2
     assert scored["verdict"] in ("better", "worse", "inconclusive") and 0.0 <= scored["p_improvement"] <= 1.0
 

@@ -141,5 +141,5 @@ def test_verdict_fields_reach_the_json_of_discovery_evaluate(tmp_path: Path, cac
     assert done.returncode == 0, done.stderr
     [row] = json.loads(done.stdout)
     assert row["verdict"] in ("inconclusive", "worse", "better") and len(row["score_ci"]) == 2
-    assert row["seeds"] == 2 and len(row["scores"]) == 2 and row["anchor"]["seeds"] == 32
+    assert row["seeds"] == 2 and len(row["scores"]) == 2 and row["anchor"]["seeds"] == 64
     assert row["score_ci"][0] < row["score"] < row["score_ci"][1] and 0.0 <= row["p_improvement"] <= 1.0
