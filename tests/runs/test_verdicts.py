@@ -129,7 +129,7 @@ def test_a_run_that_beats_nothing_says_so_on_every_face(runtime: Runtime, llm: S
         browser = httpx.Client(base_url=url, timeout=30, follow_redirects=True)
         assert browser.post("/login", data={"api_key": key}).status_code == 200
         page = browser.get(f"/runs/{run_id}").text
-        assert "No discovery" in page and message in " ".join(page.split())
+        assert f"{message[0].upper()}{message[1:]}." in " ".join(page.split())
 
 
 def test_verdict_fields_reach_the_json_of_discovery_evaluate(tmp_path: Path, cache_dir: Path) -> None:  # noqa: F811

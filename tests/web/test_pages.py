@@ -90,7 +90,8 @@ def test_a_run_page_shows_the_chart_leaderboard_meta_test_and_budget(alice_page:
     with session_scope(web.runtime.factory) as session:
         best = session.get(Candidate, run.best_id)
         verdict, verified = best.verdict, best.stats.get("verification")
-    expect(page.locator("#discovery")).to_contain_text("Discovery:" if verdict == "better" else "No discovery:")
+    expect(page.locator("#discovery")).to_contain_text("A discovery: the best candidate beats the warm start"
+                                                       if verdict == "better" else "No candidate beat the warm start")
     if verified:
         expect(page.locator("#summary")).to_contain_text(f"95% CI {verified['ci'][0]:.2f}–{verified['ci'][1]:.2f}")
         expect(page.locator("#summary .verdict-" + verdict)).to_have_text(verdict)
