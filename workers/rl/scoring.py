@@ -1,11 +1,11 @@
 """Scoring, on the worker: raw training arrays into returns, curves and normalised scores (NumPy only).
 
 The trainer returns, per lane, the sum of returns and the number of episodes that ended in each
-update. Here they become the mean final return per learning rate and seed, a learning curve, and
-the score (R - R_random) / (R_warm - R_random), with both baselines measured on the same seeds and
-profile: 1.0 is as good as the hand-made algorithm, 0.0 no better than acting at random (a return
-ratio, flagged, when the warm start is within noise of random). Values that
-no honest training run can produce (a CartPole episode above 500) are refused here.
+update. Here they become the final and the whole-training mean return per learning rate and seed, a
+learning curve, and a seed's score (R - R_random) / (R_warm - R_random) against the anchor's means
+(`workers/anchor.py`): 1.0 is as good as the hand-made algorithm, 0.0 no better than acting at random
+(a return ratio, flagged, when the warm start is within noise of random). Values that no honest
+training run can produce (a CartPole episode above 500) are refused here.
 """
 
 from __future__ import annotations
