@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from pydantic import BaseModel, computed_field
+from pydantic import BaseModel
 
 from workers.results import EnvResult, EvaluationResult, Metric, Outcome, ScoreBasis
 from workers.rl.envs import get_env_spec
@@ -32,32 +32,55 @@ def anchor_seeds(count: int) -> list[int]:
 
 
 class Anchor(BaseModel):
-    """The warm start's and a random policy's returns per seed on one environment, profile and seed set."""
+    """The warm start's training result on the anchor seeds (its artifact's), with a random policy's returns.
+
+    Everything else (seeds, rates, means, timings) is read off `result`, so nothing stored can disagree with it.
+    """
 
     env: str
     profile: str
     artifact_sha256: str  # the warm start's artifact that was trained
-    seeds: list[int]
-    learning_rates: list[float]  # what the warm start was trained with
-    best_lr: float  # the best of them on these seeds
-    mean_returns: list[float]  # per learning rate, the mean over seeds
-    warm_returns: list[float]  # per seed, at best_lr
+    result: EnvResult  # the whole training result (returns, curves, timings): the warm start's search row
     random_returns: list[float]  # per seed, whole episodes of a uniformly random policy
     return_floor: float  # the lowest return an episode can have (the return ratio's zero)
-    result: EnvResult  # the whole training result (curves, diagnostics), shown as the warm start's search row
-    compile_seconds: float = 0.0
-    train_seconds: float | None = None  # for all lanes (`lanes` = learning rates × seeds)
-    lanes: int = 1
 
-    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def seeds(self) -> list[int]:
+        return self.result.seeds
+
+    @property
+    def best_lr(self) -> float:
+        return self.result.best_lr
+
+    @property
+    def mean_returns(self) -> list[float]:
+        """Per learning rate, the mean final return over the seeds."""
+        return [sum(row) / len(row) for row in self.result.returns]
+
+    @property
+    def warm_returns(self) -> list[float]:
+        """Per seed, the final return at the best learning rate."""
+        return self.result.per_seed(Metric.final)
+
     @property
     def warm_return(self) -> float:
         return sum(self.warm_returns) / len(self.warm_returns)
 
-    @computed_field  # type: ignore[prop-decorator]
     @property
     def random_return(self) -> float:
         return sum(self.random_returns) / len(self.random_returns)
+
+    @property
+    def compile_seconds(self) -> float:
+        return self.result.compile_seconds
+
+    @property
+    def train_seconds(self) -> float:
+        return self.result.train_seconds
+
+    @property
+    def lanes(self) -> int:
+        return len(self.result.learning_rates) * len(self.result.seeds)
 
     def normalise(self, returns: list[float], metric: Metric = Metric.final) -> tuple[list[float], ScoreBasis]:
         """Per-seed returns (by `metric`) as normalised scores against this anchor (its own mean scores 1.0)."""
@@ -75,7 +98,7 @@ class AnchorError(RuntimeError):
 
 
 def _key(env: str, profile: str, seeds: list[int], learning_rates: list[float], artifact_sha256: str) -> str:
-    digest = hashlib.sha256(f"v4|{env}|{profile}|{seeds}|{learning_rates}|{artifact_sha256}".encode()).hexdigest()
+    digest = hashlib.sha256(f"v5|{env}|{profile}|{seeds}|{learning_rates}|{artifact_sha256}".encode()).hexdigest()
     return f"{env}-{profile}-{digest[:20]}"
 
 
@@ -91,15 +114,8 @@ def get_anchor(env: str, profile: str, seeds: list[int], learning_rates: list[fl
     result = measure()
     if result.outcome is not Outcome.ok or result.result is None or not result.result.random_returns:
         raise AnchorError(f"the warm start failed on {env} ({result.outcome}): {result.error}")
-    r = result.result
-    best = r.learning_rates.index(r.best_lr)
-    anchor = Anchor(
-        env=env, profile=profile, artifact_sha256=artifact_sha256, seeds=seeds, learning_rates=r.learning_rates,
-        best_lr=r.best_lr, mean_returns=[sum(row) / len(row) for row in r.returns],
-        warm_returns=r.returns[best], random_returns=r.random_returns,
-        return_floor=get_env_spec(env).return_range[0], result=r, compile_seconds=r.compile_seconds,
-        train_seconds=r.train_seconds, lanes=len(r.learning_rates) * len(seeds),
-    )
+    anchor = Anchor(env=env, profile=profile, artifact_sha256=artifact_sha256, result=result.result,
+                    random_returns=result.result.random_returns, return_floor=get_env_spec(env).return_range[0])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(anchor.model_dump(mode="json")))

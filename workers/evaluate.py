@@ -53,7 +53,7 @@ def artifact_sha256(artifact: str) -> str:
 
 def candidate_timeout(profile: str, anchor: Anchor | None, lanes: int) -> float:
     """How long a batch of `lanes` may train: a multiple of the warm start's measured time per lane."""
-    if anchor is None or anchor.train_seconds is None:
+    if anchor is None:
         return BASELINE_TIMEOUT_SECONDS[profile]
     per_lane = anchor.train_seconds / max(1, anchor.lanes)
     return DEADLINE_SLACK_SECONDS + 2.0 * anchor.compile_seconds + DEADLINE_FACTOR * per_lane * lanes

@@ -26,6 +26,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import session_scope
 from service.db.models import RUN_FINAL_STATUSES, Candidate, Evaluation, Event, Job, Run
+from service.keys import create_key
+from service.runs.runner import start_run
+from service.runs.spec import RunSpec
+from service.runtime import Runtime
 from workers.targets import TARGETS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -210,6 +214,24 @@ def read_report(factory: sessionmaker[Session], run_id: str) -> RunReport:
         events = list(session.scalars(select(Event).where(Event.run_id == run_id).order_by(Event.id)))
         return RunReport(run, [c for c in rows if c.reference is None], [c for c in rows if c.reference is not None],
                          evaluations, jobs, events)
+
+
+def run_as_new_key(runtime: Runtime, spec: RunSpec, timeout: float) -> tuple[str, str]:
+    """Start `spec` as the run of a fresh API key and wait until it completes: (the key, the run id)."""
+    with session_scope(runtime.factory) as session:
+        key, row = create_key(session, "tester")
+        owner = row.id
+    run_id = start_run(runtime, spec, owner_key_id=owner)
+    assert wait_for_final(runtime.factory, run_id, timeout=timeout) == "completed"
+    return key, run_id
+
+
+def cli(api_url: str, key: str, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`discovery ARGS` against the API at `api_url` as `key`, with nothing of the user's environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISCOVERY_")}
+    env.update(DISCOVERY_API_URL=api_url, DISCOVERY_API_KEY=key, DISCOVERY_CACHE_DIR=str(home))
+    return subprocess.run([sys.executable, "-m", "service.cli", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=60)
 
 
 def count_rows(factory: sessionmaker[Session], model: type, *where: object) -> int:

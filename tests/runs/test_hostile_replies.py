@@ -16,13 +16,11 @@ from service.api.app import create_app
 from service.db import session_scope
 from service.db.models import Candidate, Run
 from service.db.text import THOUGHT_CHARS, storable
-from service.keys import create_key
-from service.runs.runner import start_run
 from service.runs.spec import RunSpec
 from service.runtime import Runtime
 from tests.api.conftest import uvicorn_in_thread
 from tests.proposers.scripted_llm import ScriptedLLM, completion
-from tests.runs.conftest import REPO, cache_dir, wait_for_final  # noqa: F401
+from tests.runs.conftest import REPO, cache_dir, cli, run_as_new_key  # noqa: F401
 from tests.runs.test_llm_run import SQUARED, WIDER_CLIP, llm, runtime  # noqa: F401
 
 MARKUP_NAME = "[/] [bold red]not bold[/bold red] [link=https://evil.example]x"
@@ -46,11 +44,7 @@ def test_a_hostile_reply_is_stored_cleaned_and_printed_as_it_is(runtime: Runtime
         "target": "lpo", "profile": "smoke", "environments": {"train": ["CartPole-v1"], "test": ["CartPole-v1"]},
         "concurrency": 1, "seeds_per_eval": 1, "metatest_seeds": 1, "verification_seeds": 2,
         "budget": {"candidates": 2}, "proposer": {"kind": "llm", "model": "scripted-model"}})
-    with session_scope(runtime.factory) as session:
-        key, row = create_key(session, "hostile")
-        owner = row.id
-    run_id = start_run(runtime, spec, owner_key_id=owner)
-    assert wait_for_final(runtime.factory, run_id, timeout=400) == "completed"
+    key, run_id = run_as_new_key(runtime, spec, timeout=400)
     with session_scope(runtime.factory) as session:
         run = session.get(Run, run_id)
         first, second = session.scalars(select(Candidate).where(Candidate.run_id == run_id, Candidate.index > 0)
@@ -60,15 +54,9 @@ def test_a_hostile_reply_is_stored_cleaned_and_printed_as_it_is(runtime: Runtime
         assert run.tokens_used == 2 * 1200  # both calls counted
         markup_id = second.id
     with uvicorn_in_thread(create_app(runtime)) as url:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DISCOVERY_")}
-        env.update(DISCOVERY_API_URL=url, DISCOVERY_API_KEY=key, DISCOVERY_CACHE_DIR=str(tmp_path))
-        for command in (["candidates", "show", markup_id], ["runs", "show", run_id]):
-            shown = subprocess.run([sys.executable, "-m", "service.cli", *command], cwd=REPO, env=env,
-                                   capture_output=True, text=True, timeout=60)
-            assert shown.returncode == 0, shown.stderr
-        assert MARKUP_NAME in subprocess.run([sys.executable, "-m", "service.cli", "candidates", "show", markup_id],
-                                             cwd=REPO, env=env, capture_output=True, text=True,
-                                             timeout=60).stdout.replace("\n", "")
+        candidate = cli(url, key, tmp_path, "candidates", "show", markup_id)
+        assert candidate.returncode == 0 and MARKUP_NAME in candidate.stdout.replace("\n", ""), candidate.stderr
+        assert cli(url, key, tmp_path, "runs", "show", run_id).returncode == 0
 
 
 def test_an_unknown_proposer_is_refused_in_one_line(tmp_path: Path) -> None:

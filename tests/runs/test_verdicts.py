@@ -19,14 +19,13 @@ from service.api.app import create_app
 from service.db import session_scope
 from service.db.models import Candidate, Event, EventType, Run
 from service.evaluation import anchor_for, trace_code, train_artifacts, warm_artifact
-from service.keys import create_key
 from service.runs.orchestrator import race_rounds
 from service.runs.runner import start_run
 from service.runs.spec import RunSpec
 from service.runtime import Runtime
 from tests.api.conftest import uvicorn_in_thread
 from tests.proposers.scripted_llm import ScriptedLLM
-from tests.runs.conftest import REPO, cache_dir, wait_for_final  # noqa: F401
+from tests.runs.conftest import REPO, cache_dir, cli, run_as_new_key, wait_for_final  # noqa: F401
 from tests.runs.test_llm_run import llm, reply, runtime  # noqa: F401
 from workers.results import Verdict
 from workers.rl.envs import get_env_spec
@@ -101,11 +100,7 @@ def test_a_run_that_beats_nothing_says_so_on_every_face(runtime: Runtime, llm: S
         "seeds_per_eval": 2, "metatest_seeds": 2, "budget": {"candidates": 1},
         "proposer": {"kind": "llm", "model": "scripted-model"},
     })
-    with session_scope(runtime.factory) as session:
-        key, row = create_key(session, "verdicts")
-        owner = row.id
-    run_id = start_run(runtime, spec, owner_key_id=owner)
-    assert wait_for_final(runtime.factory, run_id, timeout=600) == "completed"
+    key, run_id = run_as_new_key(runtime, spec, timeout=600)
     with session_scope(runtime.factory) as session:
         run = session.get(Run, run_id)
         crippled = session.query(Candidate).filter_by(run_id=run_id, index=1).one()
@@ -121,11 +116,8 @@ def test_a_run_that_beats_nothing_says_so_on_every_face(runtime: Runtime, llm: S
         assert shown["discovery"] == {"found": False, "verdict": None, "confidence": 0.95, "verification_seeds": 16,
                                       "message": message}
         assert f"Verdict: {message}." in api.get(f"/v1/runs/{run_id}/best.py").text
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DISCOVERY_")}
-        env.update(DISCOVERY_API_URL=url, DISCOVERY_API_KEY=key, DISCOVERY_CACHE_DIR=str(tmp_path))
-        cli = subprocess.run([sys.executable, "-m", "service.cli", "runs", "show", run_id], cwd=REPO, env=env,
-                             capture_output=True, text=True, timeout=60)
-        assert cli.returncode == 0 and f"verdict: {message}" in " ".join(cli.stdout.split()), cli.stdout + cli.stderr
+        shown = cli(url, key, tmp_path, "runs", "show", run_id)
+        assert shown.returncode == 0 and f"verdict: {message}" in " ".join(shown.stdout.split()), shown.stderr
         browser = httpx.Client(base_url=url, timeout=30, follow_redirects=True)
         assert browser.post("/login", data={"api_key": key}).status_code == 200
         page = browser.get(f"/runs/{run_id}").text
