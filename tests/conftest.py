@@ -15,11 +15,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pytest
+# Hermetic: the suite, and every process it starts, has a home of its own, set before any settings are read. A
+# user's caches and local identity (`make demo` leaves one in ~/.cache/discovery) are never read or written.
+os.environ["HOME"] = tempfile.mkdtemp(prefix="discovery-tests-home-")
+os.environ.pop("XDG_CACHE_HOME", None)
+
+import pytest  # noqa: E402
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
