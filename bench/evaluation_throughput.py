@@ -88,7 +88,8 @@ def main() -> None:
         cold = time.perf_counter() - started
         print(f"efficiency {env} batch=1: {bare_seconds / cold:.3f}")
         print(f"  {CANDIDATES / cold * 3600:.0f} candidates/hour ({cold:.1f} s for {CANDIDATES}; "
-              f"scores {' '.join(f'{s:.2f}' for s in scores)})", flush=True)
+              f"point scores on {len(seeds)} seeds, no interval, a sanity check only: "
+              f"{' '.join(f'{s:.2f}' for s in scores)})", flush=True)
 
         through_worker(settings, env, args.profile, seeds, codes[:1])  # the trainer is up and warm
         started = time.perf_counter()
@@ -96,7 +97,8 @@ def main() -> None:
         warm = time.perf_counter() - started
         print(f"efficiency {env} batch={CANDIDATES}: {bare_seconds / warm:.3f}")
         print(f"  {CANDIDATES / warm * 3600:.0f} candidates/hour ({warm:.1f} s for {CANDIDATES}: {where}; "
-              f"scores {' '.join(f'{s:.2f}' for s in scores)})", flush=True)
+              f"point scores on {len(seeds)} seeds, no interval, a sanity check only: "
+              f"{' '.join(f'{s:.2f}' for s in scores)})", flush=True)
     POOL.close()
 
 
