@@ -248,10 +248,15 @@ def evaluate_code(settings: Settings, target: str, code: str, env: str, profile:
     traced = trace_code(settings, target, code)
     if traced.outcome is not Outcome.ok or traced.artifact is None:
         raise EvaluationFailed(traced.outcome.value, (traced.error or "no artifact").splitlines()[0])
+    return score_artifact(settings, target, traced.artifact, env, profile, seeds, protocol, metric)
+
+
+def score_artifact(settings: Settings, target: str, artifact: str, env: str, profile: str, seeds: list[int],
+                   protocol: str = "fixed", metric: Metric = Metric.final) -> ScoredResult:
+    """Train a traced artifact on one environment and score it (`evaluate_code` after the tracer)."""
     plan = SeedPlan(score=seeds) if protocol == "fixed" else SeedPlan(
         choose=seeds, score=[max(seeds) + 1 + i for i in range(len(seeds))])
-    [evaluation], anchor = evaluate_artifacts(settings, target, env, profile, protocol, plan, [traced.artifact],
-                                              [None])
+    [evaluation], anchor = evaluate_artifacts(settings, target, env, profile, protocol, plan, [artifact], [None])
     if evaluation.result is None:
         raise EvaluationFailed(evaluation.outcome.value, (evaluation.error or "no result").splitlines()[0])
     return ScoredResult(result=evaluation.result, anchor=anchor,

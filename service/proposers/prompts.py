@@ -10,6 +10,7 @@ from string import Template
 from service.data_dirs import data_dir
 from service.proposers.base import HistorySettings, ProposalContext
 from service.proposers.history import render_sections, select_history
+from workers.sandbox.static_check import describe_subset
 from workers.targets import Target
 
 PROMPTS_DIR = data_dir("prompts")
@@ -32,6 +33,7 @@ def system_prompt(target: Target, prompts_dir: Path = PROMPTS_DIR) -> str:
         returns=target.returns,
         inputs=inputs,
         rules=rules,
+        subset=describe_subset(target),
     )
 
 

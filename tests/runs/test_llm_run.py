@@ -188,8 +188,9 @@ def test_a_behavioural_duplicate_and_a_rule_breaker_are_recorded_and_never_train
     assert "should be zero at ratio = 1" in "\n".join(llm.user_messages(2))
 
 
-# A forger owns its tracer process (tests/trainer/test_forgeries.py shows how it reaches the builtins): here it
-# rewrites the fingerprint its tracer reports. The fingerprint can only keep a candidate from training.
+# A forger that owned its tracer process (tests/trainer/test_forgeries.py shows how it reached the builtins) could
+# rewrite the fingerprint its tracer reports. The subset the static check allows keeps it out of the tracer: it is
+# refused in the worker before any process runs it, and nothing of it trains.
 FORGE_FINGERPRINT = '''
 import jax
 import jax.numpy as jnp
@@ -198,7 +199,7 @@ g = getattr
 builtins = g(print, "_" * 2 + "self" + "_" * 2)
 load = g(builtins, "_" * 2 + "import" + "_" * 2)
 sys = load("sys")
-tracer = sys.modules["_" * 2 + "main" + "_" * 2]  # python -m workers.sandbox.tracer
+tracer = sys.modules["workers.sandbox.tracer"]
 honest_writer = tracer.write_result
 
 
@@ -213,10 +214,6 @@ POSE_AS_WARM_START = FORGE_FINGERPRINT.replace('"FORGED"', '"WARM"') + '''
 def drift(ratio, advantage, epsilon):
     return 0.5 * (ratio - 1.0) ** 2 * jnp.abs(advantage)
 '''
-GARBAGE_FINGERPRINT = FORGE_FINGERPRINT + '''
-def drift(ratio, advantage, epsilon):
-    return 0.25 * (ratio - 1.0) ** 2 * jnp.abs(advantage)
-'''
 HIDE_A_DUPLICATE = FORGE_FINGERPRINT.replace('"FORGED"', '"f" * 64') + '''
 def drift(ratio, advantage, epsilon):
     clipped = jnp.clip(ratio, 1.0 - epsilon, 1.0 + epsilon)
@@ -224,26 +221,19 @@ def drift(ratio, advantage, epsilon):
 '''
 
 
-def test_a_forged_fingerprint_buys_no_score(runtime: Runtime, llm: ScriptedLLM) -> None:
-    # The forger knows what the warm start computes (it can compute it in its own process).
+def test_a_fingerprint_forger_is_refused_before_its_tracer_runs(runtime: Runtime, llm: ScriptedLLM) -> None:
     warm_fingerprint = trace_code(runtime.settings, "lpo", get_target("lpo").warm_start).fingerprint
     pose = POSE_AS_WARM_START.replace('"WARM"', repr(warm_fingerprint))
-    llm.script += [reply("pose", pose), reply("hide", HIDE_A_DUPLICATE), reply("garbage", GARBAGE_FINGERPRINT)]
-    run_id = start_run(runtime, llm_spec(candidates=3))
+    llm.script += [reply("pose", pose), reply("hide", HIDE_A_DUPLICATE)] * 2  # each is sent back once to repair
+    run_id = start_run(runtime, llm_spec(candidates=2))
     assert wait_for_final(runtime.factory, run_id, 300) == "completed"
     with session_scope(runtime.factory) as session:
         run = session.get(Run, run_id)
-        warm, pose_as_warm, hidden, garbage = session.scalars(
-            select(Candidate).where(Candidate.run_id == run_id, Candidate.index >= 0).order_by(Candidate.index)).all()
+        forgers = session.scalars(
+            select(Candidate).where(Candidate.run_id == run_id, Candidate.index >= 1).order_by(Candidate.index)).all()
         trained = set(session.scalars(select(Evaluation.candidate_id).join(Candidate)
                                       .where(Candidate.run_id == run_id)))
-        # Posing as the warm start only keeps its own (better) drift from being trained: no score, no best.
-        assert pose_as_warm.duplicate_of == warm.id and pose_as_warm.score is None
-        assert pose_as_warm.id not in trained and run.best_candidate_id != pose_as_warm.id
-        # Hiding a duplicate gets it trained like any candidate: its score is what its training measured.
-        assert hidden.id in trained and hidden.outcome == "ok" and hidden.duplicate_of is None
-        measured = session.scalars(select(Evaluation.normalised_score).where(Evaluation.candidate_id == hidden.id,
-                                                                           Evaluation.phase == "train")).all()
-        assert hidden.score == pytest.approx(sum(measured) / len(measured))
-        # A fingerprint that is not one (it would be stored and compared) makes the whole result unreadable.
-        assert garbage.outcome == "error" and "unreadable result" in garbage.error and garbage.id not in trained
+        assert [c.outcome for c in forgers] == ["invalid", "invalid"]
+        assert all("`getattr` is not allowed" in c.error and c.duplicate_of is None for c in forgers)
+        assert all(c.id not in trained and c.score is None for c in forgers)
+        assert run.best_candidate_id not in {c.id for c in forgers}

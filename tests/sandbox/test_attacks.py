@@ -72,7 +72,7 @@ ATTACKS = [
     Attack("fill_disk", in_function("""
         with open("/tmp/big", "wb") as f:
             for _ in range(400):
-                f.write(b"x" * 1024 * 1024)"""), Outcome.invalid, "`open`"),
+                f.write(b"x" * 1024 * 1024)"""), Outcome.invalid, "`with` statements"),
     Attack("tcp_to_loopback", in_function(f"""
         import socket
         s = socket.create_connection(("127.0.0.1", @PORT@), timeout=2)
@@ -114,12 +114,12 @@ ATTACKS = [
            "`__import__`"),
     Attack("getattr_builtins", in_function("""
         opener = getattr(__builtins__, "g" + "et")("op" + "en")
-        opener("@MARKER@", "w").write("pwned")"""), Outcome.invalid, "literal attribute name"),
+        opener("@MARKER@", "w").write("pwned")"""), Outcome.invalid, "`getattr` is not allowed"),
     Attack("subclasses_walk", in_function(f"""
         for cls in ().__class__.__base__.__subclasses__():
             if cls.__name__ == "_wrap_close":
                 cls.__init__.__globals__["system"]("mkdir -p $(dirname @MARKER@); touch @MARKER@")
-        {FINISH}"""), Outcome.invalid, "dunder attribute"),
+        {FINISH}"""), Outcome.invalid, "`for` loops"),
     Attack("format_string_dunder", in_function(f'print("{{0.__class__.__mro__}}".format(rewards))\n{FINISH}'),
            Outcome.invalid, "double underscores"),
     Attack("pure_callback", in_function("""
@@ -150,11 +150,12 @@ ATTACKS = [
         for _ in range(100000):
             threading.Thread(target=time.sleep, args=(60,), daemon=True).start()"""),
            Outcome.invalid, "`import threading`"),
-    Attack("memory_bomb_at_once", in_function("blob = bytearray(8 * 1024**3)\nreturn rewards"), Outcome.memory, None),
+    Attack("memory_bomb_at_once", in_function("blob = bytearray(8 * 1024**3)\nreturn rewards"), Outcome.memory,
+           "`bytearray`"),
     Attack("memory_bomb_gradual", in_function("""
         chunks = []
         while True:
-            chunks.append(bytearray(64 * 1024 * 1024))"""), Outcome.memory, None),
+            chunks.append(bytearray(64 * 1024 * 1024))"""), Outcome.memory, "`while` loops"),
     Attack("memory_bomb_shared_mmap", in_function("""
         import mmap
         size = 3 * 1024**3
@@ -164,18 +165,20 @@ ATTACKS = [
     Attack("memory_bomb_in_xla", in_function("""
         big = jnp.ones((30000, 30000)) * rewards[0, 0]
         return rewards + jnp.cumsum(big, axis=0)[-1, -1]"""), Outcome.memory, None),
-    Attack("infinite_loop_python", in_function("while True:\n    pass"), Outcome.timeout, None, timeout=5),
+    Attack("infinite_loop_python", in_function("while True:\n    pass"), Outcome.timeout, "`while` loops", timeout=5),
     Attack("infinite_lax_while_loop", in_function("""
         return jax.lax.while_loop(lambda c: jnp.all(c == c), lambda c: c + 1.0, rewards)"""),
            Outcome.timeout, None, timeout=5),
     Attack("sleep_forever", in_function("import time\ntime.sleep(10**6)"), Outcome.timeout, "`import time`",
            timeout=5),
     Attack("cpu_limit", at_import("while True:\n    pass"), Outcome.timeout, "top-level `while`", cpu_seconds=6),
-    Attack("huge_stdout", in_function(f'print("x" * 50_000_000)\n{FINISH}'), Outcome.invalid, None),
+    Attack("huge_stdout", in_function(f'print("x" * 50_000_000)\n{FINISH}'), Outcome.invalid, "`print` is not allowed"),
     Attack("huge_stderr", in_function(f'import sys\nsys.stderr.write("y" * 50_000_000)\n{FINISH}'), Outcome.invalid,
            "`import sys`"),
-    Attack("huge_error_message", in_function('raise ValueError("z" * 10_000_000)'), Outcome.invalid, None),
-    Attack("raises_in_function", in_function("return rewards / undefined_name"), Outcome.invalid, None),
+    Attack("huge_error_message", in_function('raise ValueError("z" * 10_000_000)'), Outcome.invalid,
+           "`raise` statements"),
+    Attack("raises_in_function", in_function("return rewards / undefined_name"), Outcome.invalid,
+           "`undefined_name` is not available"),
     Attack("raises_at_import", at_import("SCALE = 1 / 0"), Outcome.error, None),
     Attack("recursion", in_function("def f(n):\n    return f(n + 1)\nreturn f(0)"), Outcome.invalid, None),
     Attack("system_exit", at_import("raise SystemExit(0)"), Outcome.error, "top-level `raise`"),

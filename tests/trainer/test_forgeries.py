@@ -1,8 +1,9 @@
 """Reward hacking, tried as a hostile proposer would, through the whole worker path.
 
-Each forgery passes the static check (it reaches the builtins by aliasing `getattr`) and turned a
-useless drift (honest score about 0) into a reported 2.7 when candidates trained in their own
-process. Now a candidate only traces: it earns its honest score or is refused.
+Each forgery reaches the builtins by aliasing `getattr`; it passed the static check of old and turned a
+useless drift (honest score about 0) into a reported 2.7 when candidates trained in their own process.
+Now the static check (the allow-listed subset) refuses every one, and past it, through the tracer
+alone, a candidate only traces: it earns its honest score or is refused.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from service.evaluation import EvaluationFailed, ScoredResult, evaluate_code, trace_code
+from service.evaluation import EvaluationFailed, ScoredResult, evaluate_code, score_artifact, trace_code, tracer_limits
 from service.settings import Settings
 from tests.trainer.conftest import ENDLESS_IN_TRAINING_DRIFT, USELESS_DRIFT
-from workers.results import Outcome
-from workers.sandbox import check_source
+from workers.results import Outcome, TraceRequest, TraceResult
+from workers.sandbox import check_source, format_issues, run_tracer
 from workers.targets import get_target
 from workers.trainer.client import POOL
 
@@ -66,6 +67,18 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     POOL.close()
 
 
+def trace_past_the_static_check(settings: Settings, code: str) -> TraceResult:
+    """The tracer alone, as if the static check had let the code through."""
+    return run_tracer(TraceRequest(target="lpo", code=code), tracer_limits(settings))
+
+
+def evaluate_past_the_static_check(settings: Settings, code: str) -> ScoredResult:
+    traced = trace_past_the_static_check(settings, code)
+    if traced.outcome is not Outcome.ok or traced.artifact is None:
+        raise EvaluationFailed(traced.outcome.value, traced.error or "no artifact")
+    return score_artifact(settings, "lpo", traced.artifact, "CartPole-v1", "smoke", [0, 1])
+
+
 @pytest.fixture(scope="module")
 def honest(settings: Settings) -> ScoredResult:
     return evaluate_code(settings, "lpo", USELESS_DRIFT, "CartPole-v1", "smoke", [0, 1])
@@ -74,10 +87,12 @@ def honest(settings: Settings) -> ScoredResult:
 @pytest.mark.parametrize("code", [FORGE_RESULT_DESCRIPTOR, WRAP_RESULT_WRITER, PATCH_THE_ENVIRONMENT],
                          ids=["fake-result-on-the-descriptor", "wrap-the-result-writer", "patch-the-environment"])
 def test_a_forgery_earns_its_honest_score_or_is_refused(code: str, settings: Settings, honest: ScoredResult) -> None:
-    assert check_source(code, get_target("lpo")) == []  # the static check is not what stops it
+    assert "`getattr` is not allowed" in format_issues(check_source(code, get_target("lpo")))
+    with pytest.raises(EvaluationFailed, match="getattr"):
+        evaluate_code(settings, "lpo", code, "CartPole-v1", "smoke", [0, 1])
     assert honest.scored.comparison.score < 0.5  # the useless drift, trained honestly
     try:
-        scored = evaluate_code(settings, "lpo", code, "CartPole-v1", "smoke", [0, 1])
+        scored = evaluate_past_the_static_check(settings, code)
     except EvaluationFailed as failed:
         assert failed.outcome in (Outcome.error, Outcome.invalid, Outcome.refused, Outcome.killed), failed
         return
@@ -87,13 +102,13 @@ def test_a_forgery_earns_its_honest_score_or_is_refused(code: str, settings: Set
 
 
 def test_the_fake_result_is_an_error_not_a_score(settings: Settings) -> None:
-    traced = trace_code(settings, "lpo", FORGE_RESULT_DESCRIPTOR)
+    traced = trace_past_the_static_check(settings, FORGE_RESULT_DESCRIPTOR)
     assert traced.outcome is Outcome.error and traced.artifact is None
     assert "unreadable result" in (traced.error or "")
 
 
 def test_patching_the_environment_changes_nothing_the_trainer_runs(settings: Settings, honest: ScoredResult) -> None:
-    patched = evaluate_code(settings, "lpo", PATCH_THE_ENVIRONMENT, "CartPole-v1", "smoke", [0, 1])
+    patched = evaluate_past_the_static_check(settings, PATCH_THE_ENVIRONMENT)
     assert patched.result.returns == honest.result.returns  # the same artifact, the same lanes: the same bits
 
 
@@ -106,7 +121,7 @@ started = [t.start() for t in parked[:240]]
 
 
 def test_parked_threads_do_not_stop_a_concurrent_honest_evaluation(settings: Settings) -> None:
-    parker = threading.Thread(target=trace_code, args=(settings, "lpo", PARK_THREADS))
+    parker = threading.Thread(target=trace_past_the_static_check, args=(settings, PARK_THREADS))
     parker.start()
     time.sleep(2.0)  # the parker's threads are up
     honest = trace_code(settings, "lpo", get_target("lpo").warm_start)

@@ -60,6 +60,34 @@ class ModuleSpec:
 JAX_MODULES = frozenset({"jax", "jax.numpy", "jax.nn", "jax.lax", "math", "functools"})
 
 
+def _names(module: str, names: str) -> frozenset[str]:
+    return frozenset(f"{module}.{name}" for name in names.split())
+
+
+# The functions and constants candidate code may name (fully qualified), unless its target says otherwise:
+# array maths only. Nothing here reveals a shape, a dtype or how the function is being traced
+# (no `jnp.shape`, `jnp.ndim`, `jnp.size`, `jnp.result_type`), runs host code, or changes gradients
+# (no `stop_gradient`, `custom_vjp`).
+JAX_FUNCTIONS = (
+    _names("jax.numpy", """
+        abs absolute add all any arccos arccosh arcsin arcsinh arctan arctan2 arctanh asarray array cbrt ceil clip
+        concatenate copysign cos cosh cumprod cumsum divide dot einsum equal exp exp2 expm1 flip float32 floor
+        fmax fmin full_like greater greater_equal heaviside hypot isfinite isnan less less_equal log log10
+        log1p log2 logaddexp logical_and logical_not logical_or matmul max maximum mean median min minimum mod
+        multiply nan_to_num negative not_equal ones_like outer power prod reciprocal roll round sign sin sinc
+        sinh sqrt square stack std subtract sum tan tanh true_divide var where zeros_like ones zeros full arange
+        linspace pi e inf nan newaxis""")
+    | _names("jax.nn", """
+        celu elu gelu hard_sigmoid hard_tanh leaky_relu log_sigmoid log_softmax relu relu6 selu sigmoid silu
+        soft_sign softmax softplus swish""")
+    | _names("jax.lax", """
+        abs clamp cond cummax cummin cumprod cumsum digamma erf erf_inv erfc exp fori_loop lgamma log logistic
+        max min rsqrt scan select sign sqrt square tanh while_loop""")
+    | _names("math", "pi e inf tau sqrt log log1p exp expm1 tanh cos sin atan erf")
+    | _names("functools", "partial")
+)
+
+
 @dataclass(frozen=True)
 class Reference:
     """A known algorithm for a target, meta-tested beside the warm start in every run (a positive control)."""
@@ -96,6 +124,7 @@ class Target:
     # run on proposals before they are trained, so a child that breaks one is resampled or never trained.
     check_rules: Callable[[Callable[..., Any]], None] | None = None
     allowed_modules: frozenset[str] = JAX_MODULES  # what the static check lets a candidate import
+    allowed_functions: frozenset[str] = JAX_FUNCTIONS  # what candidate code may name in those modules
 
     @property
     def signature(self) -> str:
