@@ -151,10 +151,11 @@ def anchor_for(settings: Settings, target: str, env: str, profile: str, rates: l
 
 
 def train_artifacts(settings: Settings, target: str, env: str, profile: str, seeds: list[int], rates: list[float],
-                    artifacts: list[str], anchor: Anchor) -> list[EvaluationResult]:
-    """Train a batch of artifacts in one program; one result per artifact, in order."""
+                    artifacts: list[str], anchor: Anchor, check_rules: bool = False) -> list[EvaluationResult]:
+    """Train a batch of artifacts in one program; one result per artifact, in order (with `check_rules`, the
+    trainer refuses artifacts that break the target's rules)."""
     request = TrainRequest(target=target, env=env, profile=profile, seeds=seeds, learning_rates=rates,
-                           artifacts=artifacts)
+                           artifacts=artifacts, check_rules=check_rules)
     with POOL.acquire(trainer_config(settings)) as trainer:
         return train_batch(trainer, request, anchor)
 
@@ -186,11 +187,13 @@ def anchor_row(settings: Settings, target: str, env: str, profile: str, protocol
 
 
 def evaluate_artifacts(settings: Settings, target: str, env: str, profile: str, protocol: str, plan: SeedPlan,
-                       artifacts: list[str], chosen: list[float | None]) -> tuple[list[EvaluationResult], Anchor]:
+                       artifacts: list[str], chosen: list[float | None], check_rules: bool = False
+                       ) -> tuple[list[EvaluationResult], Anchor]:
     """Train candidates on one environment under the learning-rate protocol; one result per artifact.
 
     A candidate's rate is `chosen[i]` when an earlier phase chose it, else the only rate, else the best of
     the grid on `plan.choose`; its score is then measured on `plan.score` (never the seeds that chose it).
+    With `check_rules` the trainer refuses candidates that break the target's rules.
     """
     grid = learning_rates(env, profile, protocol)
     anchor = anchor_of(settings, target, env, profile, protocol, plan)
@@ -204,7 +207,7 @@ def evaluate_artifacts(settings: Settings, target: str, env: str, profile: str, 
             raise ValueError("a learning rate must be chosen, and the plan has no seeds to choose it on")
         chooser = anchor_for(settings, target, env, profile, grid, plan.choose)
         trained = train_artifacts(settings, target, env, profile, plan.choose, grid,
-                                  [artifacts[i] for i in to_choose], chooser)
+                                  [artifacts[i] for i in to_choose], chooser, check_rules)
         for i, result in zip(to_choose, trained, strict=True):
             if result.result is None:
                 results[i] = result
@@ -216,7 +219,7 @@ def evaluate_artifacts(settings: Settings, target: str, env: str, profile: str, 
     for rate in dict.fromkeys(r for i, r in enumerate(rates) if r is not None and results[i] is None):
         group = [i for i, r in enumerate(rates) if r == rate and results[i] is None]
         for i, result in zip(group, train_artifacts(settings, target, env, profile, plan.score, [rate],
-                                                    [artifacts[i] for i in group], anchor), strict=True):
+                                                    [artifacts[i] for i in group], anchor, check_rules), strict=True):
             if result.result is not None and i in choices:
                 result.result.lr_choice = choices[i]
             results[i] = result

@@ -479,7 +479,7 @@ def evaluate_jobs(factory: sessionmaker[Session], settings: Settings, job_ids: l
             continue
         results, anchor = evaluate_artifacts(settings, target, env, profile, protocol, plan,
                                              [artifacts[i.candidate_id] for i in batch],
-                                             [i.rates.get(env) for i in batch])
+                                             [i.rates.get(env) for i in batch], check_rules=True)
         for item, result in zip(batch, results, strict=True):
             _store(factory, item, env, phase, round_, plan.score, result,
                    env_score(result.result, anchor, confidence, metric) if result.result else None)

@@ -32,7 +32,7 @@ def _module(fn, *structs, disabled=()) -> str:  # noqa: ANN001
 
 def _lpo_artifact(drift_module: str) -> bytes:
     honest = Artifact.from_bytes(base64.b64decode(artifact_of(SMALL_DRIFT)))
-    return Artifact(target="lpo", platforms=("cpu",),
+    return Artifact(target="lpo", platforms=("cpu",), probe=honest.probe,
                     modules={"drift": drift_module, "drift_vjp": honest.modules["drift_vjp"]}).to_bytes()
 
 

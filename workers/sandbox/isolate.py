@@ -27,6 +27,7 @@ parent never raises because of what the child did: every ending becomes an `Outc
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -45,9 +46,11 @@ from typing import Literal
 from pydantic import BaseModel, ValidationError
 
 import workers
+from workers.artifact import Artifact
 from workers.results import Outcome, TraceRequest, TraceResult
 from workers.sandbox import cgroups, seccomp
 from workers.sandbox.static_check import check_source, format_issues
+from workers.sandbox.tracer import capped_error
 from workers.targets import get_target
 
 log = logging.getLogger(__name__)
@@ -597,6 +600,12 @@ def _classify(
             parsed.outcome = Outcome.memory
         if parsed.outcome == Outcome.ok and not parsed.artifact:
             return ended(Outcome.error, "the tracer reported ok without an artifact")
+        if parsed.artifact:
+            try:  # the parent hashes the fingerprint from the artifact; the child's own word is dropped
+                parsed.fingerprint = Artifact.from_bytes(base64.b64decode(parsed.artifact, validate=True)).fingerprint
+            except ValueError as exc:
+                return ended(Outcome.error, f"the child returned an unreadable artifact: {str(exc)[:300]}")
+        parsed.error = capped_error(parsed.error)
         parsed.seconds = seconds
         parsed.stdout, parsed.stderr = stdout, stderr
         return parsed

@@ -40,7 +40,6 @@ def trace(request: TraceRequest) -> TraceResult:
 
     try:
         from workers.targets import CandidateError, get_target, load_function
-        from workers.targets.base import behaviour_fingerprint
 
         try:
             target = get_target(request.target)
@@ -48,7 +47,7 @@ def trace(request: TraceRequest) -> TraceResult:
             return ended(Outcome.invalid, str(exc.args[0]))
         try:
             fn = load_function(request.code, target)
-            fingerprint = behaviour_fingerprint(target.probe(fn))
+            outputs = target.probe(fn)
             if request.check_rules and target.check_rules is not None:
                 target.check_rules(fn)
         except CandidateError as exc:
@@ -56,7 +55,7 @@ def trace(request: TraceRequest) -> TraceResult:
                 raise exc.__cause__ from None
             return ended(Outcome.invalid, str(exc)[:MAX_ERROR_CHARS])
         try:
-            artifact = export_artifact(fn, target, tuple(request.platforms))
+            artifact = export_artifact(fn, target, tuple(request.platforms), outputs)
         except CandidateError as exc:
             return ended(Outcome.invalid, str(exc)[:MAX_ERROR_CHARS])
         except MemoryError:
@@ -64,20 +63,22 @@ def trace(request: TraceRequest) -> TraceResult:
         except Exception as exc:  # noqa: BLE001 - the candidate cannot be exported as a traced function
             return ended(Outcome.invalid, f"the function could not be exported for the trainer (it must work for "
                                           f"arrays of any length): {type(exc).__name__}: {str(exc)[:1500]}")
-        return ended(Outcome.ok, artifact=base64.b64encode(artifact.to_bytes()).decode(), fingerprint=fingerprint)
+        return ended(Outcome.ok, artifact=base64.b64encode(artifact.to_bytes()).decode(),
+                     fingerprint=artifact.fingerprint)
     except MemoryError as exc:
         return ended(Outcome.memory, f"MemoryError: {exc}"[:MAX_ERROR_CHARS])
     except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt from candidates too
         return ended(Outcome.error, last_traceback_lines(exc))
 
 
-def export_artifact(fn, target, platforms: tuple[str, ...]):  # noqa: ANN001, ANN201 - jax types stay local
-    """Export every module of the target at symbolic shapes (one scope, so shared names agree)."""
+def export_artifact(fn, target, platforms: tuple[str, ...], probe_outputs):  # noqa: ANN001, ANN201 - jax types stay local
+    """Export every module of the target at symbolic shapes (one scope, so shared names agree), with what the
+    function computed on the probe's inputs."""
     import jax
     import jax.numpy as jnp
     from jax import export
 
-    from workers.artifact import Artifact
+    from workers.artifact import Artifact, ProbeOutput
 
     names = sorted({d for spec in target.modules for a in (*spec.args, *spec.results) for d in a.dims})
     symbols = dict(zip(["lanes", *names], export.symbolic_shape(", ".join(["lanes", *names])), strict=True))
@@ -90,14 +91,21 @@ def export_artifact(fn, target, platforms: tuple[str, ...]):  # noqa: ANN001, AN
     for spec in target.modules:
         exported = export.export(jax.jit(spec.build(fn)), platforms=platforms)(*(struct(a) for a in spec.args))
         modules[spec.name] = base64.b64encode(exported.serialize(vjp_order=0)).decode()
-    return Artifact(target=target.name, platforms=platforms, modules=modules)
+    probe = tuple(ProbeOutput.of(output) for output in probe_outputs)
+    return Artifact(target=target.name, platforms=platforms, modules=modules, probe=probe)
+
+
+def capped_error(error: str | None) -> str | None:
+    """At most MAX_ERROR_CHARS of an error: its beginning and its end, with what was cut in between."""
+    if error is None or len(error) <= MAX_ERROR_CHARS:
+        return error
+    cut = len(error) - MAX_ERROR_CHARS
+    half = MAX_ERROR_CHARS // 2
+    return f"{error[:half]}\n[... {cut} characters cut ...]\n{error[-half:]}"
 
 
 def write_result(fd: int, result: TraceResult, max_bytes: int) -> None:
-    if result.error and len(result.error) > MAX_ERROR_CHARS:
-        cut = len(result.error) - MAX_ERROR_CHARS
-        half = MAX_ERROR_CHARS // 2
-        result.error = f"{result.error[:half]}\n[... {cut} characters cut ...]\n{result.error[-half:]}"
+    result.error = capped_error(result.error)
     data = result.model_dump_json().encode()
     if len(data) > max_bytes:
         data = TraceResult(

@@ -123,6 +123,14 @@ class Target:
     # Checks the `rules` that can be checked by calling the function (raises CandidateError naming the rule);
     # run on proposals before they are trained, so a child that breaks one is resampled or never trained.
     check_rules: Callable[[Callable[..., Any]], None] | None = None
+    # Calls the function at the training program's sizes (`{"m": minibatch, "t": steps, "n": envs}`) and at a
+    # smaller one, and raises CandidateError when an output depends on how many samples share the call or on
+    # their order (the trainer runs it on the artifact: a candidate cannot behave one way on the probe and
+    # another in training).
+    check_invariance: Callable[[Callable[..., Any], dict[str, int]], None] | None = None
+    # Raises CandidateError unless the function's gradient is the gradient of its values (finite differences),
+    # for the targets the training loop differentiates; run by the trainer on the artifact.
+    check_gradient: Callable[[Callable[..., Any]], None] | None = None
     allowed_modules: frozenset[str] = JAX_MODULES  # what the static check lets a candidate import
     allowed_functions: frozenset[str] = JAX_FUNCTIONS  # what candidate code may name in those modules
 

@@ -39,6 +39,7 @@ class TrainRequest(BaseModel):
     seeds: list[int]
     learning_rates: list[float]
     artifacts: list[str] | None = None  # base64 artifact bytes per candidate; None: the warm start itself
+    check_rules: bool = False  # also refuse artifacts that break the target's rules (a run's candidates)
     with_random_baseline: bool = False
 
 

@@ -3,8 +3,9 @@
 Long-lived and warm (JAX imported, the GPU initialised once, compiled programs cached): it reads
 `TrainRequest` frames from stdin and answers each with one `TrainResponse` frame on the result
 descriptor. It runs project code only: PPO from `workers.rl`, the warm starts, and candidate
-modules that `verify` accepted, plugged in by `lanes`. It never loads candidate source. Raw arrays
-go back; the worker computes returns and scores from them.
+modules that `verify` accepted and `audit` found to compute what their source computed, plugged in
+by `lanes`. It never loads candidate source. Raw arrays go back; the worker computes returns and
+scores from them.
 """
 
 from __future__ import annotations
@@ -14,17 +15,20 @@ import base64
 import os
 import sys
 import time
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import NamedTuple
 
 import jax
 import numpy as np
+from jax import export
 
+from workers.artifact import Artifact
 from workers.rl.envs import get_config
 from workers.rl.ppo import Plugins, lane_inputs, make_lanes_train
 from workers.rl.random_policy import random_policy_returns
 from workers.targets import advantage, get_target, load_function, lpo, optimizer
+from workers.trainer.audit import audit_artifact, training_sizes
 from workers.trainer.lanes import candidate_plugin
 from workers.trainer.protocol import EncodedArray, TrainRequest, TrainResponse, read_frame, write_frame
 from workers.trainer.verify import ArtifactRefused, verify_artifact
@@ -82,6 +86,21 @@ def train_lanes(env: str, profile: str, seeds: list[int], learning_rates: list[f
                       compile_seconds, train_seconds)
 
 
+AUDITED_CACHE = 256
+
+
+@lru_cache(maxsize=AUDITED_CACHE)
+def checked_artifact(encoded: str, target_name: str, platform: str, sizes: tuple[tuple[str, int], ...],
+                     check_rules: bool) -> dict[str, export.Exported]:
+    """Verify the artifact (what it is), then audit it (what it computes); raises ArtifactRefused. An artifact
+    that passed is not audited again for the same sizes."""
+    target = get_target(target_name)
+    data = base64.b64decode(encoded, validate=True)
+    modules = verify_artifact(data, target, platform)
+    audit_artifact(target, modules, Artifact.from_bytes(data).probe_outputs(), dict(sizes), check_rules)
+    return modules
+
+
 def handle(request: TrainRequest) -> TrainResponse:
     target = get_target(request.target)
     response = TrainResponse(platform=platform())
@@ -89,9 +108,11 @@ def handle(request: TrainRequest) -> TrainResponse:
         plugins, trained = warm_start_plugins(), [0]
     else:
         verified = {}
+        sizes = tuple(sorted(training_sizes(get_config(request.env, request.profile)).items()))
         for index, encoded in enumerate(request.artifacts):
             try:
-                verified[index] = verify_artifact(base64.b64decode(encoded, validate=True), target, response.platform)
+                verified[index] = checked_artifact(encoded, target.name, response.platform, sizes,
+                                                   request.check_rules)
             except (ArtifactRefused, ValueError) as exc:
                 response.refused[index] = str(exc)
         trained = sorted(verified)
