@@ -161,9 +161,21 @@ class LLMProposer:
     # --- one proposal ------------------------------------------------------------------------------
 
     def propose(self, context: ProposalContext) -> Proposal:
+        """One proposal. A failure nothing foresaw (a reply the client cannot read, a bug) makes a failed
+        proposal with the reason; the calls made on the way still count. An endpoint that stays down raises
+        ProposerUnavailable."""
+        calls: list[LLMCallRecord] = []
+        try:
+            return self._propose(context, calls)
+        except ProposerUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - recorded on the candidate, never lost with its tokens
+            return Proposal(name="proposer_failed", thought="", code="", llm_calls=calls,
+                            invalid_error=f"the proposer failed: {type(exc).__name__}: {str(exc)[:500]}")
+
+    def _propose(self, context: ProposalContext, calls: list[LLMCallRecord]) -> Proposal:
         target = get_target(context.target)
         settings = self.settings
-        calls: list[LLMCallRecord] = []
         messages = initial_messages(target, context, self.config.history, self.prompts_dir)
         parent_ids = self._parents(context)
         repairs_left = settings.repair_attempts
@@ -302,9 +314,9 @@ class LLMProposer:
                 record.prompt_tokens = usage.prompt_tokens if usage else None
                 record.completion_tokens = usage.completion_tokens if usage else None
                 record.cost_usd = self._cost(record.prompt_tokens, record.completion_tokens)
+                calls.append(record)  # counted even when its reply cannot be read
                 choice = completion.choices[0] if completion.choices else None
                 record.reply = (choice.message.content if choice else None) or ""
-                calls.append(record)
                 return record.reply
             if attempt == settings.max_attempts:
                 break

@@ -160,6 +160,17 @@ def test_code_that_stays_invalid_after_one_repair_is_an_invalid_candidate(llm_se
     assert len(llm_server.requests) == 2  # exactly one repair round
 
 
+def test_a_reply_the_client_cannot_read_fails_the_proposal_and_its_tokens_still_count(llm_server, llm_config):
+    unreadable = completion("", prompt_tokens=700, completion_tokens=300)
+    unreadable["body"]["choices"][0]["message"] = None  # a server that breaks the format
+    llm_server.script += [unreadable]
+    proposal = make_proposer(llm_config).propose(context())
+
+    assert proposal.invalid_error is not None and proposal.invalid_error.startswith("the proposer failed: ")
+    assert proposal.code == "" and len(proposal.llm_calls) == 1
+    assert (proposal.llm_calls[0].prompt_tokens, proposal.llm_calls[0].completion_tokens) == (700, 300)
+
+
 def test_rate_limit_is_retried_honouring_retry_after(llm_server, llm_config):
     llm_config.llm.backoff_max_seconds = 5.0
     llm_server.script += [failure(429, "slow down", {"Retry-After": "2"}), reply(GOOD_CODE)]
