@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -231,10 +232,10 @@ def worker(
         fail("discovery worker needs a broker: set DISCOVERY_BROKER_URL (for example redis://127.0.0.1:6379/0)")
     if "evaluate" in queues.split(","):
         require_sandbox()
-    from workers.tasks import app as celery_app
-
-    celery_app.worker_main(["worker", "-Q", queues, "--concurrency", str(concurrency), "--pool", "prefork",
-                            "--loglevel", loglevel, "--without-gossip", "--without-mingle"])
+    # Celery loads the tasks by name (the service never imports workers/tasks.py); this process becomes the worker.
+    os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "workers.tasks", "worker", "-Q", queues,
+                              "--concurrency", str(concurrency), "--pool", "prefork", "--loglevel", loglevel,
+                              "--without-gossip", "--without-mingle"])
 
 
 @app.command()

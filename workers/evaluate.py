@@ -18,9 +18,8 @@ import time
 import numpy as np
 
 from workers.anchor import Anchor
-from workers.results import EnvResult, EvaluationResult, Outcome, TraceRequest, TraceResult
+from workers.results import DIAGNOSTICS, EnvResult, EvaluationResult, Outcome, TraceRequest, TraceResult
 from workers.rl.envs import get_config, get_env_spec
-from workers.rl.ppo import DIAGNOSTICS
 from workers.rl.scoring import (
     ImpossibleResult,
     check_returns,

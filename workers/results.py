@@ -11,6 +11,9 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# PPO's loss parts, in the order of the trainer's diagnostics array (`workers.rl.ppo` computes them).
+DIAGNOSTICS = ("actor_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")
+
 
 class Outcome(StrEnum):
     ok = "ok"

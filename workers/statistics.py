@@ -1,4 +1,4 @@
-"""The uncertainty of a score, on the worker (NumPy and SciPy only): intervals, improvement, verdicts.
+"""The uncertainty of a score, on the worker (NumPy and the standard library only): intervals, improvement, verdicts.
 
 A candidate's per-seed normalised scores are compared with the anchor's (the warm start's own artifact
 trained on many seeds, whose mean scores 1.0 by construction) on each environment:
@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from statistics import NormalDist
 
 import numpy as np
-from scipy import stats
 
 from workers.results import Comparison, Verdict
 
@@ -32,8 +32,10 @@ BOOTSTRAP_REPS = 2000
 
 
 def iqm(values: np.ndarray) -> float:
-    """The interquartile mean (rliable's IQM: the mean of the middle 50%)."""
-    return float(stats.trim_mean(np.asarray(values, np.float64).ravel(), 0.25))
+    """The interquartile mean (rliable's IQM, SciPy's `trim_mean(x, 0.25)`: a quarter cut from each end)."""
+    ordered = np.sort(np.asarray(values, np.float64).ravel())
+    cut = int(0.25 * ordered.size)
+    return float(np.mean(ordered[cut:ordered.size - cut]))
 
 
 def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> float:
@@ -81,7 +83,7 @@ def compare(candidate: Sequence[Sequence[float]], anchor: Sequence[Sequence[floa
         # disagree more than the anchor's keeps its larger spread).
         var = sum(max(_variance(c), _variance(a)) / len(c) + _variance(a) / len(a)
                   for c, a in zip(cand, anch, strict=True)) / len(cand) ** 2
-        half = float(stats.norm.ppf(1 - alpha / 2)) * math.sqrt(var)
+        half = NormalDist().inv_cdf(1 - alpha / 2) * math.sqrt(var)
         low, high = score - anchor_mean - half, score - anchor_mean + half
         method = "normal, anchor noise"
     ci = (1.0 + float(low), 1.0 + float(high))

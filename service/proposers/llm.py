@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import openai
 from pydantic import BaseModel, ValidationError, field_validator
 
 from service.proposers.base import (
@@ -33,6 +33,9 @@ from service.proposers.conversation import THINK, initial_messages, shown_entrie
 from service.proposers.prompts import PROMPTS_DIR, duplicate_prompt, format_prompt, repair_prompt
 from workers.sandbox.static_check import check_source, format_issues
 from workers.targets import get_target
+
+if TYPE_CHECKING:  # the client is imported where it is used: the API process never loads it
+    import openai
 
 RETRYABLE_STATUS = {408, 409, 429}
 
@@ -150,6 +153,8 @@ class LLMProposer:
         self.base_url = self.settings.base_url or default_base_url
         self.prompts_dir = prompts_dir
         self.sleep = sleep
+        import openai
+
         self.client = openai.OpenAI(
             # Local servers (vLLM, Ollama, llama.cpp) ignore the key, but the client insists on one.
             api_key=api_key or "not-needed",
@@ -284,6 +289,8 @@ class LLMProposer:
 
     def _complete(self, messages: list[dict[str, str]], calls: list[LLMCallRecord]) -> str:
         """The reply text of one chat completion; retries transient failures, records every attempt."""
+        import openai
+
         settings = self.settings
         started = time.monotonic()
         last_error = ""

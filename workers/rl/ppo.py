@@ -47,14 +47,11 @@ NETWORKS = ("actor", "critic")
 LAYERS = ("_0", "_1", "_out")
 NOISE_STREAM = 0x09E7  # folded into the run's key for the optimiser's noise; the other random streams are unchanged
 
-DIAGNOSTICS = ("actor_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")
-
-
 class TrainOutput(NamedTuple):
     episode_return_sum: jax.Array  # [num_updates]: sum of returns of episodes finished in each update
     episode_count: jax.Array  # [num_updates]: how many episodes finished in each update
     finite: jax.Array  # scalar bool: parameters and losses stayed finite
-    diagnostics: jax.Array  # [num_updates, len(DIAGNOSTICS)]: the loss parts, averaged over the update's minibatches
+    diagnostics: jax.Array  # [num_updates, len(results.DIAGNOSTICS)]: the loss parts, averaged over minibatches
 
 
 def make_env(env_name: str) -> tuple[Any, Any, EnvInfo]:

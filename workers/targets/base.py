@@ -1,19 +1,24 @@
 """What a target is: one pluggable part of the RL pipeline that candidates replace.
 
-A target module declares what the model designs (the prompt's phrase), the function's name and
-parameters (and which are plain numbers), a plain description of every input
-(the proposer shows them to the language model), the rules a good candidate follows, the warm-start
-source (the hand-made algorithm), known reference algorithms (meta-tested beside it), a probe that
-calls a candidate on small random arrays, and how the candidate crosses the trust boundary: the
-modules the tracer exports (`ModuleSpec`: the function batched over a leading lane axis, at symbolic
-shapes) and how the trainer assembles those modules into the PPO plug-in (`assemble`).
+A target's card (`workers/targets/<name>.py`, free of JAX, read by the API, the proposers and the
+static check) declares what the model designs (the prompt's phrase), the function's name and
+parameters (and which are plain numbers), a plain description of every input (the proposer shows
+them to the language model), the rules a good candidate follows, the warm-start source (the
+hand-made algorithm), known reference algorithms (meta-tested beside it) and what candidate code may
+call. Its kernel (`workers/targets/kernels/<name>.py`, JAX, imported only by the tracer and the
+trainer through `Target`'s properties) holds a probe that calls a candidate on small random arrays,
+the checks, and how the candidate crosses the trust boundary: the modules the tracer exports
+(`ModuleSpec`: the function batched over a leading lane axis, at symbolic shapes) and how the trainer
+assembles them into the PPO plug-in (`assemble`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -111,32 +116,58 @@ class Target:
     warm_start: str
     default_train_envs: tuple[str, ...]
     default_test_envs: tuple[str, ...]
-    # Calls the function on fixed inputs and returns its outputs (its behaviour, fingerprinted by
-    # `behaviour_fingerprint`); raises CandidateError when it misbehaves or breaks a checkable rule.
-    probe: Callable[[Callable[..., Any]], Sequence[Any]]
+    # The module holding the target's JAX half (`workers.targets.kernels.<name>`): `probe`, `MODULES`,
+    # `assemble` and, where the target has them, `check_rules`, `check_invariance` and `check_gradient`.
+    # Read through the properties below, so that importing a card never imports JAX.
+    kernel: str
     plugin_field: str  # the PPO plug-in slot the candidate fills (a field of workers.rl.ppo.Plugins)
-    modules: tuple[ModuleSpec, ...]  # what the tracer exports
-    # Build the PPO plug-in from one lane call per module (`calls[name](*args) -> tuple of results`,
-    # called inside the lane-vmapped training program with unbatched shapes).
-    assemble: Callable[[dict[str, Callable[..., Any]]], Callable[..., Any]]
     references: tuple[Reference, ...] = ()
-    # Checks the `rules` that can be checked by calling the function (raises CandidateError naming the rule);
-    # run on proposals before they are trained, so a child that breaks one is resampled or never trained.
-    check_rules: Callable[[Callable[..., Any]], None] | None = None
-    # Calls the function at the training program's sizes (`{"m": minibatch, "t": steps, "n": envs}`) and at a
-    # smaller one, and raises CandidateError when an output depends on how many samples share the call or on
-    # their order (the trainer runs it on the artifact: a candidate cannot behave one way on the probe and
-    # another in training).
-    check_invariance: Callable[[Callable[..., Any], dict[str, int]], None] | None = None
-    # Raises CandidateError unless the function's gradient is the gradient of its values (finite differences),
-    # for the targets the training loop differentiates; run by the trainer on the artifact.
-    check_gradient: Callable[[Callable[..., Any]], None] | None = None
     allowed_modules: frozenset[str] = JAX_MODULES  # what the static check lets a candidate import
     allowed_functions: frozenset[str] = JAX_FUNCTIONS  # what candidate code may name in those modules
 
     @property
     def signature(self) -> str:
         return f"def {self.function_name}({', '.join(self.parameters)}):"
+
+    def _kernel(self) -> ModuleType:
+        return importlib.import_module(self.kernel)
+
+    @property
+    def probe(self) -> Callable[[Callable[..., Any]], Sequence[Any]]:
+        """Calls the function on fixed inputs and returns its outputs (its behaviour, fingerprinted by
+        `behaviour_fingerprint`); raises CandidateError when it misbehaves or breaks a checkable rule."""
+        return self._kernel().probe
+
+    @property
+    def modules(self) -> tuple[ModuleSpec, ...]:
+        """What the tracer exports."""
+        return self._kernel().MODULES
+
+    @property
+    def assemble(self) -> Callable[[dict[str, Callable[..., Any]]], Callable[..., Any]]:
+        """Builds the PPO plug-in from one lane call per module (`calls[name](*args) -> tuple of results`,
+        called inside the lane-vmapped training program with unbatched shapes)."""
+        return self._kernel().assemble
+
+    @property
+    def check_rules(self) -> Callable[[Callable[..., Any]], None] | None:
+        """Checks the `rules` that can be checked by calling the function (raises CandidateError naming the
+        rule); run on proposals before they are trained, and by the trainer on a run's artifacts."""
+        return getattr(self._kernel(), "check_rules", None)
+
+    @property
+    def check_invariance(self) -> Callable[[Callable[..., Any], dict[str, int]], None] | None:
+        """Calls the function at the training program's sizes (`{"m": minibatch, "t": steps, "n": envs}`) and at
+        the probe's, and raises CandidateError when an output depends on how many samples share the call or on
+        their order (the trainer runs it on the artifact: a candidate cannot behave one way on the probe and
+        another in training)."""
+        return getattr(self._kernel(), "check_invariance", None)
+
+    @property
+    def check_gradient(self) -> Callable[[Callable[..., Any]], None] | None:
+        """Raises CandidateError unless the function's gradient is the gradient of its values (finite
+        differences), for the targets the training loop differentiates; run by the trainer on the artifact."""
+        return getattr(self._kernel(), "check_gradient", None)
 
 
 FINGERPRINT_DIGITS = 4  # significant digits two behaviours must share on every probe output to be the same

@@ -51,7 +51,7 @@ class TrainResponse(BaseModel):
     return_sum: EncodedArray | None = None  # [trained, lr, seed, update]: returns of episodes ended per update
     episodes: EncodedArray | None = None  # [trained, lr, seed, update]: episodes ended per update
     finite: EncodedArray | None = None  # [trained, lr, seed]: losses, parameters and returns stayed finite
-    diagnostics: EncodedArray | None = None  # [trained, lr, seed, update, part]: PPO's loss parts (ppo.DIAGNOSTICS)
+    diagnostics: EncodedArray | None = None  # [trained, lr, seed, update, part]: PPO's loss parts (results.DIAGNOSTICS)
     random_returns: list[float] | None = None  # per seed: a random policy's mean return over whole episodes
     platform: str = ""
     compile_seconds: float = 0.0
