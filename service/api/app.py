@@ -46,9 +46,10 @@ def create_app(runtime: Runtime | None = None, settings: Settings | None = None)
         owned = runtime is None
         app.state.runtime = runtime or build_runtime(settings or get_settings())
         app.state.keys = KeyCache(app.state.runtime.settings.api_key_cache_seconds)
-        # Everything loaded so far (JAX, gymnax and their imports: some 400,000 objects) lives as long as the
-        # process: keep it out of the cyclic collector. Under bench/api_load.py each full pass over it stopped a
-        # worker for 235-295 ms (8 in 45 s); after the freeze a full pass takes 4-13 ms.
+        # Everything loaded so far lives as long as the process: keep it out of the cyclic collector. With JAX in
+        # the process (some 400,000 objects) each full pass stopped a worker for 235-295 ms under
+        # bench/api_load.py; without it (about 140,000 objects) a full pass still takes about 80 ms, and after
+        # the freeze a few.
         gc.freeze()
         yield
         await app.state.runtime.close_reads()
