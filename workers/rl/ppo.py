@@ -171,6 +171,13 @@ def layer_proportion(name: str) -> float:
     return 1.0
 
 
+def clip_by_global_norm(grads: Any, max_norm: float) -> Any:
+    """Scale every gradient so that their global norm is at most `max_norm` (optax's `clip_by_global_norm`)."""
+    norm = jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree.leaves(grads)))
+    scale = jnp.minimum(1.0, max_norm / (norm + 1e-6))
+    return jax.tree.map(lambda g: g * scale, grads)
+
+
 def batch_proportion(epoch: jax.Array, minibatch: jax.Array, epochs: int, minibatches: int) -> jax.Array:
     """Position of a gradient step within one update's epochs x minibatches: 0 at the first, 1 at the last."""
     steps = epochs * minibatches
@@ -295,9 +302,7 @@ def make_train(env_name: str, config: PPOConfig, plugins: Plugins) -> Callable[.
                 def minibatch(learner: Learner, xs: tuple[Batch, jax.Array]) -> tuple[Learner, jax.Array]:
                     mb, mb_idx = xs
                     grads, (loss, parts) = jax.grad(loss_fn, has_aux=True)(learner.params, mb)
-                    norm = jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree.leaves(grads)))
-                    scale = jnp.minimum(1.0, config.max_grad_norm / (norm + 1e-6))
-                    grads = jax.tree.map(lambda g: g * scale, grads)
+                    grads = clip_by_global_norm(grads, config.max_grad_norm)
                     dormancy = neuron_dormancy(layer_outputs(learner.params, mb.obs, config.activation))
                     step = StepInputs(
                         learner.iteration, progress,
