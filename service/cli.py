@@ -36,7 +36,7 @@ def main() -> None:
 def require_sandbox(quiet: bool = False) -> None:
     """Refuse to start work that evaluates candidates when the required isolation is missing."""
     from service.evaluation import check_isolation
-    from workers.sandbox.isolate import IsolationUnavailable
+    from workers.sandbox.host import IsolationUnavailable
 
     try:
         summary = check_isolation(get_settings())

@@ -31,7 +31,7 @@ from workers.results import (
     TraceResult,
 )
 from workers.rl.envs import get_config, get_env_spec
-from workers.sandbox.isolate import SandboxLimits, require_isolation
+from workers.sandbox.host import SandboxLimits, require_isolation
 from workers.statistics import compare
 from workers.targets import TARGETS
 from workers.trainer.client import POOL, TrainerConfig

@@ -28,7 +28,8 @@ from workers.rl.scoring import (
     learning_curve,
     mean_returns,
 )
-from workers.sandbox.isolate import SandboxLimits, trace_candidate
+from workers.sandbox.host import SandboxLimits
+from workers.sandbox.isolate import trace_candidate
 from workers.trainer.client import TrainerFailed, TrainerProcess
 from workers.trainer.protocol import TrainRequest, TrainResponse
 

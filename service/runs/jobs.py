@@ -61,7 +61,7 @@ from service.runs.verdicts import record_evaluation
 from service.settings import Settings
 from workers.anchor import AnchorError
 from workers.results import EvaluationResult, Metric, Outcome, SeedPlan, TraceResult
-from workers.sandbox.isolate import IsolationUnavailable
+from workers.sandbox.host import IsolationUnavailable
 
 log = logging.getLogger(__name__)
 

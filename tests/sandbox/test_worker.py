@@ -21,7 +21,7 @@ from workers.artifact import Artifact
 from workers.results import Outcome, TraceRequest
 from workers.sandbox import IsolationUnavailable, SandboxLimits, probe_isolation, run_tracer, trace_candidate
 from workers.sandbox.cgroups import CGROUP_ROOT, GROUP
-from workers.sandbox.isolate import process_mode_problem, unreachable_for
+from workers.sandbox.host import process_mode_problem, unreachable_for
 from workers.sandbox.tracer import trace
 from workers.targets import get_target
 

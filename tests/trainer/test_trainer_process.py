@@ -18,7 +18,8 @@ from tests.trainer.conftest import (
 from workers.anchor import Anchor
 from workers.evaluate import artifact_sha256, train_batch
 from workers.results import EnvResult, Outcome
-from workers.sandbox.isolate import IsolationReport, SandboxLimits, bwrap_options
+from workers.sandbox.command import bwrap_options
+from workers.sandbox.host import IsolationReport, SandboxLimits
 from workers.targets import TARGETS
 from workers.trainer.client import TrainerConfig, TrainerProcess, trainer_sandbox
 from workers.trainer.protocol import TrainRequest

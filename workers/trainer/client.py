@@ -23,7 +23,9 @@ from typing import IO
 from pydantic import BaseModel
 
 from workers.results import Outcome
-from workers.sandbox.isolate import SANDBOX_CACHE_DIR, Bind, SandboxLimits, SandboxProcess, gpu_device_nodes
+from workers.sandbox.command import SANDBOX_CACHE_DIR, Bind
+from workers.sandbox.host import SandboxLimits, gpu_device_nodes
+from workers.sandbox.process import SandboxProcess
 from workers.trainer.protocol import MAX_FRAME_BYTES, TrainRequest, TrainResponse, write_frame
 
 STARTUP_SECONDS = 180.0  # imports and JAX's backend, before the first request
