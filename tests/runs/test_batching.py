@@ -18,12 +18,15 @@ from service.settings import Settings
 from tests.trainer.conftest import NAN_IN_TRAINING_DRIFT, SMALL_DRIFT, USELESS_DRIFT
 from workers.trainer.client import POOL
 
+# No drift at all (plain policy gradient): poor, but within every rule of the target.
+PLAIN_GRADIENT_DRIFT = "def drift(ratio, advantage, epsilon):\n    return 0.0 * ratio\n"
+
 
 def test_one_claim_trains_the_waiting_batch_and_records_each_artifact(sqlite_engine: Engine, cache_dir: Path,
                                                                         sqlite_url: str) -> None:
     factory = make_session_factory(sqlite_engine)
     settings = Settings(database_url=sqlite_url, cache_dir=cache_dir, evaluate_batch_size=8)
-    codes = [SMALL_DRIFT, NAN_IN_TRAINING_DRIFT, USELESS_DRIFT]
+    codes = [SMALL_DRIFT, NAN_IN_TRAINING_DRIFT, USELESS_DRIFT, PLAIN_GRADIENT_DRIFT]
     with session_scope(factory) as session:
         run, [warm_job] = create_run(session, RunSpec.model_validate(
             {"environments": {"train": ["CartPole-v1"], "test": ["CartPole-v1"]}, "profile": "smoke",
@@ -54,16 +57,19 @@ def test_one_claim_trains_the_waiting_batch_and_records_each_artifact(sqlite_eng
     with session_scope(factory) as session:
         jobs = {j.id: j for j in session.scalars(select(Job).where(Job.run_id == run_id))}
         batch = [warm_job_id, *job_ids]
-        assert [jobs[i].status for i in batch] == [JobStatus.DONE] * 4  # one claim did all four
+        assert [jobs[i].status for i in batch] == [JobStatus.DONE] * 5  # one claim did all five
         assert len({jobs[i].lease_owner for i in batch}) == 1
         candidates = {c.index: c for c in session.scalars(select(Candidate).where(Candidate.run_id == run_id))}
         rows = {e.candidate_id: e for e in session.scalars(select(Evaluation))}
-        warm, small, nan, useless = (candidates[i] for i in (0, 1, 2, 3))
+        warm, small, nan, useless, plain = (candidates[i] for i in (0, 1, 2, 3, 4))
         # The warm start's row is its anchor: its own artifact, traced like a candidate's, on the anchor's seeds.
         assert warm.score == pytest.approx(1.0) and rows[warm.id].artifact_sha256 is not None
-        assert (small.outcome, nan.outcome, useless.outcome) == ("ok", "nan", "ok")
-        assert (small.status, nan.status) == ("evaluated", "failed")
-        assert rows[small.id].compile_seconds == rows[useless.id].compile_seconds  # one compiled program
-        for candidate in (small, useless):
+        # The trainer judges a run's candidates by the target's rules on their artifacts, and trains the rest.
+        assert (small.outcome, nan.outcome, useless.outcome, plain.outcome) == ("ok", "refused", "refused", "ok")
+        assert (small.status, nan.status, useless.status) == ("evaluated", "failed", "failed")
+        assert "gradient of the drift with respect to ratio should be zero" in nan.error
+        assert "the drift should be non-negative" in useless.error
+        assert rows[small.id].compile_seconds == rows[plain.id].compile_seconds  # one compiled program
+        for candidate in (small, plain):
             assert candidate.artifact_sha256 and rows[candidate.id].artifact_sha256 == candidate.artifact_sha256
             assert session.get(Artifact, candidate.artifact_sha256) is not None
