@@ -66,6 +66,7 @@ def test_refuses_to_evaluate_when_bwrap_is_required_but_missing(tmp_path: Path) 
     assert "REFUSED: sandbox isolation 'bwrap' is required but bubblewrap does not work here" in done.stdout, (
         done.stdout + done.stderr
     )
+    assert "set DISCOVERY_SANDBOX_ISOLATION=process, which gives up the namespaces" in done.stdout  # the way out
     assert "bwrap False" in done.stdout
 
 

@@ -21,7 +21,8 @@ from workers.results import EnvResult, Outcome
 from workers.sandbox.command import bwrap_options
 from workers.sandbox.host import IsolationReport, SandboxLimits
 from workers.targets import TARGETS
-from workers.trainer.client import TrainerConfig, TrainerProcess, trainer_sandbox
+from workers.trainer import client
+from workers.trainer.client import TrainerConfig, TrainerProcess, cuda_backend_installed, trainer_sandbox
 from workers.trainer.protocol import TrainRequest
 
 WARM = TARGETS["lpo"].warm_start
@@ -77,12 +78,34 @@ def test_the_trainer_writes_its_compile_cache_and_nothing_else(trainer: TrainerP
     assert written and all(p.is_relative_to(cache_root / "jax") for p in written)
 
 
-def test_a_gpu_host_gives_the_trainer_exactly_its_nvidia_devices(tmp_path: Path) -> None:
+def _fake_gpu_host(tmp_path: Path) -> Path:
     dev = tmp_path / "dev"
     (dev / "nvidia-caps").mkdir(parents=True)
     for name in ("nvidia0", "nvidia1", "nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-caps/nvidia-cap1",
                  "sda", "null", "nvme0"):
         (dev / name).touch()
+    return dev
+
+
+def test_a_gpu_host_with_cpu_only_jax_trains_on_the_cpu_with_one_warning(tmp_path: Path,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    if cuda_backend_installed():
+        pytest.skip("this JAX has a CUDA backend")
+    dev = _fake_gpu_host(tmp_path)
+    with caplog.at_level("WARNING", logger="workers.trainer.client"):
+        for _ in range(3):
+            assert trainer_sandbox(TrainerConfig(limits=SandboxLimits(cache_dir=None), dev_root=dev))[1:] == (
+                [], {"JAX_PLATFORMS": "cpu"})
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert "no CUDA backend: training on the CPU" in warning and "pip install 'discovery[cuda12]'" in warning
+    with pytest.raises(RuntimeError, match=r"no CUDA backend: pip install 'discovery\[cuda12\]'"):
+        TrainerConfig(limits=SandboxLimits(), device="gpu", dev_root=dev).platform()
+
+
+def test_a_gpu_host_gives_the_trainer_exactly_its_nvidia_devices(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    dev = _fake_gpu_host(tmp_path)
+    monkeypatch.setattr(client, "cuda_backend_installed", lambda: True)  # a host with `discovery[cuda12]`
     config = TrainerConfig(limits=SandboxLimits(cache_dir=None), device="auto", dev_root=dev)
     args, binds, env = trainer_sandbox(config)
     assert env == {"JAX_PLATFORMS": "cuda"}

@@ -159,14 +159,15 @@ def require_isolation(limits: SandboxLimits) -> IsolationReport:
     report = probe_isolation()
     if limits.isolation == "bwrap" and not report.bwrap:
         raise IsolationUnavailable(
-            "sandbox isolation 'bwrap' is required but bubblewrap does not work here: "
-            f"{report.bwrap_detail}. Install bubblewrap or set sandbox_isolation='process' explicitly."
+            f"sandbox isolation 'bwrap' is required but bubblewrap does not work here: {report.bwrap_detail}. "
+            "Install bubblewrap (apt install bubblewrap), allow unprivileged user namespaces, or set "
+            "DISCOVERY_SANDBOX_ISOLATION=process, which gives up the namespaces: the tracer then sees the host's "
+            "files and processes, kept in by seccomp, resource limits and (as root) an unprivileged uid only"
         )
     problem = process_mode_problem(limits)
     if problem is not None:
         raise IsolationUnavailable(problem)
     return report
-
 
 
 def gpu_device_nodes(dev: Path = Path("/dev")) -> list[Path]:

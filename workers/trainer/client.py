@@ -11,12 +11,15 @@ the next request starts a fresh one. `TrainerPool` keeps one trainer per evaluat
 from __future__ import annotations
 
 import collections
+import importlib.util
+import logging
 import os
 import selectors
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from typing import IO
 
@@ -27,6 +30,8 @@ from workers.sandbox.command import SANDBOX_CACHE_DIR, Bind
 from workers.sandbox.host import SandboxLimits, gpu_device_nodes
 from workers.sandbox.process import SandboxProcess
 from workers.trainer.protocol import MAX_FRAME_BYTES, TrainRequest, TrainResponse, write_frame
+
+log = logging.getLogger(__name__)
 
 STARTUP_SECONDS = 180.0  # imports and JAX's backend, before the first request
 TRAINER_UID = 65533
@@ -41,15 +46,45 @@ class TrainerFailed(Exception):
         self.message = message
 
 
+CUDA_INSTALL = "pip install 'discovery[cuda12]'"
+# The modules JAX's CUDA 12 backend installs (`jax[cuda12]`): found without importing JAX.
+CUDA_PLUGIN_MODULES = ("jax_cuda12_plugin", "jax_plugins.xla_cuda12")
+
+
+def cuda_backend_installed() -> bool:
+    """Whether the installed JAX can use an NVIDIA GPU (its CUDA plugin is installed)."""
+    def found(name: str) -> bool:
+        try:
+            return importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:  # the parent package is missing
+            return False
+
+    return any(found(name) for name in CUDA_PLUGIN_MODULES)
+
+
+@cache
+def _warn_cpu_fallback(dev_root: Path) -> None:
+    log.warning("this host has NVIDIA GPUs (%s) but the installed JAX has no CUDA backend: training on the CPU; "
+                "for the GPU, %s", dev_root, CUDA_INSTALL)
+
+
 class TrainerConfig(BaseModel):
     limits: SandboxLimits
-    device: str = "auto"  # "auto": the GPU when the host has NVIDIA device nodes; "cpu"; "gpu" (required)
+    device: str = "auto"  # "auto": the GPU when the host has NVIDIA device nodes and CUDA JAX; "cpu"; "gpu"
     dev_root: Path = Path("/dev")
 
     def devices(self) -> list[Path]:
+        """The device nodes the trainer gets: none for the CPU. `auto` falls back to the CPU, with one warning,
+        on a GPU host whose JAX has no CUDA backend; `gpu` refuses with the install command."""
         nodes = [] if self.device == "cpu" else gpu_device_nodes(self.dev_root)
         if self.device == "gpu" and not nodes:
             raise RuntimeError(f"a GPU trainer was asked for, but {self.dev_root} has no NVIDIA device nodes")
+        if nodes and not cuda_backend_installed():
+            if self.device == "gpu":
+                raise RuntimeError(f"a GPU trainer was asked for, but the installed JAX has no CUDA backend: "
+                                   f"{CUDA_INSTALL}")
+            _warn_cpu_fallback(self.dev_root)
+            return []
         return nodes
 
     def platform(self) -> str:
