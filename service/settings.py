@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     # host; its mean is every score's reference and its spread the noise model (more on a GPU is cheap).
     anchor_seeds: dict[Literal["smoke", "quick", "full"], Annotated[int, Field(ge=2, le=4096)]] = ANCHOR_SEEDS
 
+    @field_validator("cache_dir")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
+
     @field_validator("anchor_seeds")
     @classmethod
     def _every_profile(cls, given: dict[str, int]) -> dict[str, int]:

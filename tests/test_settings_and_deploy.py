@@ -5,12 +5,14 @@ Docker does not run on CI machines, so docker-compose.yml and the Dockerfile are
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from service.cli import app
@@ -23,6 +25,35 @@ REPO = Path(__file__).resolve().parents[1]
 def test_env_example_lists_every_setting() -> None:
     documented = set(re.findall(r"^(DISCOVERY_[A-Z_]+)=", (REPO / ".env.example").read_text(), re.M))
     assert documented == {f"DISCOVERY_{name.upper()}" for name in Settings.model_fields}
+
+
+def test_the_readme_tables_and_commands_match_the_code() -> None:
+    """Every DISCOVERY_* default the README states is the code's; every bench script and example it names exists."""
+    readme = (REPO / "README.md").read_text()
+    rows = re.findall(r"^\| `(DISCOVERY_[A-Z_]+)` \| ([^|]+) \|", readme, re.MULTILINE)
+    assert len(rows) >= 10
+    fields = Settings.model_fields
+    for variable, stated in rows:
+        field = variable.removeprefix("DISCOVERY_").lower()
+        assert field in fields, f"README names {variable}, which is no setting"
+        default = fields[field].default
+        if stated.strip() == "unset":
+            assert default in (None, ""), f"{variable}: README says unset, the code says {default!r}"
+        elif field == "cache_dir":
+            assert stated.strip() == "`~/.cache/discovery`" and default == Path.home() / ".cache" / "discovery"
+        else:
+            shown = json.dumps(default) if isinstance(default, dict) else f"{default:g}" if isinstance(
+                default, float) else str(default)
+            assert stated.strip() == f"`{shown}`", f"{variable}: README says {stated.strip()}, the code {shown}"
+    for script in re.findall(r"bench/[a-z_]+\.py", readme):
+        assert (REPO / script).is_file(), f"README names {script}, which does not exist"
+    for example in re.findall(r"examples/[a-z_]+\.py", readme):
+        assert (REPO / example).is_file(), f"README names {example}, which does not exist"
+
+
+def test_the_cache_folder_expands_a_home_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert Settings(cache_dir="~/discovery-cache").cache_dir == tmp_path / "discovery-cache"
 
 
 def test_every_compose_service_runs_a_real_entry_point() -> None:

@@ -1,4 +1,5 @@
-"""`discovery`: the command line. Every command prints one readable line and exits non-zero on bad input."""
+"""The commands that work on this machine: evaluate one candidate, run a whole discovery, serve the API,
+start a worker, migrate the database, and the API keys."""
 
 from __future__ import annotations
 
@@ -6,54 +7,31 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from service.cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    JsonFlag,
+    console,
+    fail,
+    parse_seeds,
+    require_sandbox,
+    scored_text,
+)
 from service.settings import get_settings
 
 app = typer.Typer(help="Discover reinforcement-learning algorithms with a language model in the loop.",
                   no_args_is_help=True, add_completion=False)
-# Markup off: names, thoughts, errors and model names are stored text (a model's, a user's), printed as they are.
-console = Console(width=None if sys.stdout.isatty() else 140, markup=False)
-JsonFlag = Annotated[bool, typer.Option("--json", help="print the result as JSON (for scripts)")]
-EXIT_BAD_INPUT = 2
-EXIT_FAILED = 1
-
-
-def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
-    print(f"error: {message}", file=sys.stderr)
-    raise typer.Exit(code)
 
 
 @app.callback()
 def main() -> None:
     """Discover reinforcement-learning algorithms with a language model in the loop."""
-
-
-def require_sandbox(quiet: bool = False) -> None:
-    """Refuse to start work that evaluates candidates when the required isolation is missing."""
-    from service.evaluation import check_isolation
-    from workers.sandbox.host import IsolationUnavailable
-
-    try:
-        summary = check_isolation(get_settings())
-        if not quiet:
-            console.print(f"sandbox: {summary}", style="dim")
-    except IsolationUnavailable as exc:
-        fail(str(exc), EXIT_FAILED)
-
-
-def _parse_seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        fail(f"--seeds takes comma-separated integers, got {text!r}")
-    if not seeds:
-        fail("--seeds needs at least one seed")
-    return seeds
 
 
 @app.command()
@@ -92,7 +70,7 @@ def evaluate(
     if metric not in ("auc", "final"):
         fail(f"--metric must be auc or final, got {metric!r}")
     source = code.read_text() if code is not None else TARGETS[target].warm_start
-    seed_list = _parse_seeds(seeds)
+    seed_list = parse_seeds(seeds)
     require_sandbox(as_json)
 
     table = Table(title=f"{target} candidate ({code or 'warm start'}), profile {profile}, seeds {seed_list}, "
@@ -115,7 +93,7 @@ def evaluate(
         table.add_row(
             name, f"{r.final_return:.2f}", " ".join(f"{x:.1f}" for x in r.returns[r.learning_rates.index(r.best_lr)]),
             f"{r.best_lr:g}", f"{anchor.warm_return:.2f} ({len(anchor.seeds)})", f"{anchor.random_return:.2f}",
-            _scored(comparison.score, comparison.ci)
+            scored_text(comparison.score, comparison.ci)
             + (" (return ratio)" if scored.scored.basis == "return_ratio" else ""),
             f"{comparison.p_improvement:.2f}", comparison.verdict, f"{r.compile_seconds:.1f}",
             f"{r.train_seconds:.1f}",
@@ -265,6 +243,8 @@ def serve(
 
 
 keys_app = typer.Typer(help="API keys: each key sees only its own runs.", no_args_is_help=True)
+
+
 app.add_typer(keys_app, name="keys")
 
 
@@ -292,177 +272,3 @@ def keys_local() -> None:
     upgrade_database(settings.database_url)
     with session_scope(make_session_factory(make_engine(settings.database_url))) as session:
         print(local_key(session, settings))
-
-
-runs_app = typer.Typer(help="Runs on a Discovery server (DISCOVERY_API_URL, DISCOVERY_API_KEY).", no_args_is_help=True)
-candidates_app = typer.Typer(help="Candidates on a Discovery server.", no_args_is_help=True)
-app.add_typer(runs_app, name="runs")
-app.add_typer(candidates_app, name="candidates")
-
-
-def api_call(method: str, path: str, **kwargs: object) -> dict:
-    from service.client import ApiError, request
-
-    try:
-        return request(get_settings(), method, path, **kwargs)
-    except ApiError as exc:
-        fail(str(exc), EXIT_BAD_INPUT if exc.bad_input else EXIT_FAILED)
-
-
-def _score(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
-def _scored(value: float | None, ci: list[float] | tuple[float, float] | None, verdict: str | None = None,
-            seeds: int | None = None) -> str:
-    """A score with its interval (and verdict, and the seeds behind it) as the CLI prints it."""
-    text = _score(value) + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
-    return text + (f" {verdict}" if verdict else "") + (f" ({seeds} seeds)" if seeds else "")
-
-
-@runs_app.command("list")
-def runs_list(
-    status: Annotated[str | None, typer.Option(help="only runs with this status")] = None,
-    limit: Annotated[int, typer.Option(help="how many")] = 20,
-    as_json: JsonFlag = False,
-) -> None:
-    """List your runs, newest first."""
-    params = {"limit": limit, **({"status": status} if status else {})}
-    page = api_call("GET", "/v1/runs", params=params)
-    if as_json:
-        print(json.dumps(page))
-        return
-    table = Table(title="runs")
-    for column in ("id", "status", "target", "proposer", "budget", "best", "verdict", "created"):
-        table.add_column(column)
-    for r in page["items"]:
-        table.add_row(r["id"], r["status"], r["target"], r["proposer"], str(r["candidates_budget"]),
-                      _score(r["best_score"]), r["best_verdict"] or "-", r["created_at"][:19])
-    console.print(table)
-
-
-@runs_app.command("show")
-def runs_show(run_id: Annotated[str, typer.Argument(help="run id")],
-              as_json: JsonFlag = False,
-              ) -> None:
-    """A run's status, progress, budget spent, best candidate, meta-test table and evolution's operators."""
-    r = api_call("GET", f"/v1/runs/{run_id}")
-    if as_json:
-        print(json.dumps(r))
-        return
-    preset = f", preset {r['preset']}" if r["preset"] else ""
-    console.print(f"run {r['id']}: {r['status'].upper()}  {r['target']} on {', '.join(r['environments']['train'])}"
-                  f"  ({r['proposer']['kind']}, profile {r['profile']}{preset}, {r['learning_rate']} learning rate, "
-                  f"{r['seeds_per_eval']} search / up to {r['verification_seeds']} verification / "
-                  f"{r['metatest_seeds']} meta-test seeds, metric {r['metric']})")
-    p, spent = r["progress"], r["spent"]
-    console.print(f"candidates {p['candidates_done']}/{p['candidates_budget']} (in flight {p['in_flight']}), "
-                  f"tokens {spent['tokens']}, cost ${spent['cost_usd']:.4f}, duplicates skipped "
-                  f"{spent['duplicates_skipped']}")
-    if r["best"]:
-        b = r["best"]
-        console.print(f"best: #{b['index']} {b['name']} ({b['candidate_id']}), verified score "
-                      f"{_scored(b['score'], b['score_ci'], b['verdict'], b['seeds'])}", markup=False)
-    console.print(f"verdict: {r['discovery']['message']}", markup=False)
-    if r["meta_test"]:
-        references = list(r["meta_test"][0]["references"])
-        table = Table(title="meta-test (normalised score; * a return ratio: the warm start was within noise of random)")
-        for column in ("environment", "best", "warm start", *references):
-            table.add_column(column)
-
-        def cell(value: dict | None) -> str:
-            value = value or {}
-            flag = "*" if value.get("score_basis") == "return_ratio" else ""
-            return _scored(value.get("normalised_score"), value.get("score_ci"), value.get("verdict")) + flag
-
-        for row in r["meta_test"]:
-            table.add_row(row["env"], cell(row["best"]), cell(row["warm_start"]),
-                          *(cell(row["references"][name]) for name in references))
-        console.print(table)
-    if r["operators"]:
-        table = Table(title="evolution operators (children turned down by the probe before training; proposals "
-                            "within 20% of the warm start)")
-        for column in ("operator", "tried", "broke a rule", "behavioural duplicate", "proposed", "within 20%",
-                       "above 1.0", "success"):
-            table.add_column(column)
-        for o in r["operators"]:
-            success = "-" if o["success_rate"] is None else f"{o['success_rate']:.0%}"
-            table.add_row(o["operator"], *(str(o[k]) for k in ("tried", "broke_a_rule", "behavioural_duplicates",
-                                                              "proposed", "within_20_percent", "above_warm_start")),
-                          success)
-        console.print(table)
-    if len(r["models"]) > 1:
-        table = Table(title="models of the ensemble (improved: scored above its parent, the bandit's reward)")
-        for column in ("model", "proposals", "trained ok", "improved", "tokens", "cost", "best"):
-            table.add_column(column)
-        for m in r["models"]:
-            table.add_row(m["model"], str(m["proposals"]), str(m["evaluated"]), str(m["improved"]), str(m["tokens"]),
-                          f"${m['cost_usd']:.4f}", _score(m["best_score"]))
-        console.print(table)
-    if r["islands"]:
-        table = Table(title=f"islands (migrating their best every {r['search']['migration_interval']} proposals each)")
-        for column in ("island", "proposals", "best", "best candidate"):
-            table.add_column(column)
-        for i in r["islands"]:
-            table.add_row(str(i["island"]), str(i["proposals"]), _score(i["best_score"]), i["best_candidate_id"] or "-")
-        console.print(table)
-    if r["error"]:
-        console.print(f"error: {r['error']}")
-
-
-@runs_app.command("extend")
-def runs_extend(run_id: Annotated[str, typer.Argument(help="run id")],
-                candidates: Annotated[int, typer.Option(help="proposals to add")],
-                tokens: Annotated[int | None, typer.Option(help="tokens to add to the token budget")] = None,
-                cost_usd: Annotated[float | None, typer.Option(help="USD to add to the cost budget")] = None,
-                as_json: JsonFlag = False) -> None:
-    """Give a completed run more budget: it continues from its history."""
-    more = {k: v for k, v in (("candidates", candidates), ("tokens", tokens), ("cost_usd", cost_usd))
-            if v is not None}
-    r = api_call("POST", f"/v1/runs/{run_id}/extend", json=more)
-    if as_json:
-        print(json.dumps(r))
-        return
-    p = r["progress"]
-    console.print(f"run {r['id']}: {r['status']}, candidates {p['candidates_done']}/{p['candidates_budget']}")
-
-
-@runs_app.command("cancel")
-def runs_cancel(run_id: Annotated[str, typer.Argument(help="run id")]) -> None:
-    """Cancel a run: no new work starts; in-flight evaluations end on their own."""
-    r = api_call("POST", f"/v1/runs/{run_id}/cancel")
-    console.print(f"run {r['id']}: {r['status']}")
-
-
-@candidates_app.command("show")
-def candidates_show(candidate_id: Annotated[str, typer.Argument(help="candidate id")],
-                    as_json: JsonFlag = False,
-                    ) -> None:
-    """A candidate's code, thought, outcome and per-environment results."""
-    from rich.syntax import Syntax
-
-    c = api_call("GET", f"/v1/candidates/{candidate_id}")
-    if as_json:
-        print(json.dumps(c))
-        return
-    console.print(f"#{c['index']} {c['name']} ({c['id']}) of run {c['run_id']}: {c['outcome'] or c['status']}, "
-                  f"search score {_scored(c['score'], c['score_ci'])}, verified score "
-                  f"{_scored(c['verified_score'], c['verified_ci'], c['verdict'], c['seeds'])}", markup=False)
-    if c["thought"]:
-        console.print(f"thought: {c['thought']}")
-    if c["error"]:
-        console.print(f"error: {c['error']}")
-    console.print(Syntax(c["code"], "python"))
-    table = Table(title="evaluations")
-    for column in ("phase", "round", "env", "outcome", "return", "score (95% CI)", "lr", "seeds"):
-        table.add_column(column)
-    for e in c["evaluations"]:
-        final_return = "-" if e["final_return"] is None else f"{e['final_return']:.2f}"
-        lr = "-" if e["best_lr"] is None else f"{e['best_lr']:g}"
-        table.add_row(e["phase"], str(e["round"] or "-"), e["env"], e["outcome"], final_return,
-                      _scored(e["normalised_score"], e["score_ci"]), lr, ",".join(map(str, e["seeds"])))
-    console.print(table)
-
-
-if __name__ == "__main__":
-    app()

@@ -1,0 +1,162 @@
+"""The commands that read and steer runs on a Discovery server (DISCOVERY_API_URL, DISCOVERY_API_KEY):
+`runs list/show/extend/cancel` and `candidates show`."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from service.cli.common import JsonFlag, api_call, console, score_text, scored_text
+
+runs_app = typer.Typer(help="Runs on a Discovery server (DISCOVERY_API_URL, DISCOVERY_API_KEY).", no_args_is_help=True)
+
+
+candidates_app = typer.Typer(help="Candidates on a Discovery server.", no_args_is_help=True)
+
+
+@runs_app.command("list")
+def runs_list(
+    status: Annotated[str | None, typer.Option(help="only runs with this status")] = None,
+    limit: Annotated[int, typer.Option(help="how many")] = 20,
+    as_json: JsonFlag = False,
+) -> None:
+    """List your runs, newest first."""
+    params = {"limit": limit, **({"status": status} if status else {})}
+    page = api_call("GET", "/v1/runs", params=params)
+    if as_json:
+        print(json.dumps(page))
+        return
+    table = Table(title="runs")
+    for column in ("id", "status", "target", "proposer", "budget", "best", "verdict", "created"):
+        table.add_column(column)
+    for r in page["items"]:
+        table.add_row(r["id"], r["status"], r["target"], r["proposer"], str(r["candidates_budget"]),
+                      score_text(r["best_score"]), r["best_verdict"] or "-", r["created_at"][:19])
+    console.print(table)
+
+
+@runs_app.command("show")
+def runs_show(run_id: Annotated[str, typer.Argument(help="run id")],
+              as_json: JsonFlag = False,
+              ) -> None:
+    """A run's status, progress, budget spent, best candidate, meta-test table and evolution's operators."""
+    r = api_call("GET", f"/v1/runs/{run_id}")
+    if as_json:
+        print(json.dumps(r))
+        return
+    preset = f", preset {r['preset']}" if r["preset"] else ""
+    console.print(f"run {r['id']}: {r['status'].upper()}  {r['target']} on {', '.join(r['environments']['train'])}"
+                  f"  ({r['proposer']['kind']}, profile {r['profile']}{preset}, {r['learning_rate']} learning rate, "
+                  f"{r['seeds_per_eval']} search / up to {r['verification_seeds']} verification / "
+                  f"{r['metatest_seeds']} meta-test seeds, metric {r['metric']})")
+    p, spent = r["progress"], r["spent"]
+    console.print(f"candidates {p['candidates_done']}/{p['candidates_budget']} (in flight {p['in_flight']}), "
+                  f"tokens {spent['tokens']}, cost ${spent['cost_usd']:.4f}, duplicates skipped "
+                  f"{spent['duplicates_skipped']}")
+    if r["best"]:
+        b = r["best"]
+        console.print(f"best: #{b['index']} {b['name']} ({b['candidate_id']}), verified score "
+                      f"{scored_text(b['score'], b['score_ci'], b['verdict'], b['seeds'])}", markup=False)
+    console.print(f"verdict: {r['discovery']['message']}", markup=False)
+    if r["meta_test"]:
+        references = list(r["meta_test"][0]["references"])
+        table = Table(title="meta-test (normalised score; * a return ratio: the warm start was within noise of random)")
+        for column in ("environment", "best", "warm start", *references):
+            table.add_column(column)
+
+        def cell(value: dict | None) -> str:
+            value = value or {}
+            flag = "*" if value.get("score_basis") == "return_ratio" else ""
+            return scored_text(value.get("normalised_score"), value.get("score_ci"), value.get("verdict")) + flag
+
+        for row in r["meta_test"]:
+            table.add_row(row["env"], cell(row["best"]), cell(row["warm_start"]),
+                          *(cell(row["references"][name]) for name in references))
+        console.print(table)
+    if r["operators"]:
+        table = Table(title="evolution operators (children turned down by the probe before training; proposals "
+                            "within 20% of the warm start)")
+        for column in ("operator", "tried", "broke a rule", "behavioural duplicate", "proposed", "within 20%",
+                       "above 1.0", "success"):
+            table.add_column(column)
+        for o in r["operators"]:
+            success = "-" if o["success_rate"] is None else f"{o['success_rate']:.0%}"
+            table.add_row(o["operator"], *(str(o[k]) for k in ("tried", "broke_a_rule", "behavioural_duplicates",
+                                                              "proposed", "within_20_percent", "above_warm_start")),
+                          success)
+        console.print(table)
+    if len(r["models"]) > 1:
+        table = Table(title="models of the ensemble (improved: scored above its parent, the bandit's reward)")
+        for column in ("model", "proposals", "trained ok", "improved", "tokens", "cost", "best"):
+            table.add_column(column)
+        for m in r["models"]:
+            table.add_row(m["model"], str(m["proposals"]), str(m["evaluated"]), str(m["improved"]), str(m["tokens"]),
+                          f"${m['cost_usd']:.4f}", score_text(m["best_score"]))
+        console.print(table)
+    if r["islands"]:
+        table = Table(title=f"islands (migrating their best every {r['search']['migration_interval']} proposals each)")
+        for column in ("island", "proposals", "best", "best candidate"):
+            table.add_column(column)
+        for i in r["islands"]:
+            table.add_row(str(i["island"]), str(i["proposals"]), score_text(i["best_score"]),
+                          i["best_candidate_id"] or "-")
+        console.print(table)
+    if r["error"]:
+        console.print(f"error: {r['error']}")
+
+
+@runs_app.command("extend")
+def runs_extend(run_id: Annotated[str, typer.Argument(help="run id")],
+                candidates: Annotated[int, typer.Option(help="proposals to add")],
+                tokens: Annotated[int | None, typer.Option(help="tokens to add to the token budget")] = None,
+                cost_usd: Annotated[float | None, typer.Option(help="USD to add to the cost budget")] = None,
+                as_json: JsonFlag = False) -> None:
+    """Give a completed run more budget: it continues from its history."""
+    more = {k: v for k, v in (("candidates", candidates), ("tokens", tokens), ("cost_usd", cost_usd))
+            if v is not None}
+    r = api_call("POST", f"/v1/runs/{run_id}/extend", json=more)
+    if as_json:
+        print(json.dumps(r))
+        return
+    p = r["progress"]
+    console.print(f"run {r['id']}: {r['status']}, candidates {p['candidates_done']}/{p['candidates_budget']}")
+
+
+@runs_app.command("cancel")
+def runs_cancel(run_id: Annotated[str, typer.Argument(help="run id")]) -> None:
+    """Cancel a run: no new work starts; in-flight evaluations end on their own."""
+    r = api_call("POST", f"/v1/runs/{run_id}/cancel")
+    console.print(f"run {r['id']}: {r['status']}")
+
+
+@candidates_app.command("show")
+def candidates_show(candidate_id: Annotated[str, typer.Argument(help="candidate id")],
+                    as_json: JsonFlag = False,
+                    ) -> None:
+    """A candidate's code, thought, outcome and per-environment results."""
+    from rich.syntax import Syntax
+
+    c = api_call("GET", f"/v1/candidates/{candidate_id}")
+    if as_json:
+        print(json.dumps(c))
+        return
+    console.print(f"#{c['index']} {c['name']} ({c['id']}) of run {c['run_id']}: {c['outcome'] or c['status']}, "
+                  f"search score {scored_text(c['score'], c['score_ci'])}, verified score "
+                  f"{scored_text(c['verified_score'], c['verified_ci'], c['verdict'], c['seeds'])}", markup=False)
+    if c["thought"]:
+        console.print(f"thought: {c['thought']}")
+    if c["error"]:
+        console.print(f"error: {c['error']}")
+    console.print(Syntax(c["code"], "python"))
+    table = Table(title="evaluations")
+    for column in ("phase", "round", "env", "outcome", "return", "score (95% CI)", "lr", "seeds"):
+        table.add_column(column)
+    for e in c["evaluations"]:
+        final_return = "-" if e["final_return"] is None else f"{e['final_return']:.2f}"
+        lr = "-" if e["best_lr"] is None else f"{e['best_lr']:g}"
+        table.add_row(e["phase"], str(e["round"] or "-"), e["env"], e["outcome"], final_return,
+                      scored_text(e["normalised_score"], e["score_ci"]), lr, ",".join(map(str, e["seeds"])))
+    console.print(table)
