@@ -52,7 +52,7 @@ class LLMSettings(BaseModel):
     max_tokens: int | None = 4096  # sent as max_tokens, unless max_completion_tokens is set
     max_completion_tokens: int | None = None  # set: sent instead of max_tokens (reasoning models need it)
     reasoning_effort: Literal["low", "medium", "high"] | None = None  # sent only when set
-    json_mode: bool = True  # send response_format={"type": "json_object"}
+    json_mode: bool = True  # send the reply's JSON schema as response_format (json_object where refused)
     price_prompt_per_1k: float | None = None  # USD per 1000 prompt tokens; None: cost not counted
     price_completion_per_1k: float | None = None
     request_timeout_seconds: float = 120.0

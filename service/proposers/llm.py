@@ -45,7 +45,7 @@ PARAMETER_HINT = (
     "if the model rejects a parameter, change the run spec: proposer.temperature=null (or "
     "proposer.send_temperature=false) for models that reject a temperature, proposer.max_completion_tokens "
     "instead of proposer.max_tokens for reasoning models, proposer.json_mode=false for endpoints without "
-    "JSON mode, and leave proposer.reasoning_effort unset for models without it"
+    "JSON mode (a JSON schema, or else a JSON object), and leave proposer.reasoning_effort unset for models without it"
 )
 
 
@@ -67,6 +67,21 @@ class LLMReply(BaseModel):
     @classmethod
     def _short_name(cls, value: str) -> str:
         return value.strip()[:80]
+
+
+# What `json_mode` asks for: the reply's own JSON schema (OpenAI's structured outputs, also served by vLLM,
+# llama.cpp and Ollama); an endpoint that refuses it gets `json_object` from then on (per endpoint, per process).
+REPLY_FORMAT = {"type": "json_schema", "json_schema": {"name": "proposal", "strict": True, "schema": {
+    "type": "object", "additionalProperties": False, "required": ["thought", "name", "code"],
+    "properties": {"thought": {"type": "string"}, "name": {"type": "string"}, "code": {"type": "string"}}}}}
+JSON_OBJECT_FORMAT = {"type": "json_object"}
+SCHEMA_REFUSED_BY: set[str] = set()  # endpoints that refused REPLY_FORMAT
+
+
+def refuses_the_schema(exc: openai.APIStatusError) -> bool:
+    """Whether a 400/422 says the endpoint does not take a JSON schema as the response format."""
+    text = _status_message(exc).lower()
+    return exc.status_code in (400, 422) and any(word in text for word in ("response_format", "json_schema", "schema"))
 
 
 _FENCE = re.compile(r"```(?:json)?\s*(\{.*\})\s*```", re.DOTALL)
@@ -276,7 +291,8 @@ class LLMProposer:
         if settings.reasoning_effort is not None:
             options["reasoning_effort"] = settings.reasoning_effort
         if settings.json_mode:
-            options["response_format"] = {"type": "json_object"}
+            schema_refused = (self.base_url or "") in SCHEMA_REFUSED_BY
+            options["response_format"] = JSON_OBJECT_FORMAT if schema_refused else REPLY_FORMAT
         return options
 
     def _cost(self, prompt_tokens: int | None, completion_tokens: int | None) -> float | None:
@@ -308,6 +324,10 @@ class LLMProposer:
                 record.latency_ms = (time.monotonic() - t0) * 1000.0
                 record.error = last_error = _status_message(exc)
                 calls.append(record)
+                endpoint = self.base_url or ""
+                if settings.json_mode and endpoint not in SCHEMA_REFUSED_BY and refuses_the_schema(exc):
+                    SCHEMA_REFUSED_BY.add(endpoint)  # ask again at once, with json_object
+                    continue
                 if exc.status_code not in RETRYABLE_STATUS and exc.status_code < 500:
                     raise ProposerUnavailable(self._refused_reason(exc), calls) from exc
                 wait = retry_after_seconds(exc.response)

@@ -16,6 +16,7 @@ from service.proposers import (
     ast_hash,
     make_proposer,
 )
+from service.proposers import llm as llm_module
 from service.proposers.llm import parse_reply
 from tests.proposers.scripted_llm import completion, failure, warm_entry
 from workers.results import Outcome
@@ -86,7 +87,9 @@ def test_valid_reply_is_proposed_and_the_call_is_recorded(llm_server, llm_config
     assert request["model"] == "scripted-model"
     assert request["temperature"] == 0.8
     assert request["max_tokens"] == 2048
-    assert request["response_format"] == {"type": "json_object"}
+    schema = request["response_format"]["json_schema"]["schema"]  # the reply's own schema, not just "JSON"
+    assert request["response_format"]["type"] == "json_schema"
+    assert schema["required"] == ["thought", "name", "code"] and schema["additionalProperties"] is False
     system = request["messages"][0]["content"]
     target = get_target("lpo")
     assert target.signature in system
@@ -97,6 +100,19 @@ def test_valid_reply_is_proposed_and_the_call_is_recorded(llm_server, llm_config
     assert '"thought"' in system and '"name"' in system and '"code"' in system
     user = request["messages"][1]["content"]
     assert "warm_start" in user and "Fitness: 1.0000" in user and "jnp.clip(ratio" in user
+
+
+def test_an_endpoint_that_refuses_the_schema_gets_json_object_from_then_on(llm_server, llm_config, monkeypatch):
+    monkeypatch.setattr(llm_module, "SCHEMA_REFUSED_BY", set())  # what this process remembers, fresh
+    llm_server.script += [failure(400, "response_format: json_schema is not supported"), reply(GOOD_CODE),
+                          reply(GOOD_CODE, name="second")]
+    first = make_proposer(llm_config).propose(context())
+    second = make_proposer(llm_config).propose(context())
+
+    assert first.invalid_error is None and second.invalid_error is None
+    formats = [r["response_format"]["type"] for r in llm_server.requests]
+    assert formats == ["json_schema", "json_object", "json_object"]  # one refusal, remembered for the endpoint
+    assert [c.error is not None for c in first.llm_calls] == [True, False]
 
 
 def test_models_that_reject_parameters_are_configured_not_crashed(llm_server, llm_config):
