@@ -18,8 +18,9 @@ class ApiError(Exception):
         self.bad_input = bad_input
 
 
-def request(settings: Settings, method: str, path: str, **kwargs: Any) -> Any:
-    """Call the API with DISCOVERY_API_KEY, else with this machine's local identity once it exists."""
+def request(settings: Settings, method: str, path: str, raw: bool = False, **kwargs: Any) -> Any:
+    """Call the API with DISCOVERY_API_KEY, else with this machine's local identity once it exists; the JSON
+    answer, or with `raw` the body as text."""
     local = local_key_file(settings)
     if settings.api_key is not None:
         key = settings.api_key.get_secret_value()
@@ -38,4 +39,4 @@ def request(settings: Settings, method: str, path: str, **kwargs: Any) -> Any:
         except ValueError:
             detail = response.text[:200]
         raise ApiError(f"{response.status_code}: {detail}", bad_input=response.status_code < 500)
-    return response.json()
+    return response.text if raw else response.json()

@@ -4,7 +4,7 @@ error, the sandbox check, and the API client call with the score formatting of t
 from __future__ import annotations
 
 import sys
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -52,7 +52,7 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def api_call(method: str, path: str, **kwargs: object) -> dict:
+def api_call(method: str, path: str, **kwargs: object) -> Any:
     from service.client import ApiError, request
 
     try:

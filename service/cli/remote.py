@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from service.cli.common import JsonFlag, api_call, console, score_text, scored_text
+from service.cli.common import JsonFlag, api_call, console, fail, score_text, scored_text
 
 runs_app = typer.Typer(help="Runs on a Discovery server (DISCOVERY_API_URL, DISCOVERY_API_KEY).", no_args_is_help=True)
 
@@ -130,6 +132,23 @@ def runs_cancel(run_id: Annotated[str, typer.Argument(help="run id")]) -> None:
     """Cancel a run: no new work starts; in-flight evaluations end on their own."""
     r = api_call("POST", f"/v1/runs/{run_id}/cancel")
     console.print(f"run {r['id']}: {r['status']}")
+
+
+@runs_app.command("export")
+def runs_export(
+    run_id: Annotated[str, typer.Argument(help="the run")],
+    format: Annotated[str, typer.Option("--format", help="csv or jsonl (with each seed's learning curve)")] = "csv",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="write to this file [stdout]")] = None,
+) -> None:
+    """Every evaluation of a run, one row per candidate × environment × phase × seed, for pandas or a spreadsheet."""
+    if format not in ("csv", "jsonl"):
+        fail(f"--format must be csv or jsonl, got {format!r}")
+    text = api_call("GET", f"/v1/runs/{run_id}/export", params={"format": format}, raw=True)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)
+        console.print(f"wrote {output}")
 
 
 @candidates_app.command("show")

@@ -1,14 +1,27 @@
-"""A run's best algorithm as a standalone Python file (`GET /v1/runs/{id}/best.py`).
+"""What leaves the service: a run's best algorithm as a standalone Python file (`GET /v1/runs/{id}/best.py`)
+and its evaluations as a table (`GET /v1/runs/{id}/export?format=csv|jsonl`, `discovery runs export`).
 
-Only the candidate's own function is code; everything else (its name, the model's thought, scores) is
-data, written as `#` comments with every character that could end a comment or break the file (line
-breaks of any kind, NUL, other control characters) escaped. So a hostile name or thought cannot close a
-docstring, start a statement, or make the file fail to parse.
+In `best.py` only the candidate's own function is code; everything else (its name, the model's thought,
+scores) is data, written as `#` comments with every character that could end a comment or break the file
+(line breaks of any kind, NUL, other control characters) escaped. So a hostile name or thought cannot
+close a docstring, start a statement, or make the file fail to parse.
+
+The table has one row per candidate × environment × phase (and race round) × seed: the seed's return at
+the learning rate the candidate was scored at, its normalised score against the anchor, and where it came
+from (the artifact's SHA-256). JSONL rows also carry the seed's learning curve.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import textwrap
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from service.db.models import Candidate, Evaluation, Run
 from workers.results import score_text
@@ -43,3 +56,42 @@ def best_file(run: Run, best: Candidate, evaluations: list[Evaluation], verdict:
     if best.thought:
         header += ["#", *comments("Idea: " + best.thought, width=100)]
     return "\n".join(header) + "\n\n" + best.code
+
+
+EXPORT_COLUMNS = ("run_id", "candidate_id", "candidate_index", "candidate_name", "reference", "phase", "round", "env",
+                  "seed", "learning_rate", "return", "score", "score_basis", "metric", "outcome", "artifact_sha256")
+
+
+def evaluation_rows(session: Session, run: Run, with_curves: bool = False) -> Iterator[dict[str, Any]]:
+    """One row per candidate × environment × phase (and round) × seed; an evaluation that failed is one row
+    with its outcome and no seed."""
+    query = (select(Evaluation, Candidate).join(Candidate, Candidate.id == Evaluation.candidate_id)
+             .where(Candidate.run_id == run.id)
+             .order_by(Candidate.index, Evaluation.phase, Evaluation.round, Evaluation.env, Evaluation.created_at))
+    for evaluation, candidate in session.execute(query):
+        base = {"run_id": run.id, "candidate_id": candidate.id, "candidate_index": candidate.index,
+                "candidate_name": candidate.name, "reference": candidate.reference, "phase": evaluation.phase,
+                "round": evaluation.round, "env": evaluation.env, "outcome": evaluation.outcome,
+                "artifact_sha256": evaluation.artifact_sha256, "learning_rate": evaluation.best_lr,
+                "score_basis": evaluation.score_basis, "metric": (evaluation.stats or {}).get("metric")}
+        if evaluation.returns is None or evaluation.best_lr is None:
+            yield base | {"seed": None, "return": None, "score": None}
+            continue
+        returns = evaluation.returns[evaluation.learning_rates.index(evaluation.best_lr)]
+        scores = (evaluation.stats or {}).get("scores") or [None] * len(returns)
+        curves = (evaluation.curves or {}).get("seed_curves") or [None] * len(returns)
+        for seed, value, score, curve in zip(evaluation.seeds, returns, scores, curves, strict=False):
+            row = base | {"seed": seed, "return": value, "score": score}
+            yield row | {"curve": curve} if with_curves else row
+
+
+def export_csv(rows: Iterator[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def export_jsonl(rows: Iterator[dict[str, Any]]) -> str:
+    return "".join(json.dumps(row) + "\n" for row in rows)

@@ -21,6 +21,7 @@ import pytest
 
 from service.settings import Settings
 from tests.api.conftest import ApiServer, serve
+from tests.api.export_checks import check_the_export_has_a_row_per_seed_of_every_evaluation_stored
 from tests.runs.conftest import REPO, WorkerProcess, broker_url, cache_dir, worker_env  # noqa: F401
 
 
@@ -110,7 +111,8 @@ def read_events(client: httpx.Client, run_id: str, last_event_id: int | None = N
 
 
 def test_a_whole_run_over_http_with_celery_and_a_signed_webhook(celery_api: ApiServer, receiver: Receiver) -> None:
-    client = celery_api.client(celery_api.new_key())
+    key = celery_api.new_key()
+    client = celery_api.client(key)
     created = client.post("/v1/runs", json={
         "target": "lpo", "environments": {"train": ["CartPole-v1"], "test": ["Acrobot-v1"]}, "profile": "smoke",
         "proposer": {"kind": "evolution"}, "budget": {"candidates": 3}, "concurrency": 2, "seed": 0,
@@ -168,6 +170,7 @@ def test_a_whole_run_over_http_with_celery_and_a_signed_webhook(celery_api: ApiS
     assert run["id"] in best.text and f"Verdict: {final['discovery']['message']}." in best.text
     module = ast.parse(best.text)
     assert any(isinstance(n, ast.FunctionDef) and n.name == "drift" for n in module.body)
+    check_the_export_has_a_row_per_seed_of_every_evaluation_stored(celery_api, key, run["id"])
 
     deadline = time.monotonic() + 60
     while not receiver.of_type("run.completed") and time.monotonic() < deadline:

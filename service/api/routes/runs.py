@@ -221,6 +221,22 @@ def best_file(run_id: str, key: KeyDep, session: SessionDep) -> Response:
                     headers={"Content-Disposition": f'attachment; filename="{run.target}_{run.id[:8]}.py"'})
 
 
+@router.get("/runs/{run_id}/export", responses={**NOT_FOUND, 200: {"content": {"text/csv": {},
+                                                                               "application/x-ndjson": {}}}})
+def export_evaluations(run_id: str, key: KeyDep, session: SessionDep,
+                       format: Literal["csv", "jsonl"] = "csv") -> Response:  # noqa: A002 - the query's name
+    """Every evaluation of the run, one row per candidate × environment × phase × seed (return, score, learning
+    rate, artifact); `jsonl` rows also carry the seed's learning curve."""
+    run = found(owned_run(session, key, run_id), "run", run_id)
+    if format == "csv":
+        body, media_type = export.export_csv(export.evaluation_rows(session, run)), "text/csv"
+    else:
+        body, media_type = export.export_jsonl(export.evaluation_rows(session, run, with_curves=True)), \
+            "application/x-ndjson"
+    return Response(body, media_type=media_type,
+                    headers={"Content-Disposition": f'attachment; filename="{run.id}.{format}"'})
+
+
 @router.get("/runs/{run_id}/webhook-deliveries", response_model=list[WebhookDeliveryOut], responses=NOT_FOUND)
 def list_deliveries(run_id: str, key: KeyDep, session: SessionDep) -> list[WebhookDeliveryOut]:
     found(owned_run(session, key, run_id), "run", run_id)
