@@ -118,13 +118,15 @@ def migrate() -> None:
 
 @app.command()
 def run(
+    spec_file: Annotated[Path | None, typer.Option("--spec", help="a run spec as YAML or JSON (the API's RunSpec); "
+                                                   "flags win over it")] = None,
     preset: Annotated[str | None, typer.Option(help="a named protocol (paper, quick); other flags win over it")] = None,
     target: Annotated[str | None, typer.Option(help="lpo, optimizer or advantage [lpo]")] = None,
     env: Annotated[list[str] | None, typer.Option(help="meta-train environment; repeat for several")] = None,
     test_env: Annotated[list[str] | None, typer.Option(help="meta-test environment; repeat for several "
                                                        "[the target's]")] = None,
     profile: Annotated[str | None, typer.Option(help="full, quick or smoke [quick]")] = None,
-    proposer: Annotated[str, typer.Option(help="evolution or llm")] = "evolution",
+    proposer: Annotated[str | None, typer.Option(help="evolution or llm [evolution]")] = None,
     model: Annotated[list[str] | None, typer.Option(help="LLM model (with --proposer llm); repeat for an ensemble "
                                                     "that a bandit picks from per proposal")] = None,
     islands: Annotated[int | None, typer.Option(help="sub-populations with their own history, migrating their "
@@ -158,7 +160,7 @@ def run(
     from service.runs.runner import RunRefused, run_to_completion
     from service.runs.spec import RunSpec
 
-    if proposer not in ("evolution", "llm"):
+    if proposer not in (None, "evolution", "llm"):
         fail(f"--proposer must be evolution or llm, got {proposer!r}")
     if proposer == "llm" and not model:
         fail("--proposer llm needs --model NAME (the model at DISCOVERY_OPENAI_BASE_URL)")
@@ -171,11 +173,14 @@ def run(
                         if v is not None} or None,
              "proposer": {"kind": proposer, "models": model, **{k: v for k, v in (
                  ("history", history), ("max_completion_tokens", max_completion_tokens),
-                 ("reasoning_effort", reasoning_effort)) if v is not None}} if proposer == "llm" else None}
+                 ("reasoning_effort", reasoning_effort)) if v is not None}} if proposer == "llm"
+             else {"kind": "evolution"} if proposer == "evolution" else None}
     if proposer != "llm" and (history or max_completion_tokens or reasoning_effort):
         fail("--history, --max-completion-tokens and --reasoning-effort need --proposer llm")
+    chosen = merged(read_spec_file(spec_file) if spec_file else {},
+                    {key: value for key, value in given.items() if value is not None})
     try:
-        spec = RunSpec.model_validate({key: value for key, value in given.items() if value is not None})
+        spec = RunSpec.model_validate(chosen)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
@@ -196,6 +201,35 @@ def run(
         print(run_result(get_settings(), run_id).model_dump_json())
     if status != "completed":
         raise typer.Exit(EXIT_FAILED)
+
+
+def read_spec_file(path: Path) -> dict:
+    """A run spec from a YAML or JSON file, or one readable line on what is wrong with it."""
+    import yaml
+
+    try:
+        text = path.read_text()
+        data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+    except OSError as exc:
+        fail(f"--spec {path}: {exc.strerror or exc}")
+    except (ValueError, yaml.YAMLError) as exc:
+        fail(f"--spec {path}: not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}: "
+             f"{str(exc).splitlines()[0]}")
+    if not isinstance(data, dict):
+        fail(f"--spec {path}: a run spec is an object (a mapping of fields), not {type(data).__name__}")
+    return data
+
+
+def merged(base: dict, override: dict) -> dict:
+    """`override` over `base`, key by key, into nested objects (flags win over a spec file); an object of another
+    `kind` (a proposer) replaces the one it overrides."""
+    out = dict(base)
+    for key, value in override.items():
+        inner = out.get(key)
+        same_kind = (isinstance(inner, dict) and isinstance(value, dict)
+                     and inner.get("kind") in (None, value.get("kind")))
+        out[key] = merged(inner, value) if same_kind else value  # type: ignore[arg-type]
+    return out
 
 
 @app.command()

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from service.db.models import EvalPhase, Run
 from service.runs.orchestrator import seed_plan
 from service.runs.spec import RunSpec
@@ -53,6 +55,38 @@ def test_dry_run_prints_the_resolved_spec_and_starts_nothing(tmp_path: Path) -> 
     bad = subprocess.run([sys.executable, "-m", "service.cli", "run", "--preset", "nope", "--dry-run"], cwd=REPO,
                          env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "preset" in bad.stderr
+
+
+def _dry_run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISCOVERY_")}
+    env.update(DISCOVERY_DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite'}", DISCOVERY_CACHE_DIR=str(tmp_path / "c"))
+    return subprocess.run([sys.executable, "-m", "service.cli", "run", *args, "--dry-run"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_a_spec_file_and_the_same_flags_give_the_same_spec_and_flags_win(tmp_path: Path) -> None:
+    flags = ["--target", "lpo", "--env", "CartPole-v1", "--env", "Breakout-MinAtar", "--profile", "smoke",
+             "--candidates", "5", "--seed", "3", "--proposer", "llm", "--model", "m1", "--history", "none"]
+    spec = {"target": "lpo", "environments": {"train": ["CartPole-v1", "Breakout-MinAtar"]}, "profile": "smoke",
+            "budget": {"candidates": 5}, "seed": 3, "proposer": {"kind": "llm", "models": ["m1"], "history": "none"}}
+    (tmp_path / "run.json").write_text(json.dumps(spec))
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(spec))
+    from_flags = _dry_run(tmp_path, *flags)
+    assert from_flags.returncode == 0, from_flags.stderr
+    for name in ("run.json", "run.yaml"):
+        from_file = _dry_run(tmp_path, "--spec", str(tmp_path / name))
+        assert from_file.returncode == 0, from_file.stderr
+        assert json.loads(from_file.stdout) == json.loads(from_flags.stdout)
+    overridden = json.loads(_dry_run(tmp_path, "--spec", str(tmp_path / "run.yaml"), "--candidates", "9",
+                                     "--proposer", "evolution").stdout)
+    assert overridden["budget"]["candidates"] == 9 and overridden["proposer"]["kind"] == "evolution"
+    assert overridden["environments"]["train"] == ["CartPole-v1", "Breakout-MinAtar"]  # the file's, kept
+    (tmp_path / "bad.yaml").write_text("target: [lpo\n")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    for name, phrase in (("bad.yaml", "not valid YAML"), ("list.json", "a run spec is an object"),
+                         ("missing.json", "No such file")):
+        bad = _dry_run(tmp_path, "--spec", str(tmp_path / name))
+        assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and phrase in bad.stderr, bad.stderr
 
 
 def test_grid_seed_plans_never_score_on_the_seeds_that_choose_a_rate() -> None:
