@@ -1,13 +1,21 @@
-"""A small client of the REST API for the CLI: one request, one readable error line on failure."""
+"""Clients of the REST API: `request`, the CLI's (one request, one readable error line on failure), and
+`DiscoveryClient`, a typed client for scripts and notebooks (create a run, wait for it with progress, read
+its candidates, take its best algorithm and its results home; `examples/run_from_python.py`)."""
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import Any, Literal
 
 import httpx
 
+from service.api.schemas import CandidateSummary, RunOut
 from service.keys import local_key_file
 from service.settings import Settings
+
+FINAL_STATUSES = ("completed", "failed", "cancelled")
 
 
 class ApiError(Exception):
@@ -33,10 +41,93 @@ def request(settings: Settings, method: str, path: str, raw: bool = False, **kwa
         response = httpx.request(method, settings.api_url.rstrip("/") + path, headers=headers, timeout=30, **kwargs)
     except httpx.HTTPError as exc:
         raise ApiError(f"cannot reach the API at {settings.api_url}: {exc}", bad_input=False) from None
-    if response.status_code >= 400:
-        try:
-            detail = response.json().get("detail") or response.reason_phrase
-        except ValueError:
-            detail = response.text[:200]
-        raise ApiError(f"{response.status_code}: {detail}", bad_input=response.status_code < 500)
+    _raise_for_problem(response)
     return response.text if raw else response.json()
+
+
+def _raise_for_problem(response: httpx.Response) -> None:
+    """ApiError with the problem's detail for a 4xx or 5xx answer."""
+    if response.status_code < 400:
+        return
+    try:
+        detail = response.json().get("detail") or response.reason_phrase
+    except ValueError:
+        detail = response.text[:200]
+    raise ApiError(f"{response.status_code}: {detail}", bad_input=response.status_code < 500)
+
+
+class DiscoveryClient:
+    """The API from Python: `with DiscoveryClient("http://127.0.0.1:8000", key) as client: ...`.
+
+    Every method raises ApiError with the server's problem detail when the API refuses or fails.
+    """
+
+    def __init__(self, url: str = "http://127.0.0.1:8000", key: str | None = None, timeout: float = 30.0) -> None:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
+
+    def __enter__(self) -> DiscoveryClient:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ApiError(f"cannot reach the API at {self.http.base_url}: {exc}", bad_input=False) from None
+        _raise_for_problem(response)
+        return response
+
+    def create(self, spec: dict[str, Any], idempotency_key: str | None = None) -> RunOut:
+        """Start a run from a RunSpec (as the API takes it); with `idempotency_key`, a retry returns the same run."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return RunOut.model_validate(self._call("POST", "/v1/runs", json=spec, headers=headers).json())
+
+    def get(self, run_id: str) -> RunOut:
+        return RunOut.model_validate(self._call("GET", f"/v1/runs/{run_id}").json())
+
+    def wait(self, run_id: str, timeout: float = 24 * 3600.0, poll_seconds: float = 2.0,
+             progress: Callable[[RunOut], None] | None = None) -> RunOut:
+        """Poll until the run is completed, failed or cancelled (calling `progress` with each new state); raise
+        TimeoutError when it is not by `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        seen: tuple[str, int] | None = None
+        while True:
+            run = self.get(run_id)
+            state = (run.status, run.progress.candidates_done)
+            if progress is not None and state != seen:
+                progress(run)
+                seen = state
+            if run.status in FINAL_STATUSES:
+                return run
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"run {run_id} is still {run.status} after {timeout:g} s")
+            time.sleep(poll_seconds)
+
+    def candidates(self, run_id: str, sort: Literal["time", "score"] = "time") -> list[CandidateSummary]:
+        """Every candidate of the run (all pages)."""
+        return list(self._candidates(run_id, sort))
+
+    def _candidates(self, run_id: str, sort: str) -> Iterator[CandidateSummary]:
+        cursor: str | None = None
+        while True:
+            params = {"sort": sort, **({"cursor": cursor} if cursor else {})}
+            page = self._call("GET", f"/v1/runs/{run_id}/candidates", params=params).json()
+            yield from (CandidateSummary.model_validate(item) for item in page["items"])
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    def best_code(self, run_id: str) -> str:
+        """The run's best algorithm as a standalone Python file (its provenance in the header's comments)."""
+        return self._call("GET", f"/v1/runs/{run_id}/best.py").text
+
+    def export(self, run_id: str, format: Literal["csv", "jsonl"] = "csv") -> str:  # noqa: A002 - the API's name
+        """Every evaluation of the run, one row per candidate × environment × phase × seed."""
+        return self._call("GET", f"/v1/runs/{run_id}/export", params={"format": format}).text

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from service.client import DiscoveryClient
 from service.settings import Settings
 from tests.api.conftest import ApiServer, serve
 from tests.api.export_checks import check_the_export_has_a_row_per_seed_of_every_evaluation_stored
@@ -171,6 +172,12 @@ def test_a_whole_run_over_http_with_celery_and_a_signed_webhook(celery_api: ApiS
     module = ast.parse(best.text)
     assert any(isinstance(n, ast.FunctionDef) and n.name == "drift" for n in module.body)
     check_the_export_has_a_row_per_seed_of_every_evaluation_stored(celery_api, key, run["id"])
+    with DiscoveryClient(celery_api.url, key) as python:  # what a notebook sees of the same run
+        seen: list[str] = []
+        assert python.wait(run["id"], timeout=60, progress=lambda r: seen.append(r.status)).status == "completed"
+        assert seen == ["completed"] and python.best_code(run["id"]) == best.text
+        assert [c.id for c in python.candidates(run["id"], sort="score")] == [
+            c["id"] for c in client.get(f"/v1/runs/{run['id']}/candidates", params={"sort": "score"}).json()["items"]]
 
     deadline = time.monotonic() + 60
     while not receiver.of_type("run.completed") and time.monotonic() < deadline:
