@@ -158,6 +158,9 @@ class RunOut(BaseModel):
     models: list[ModelStats] = Field(description="llm: each model of the ensemble, the bandit's view of it")
     islands: list[IslandStats] = Field(description="with more than one island: each island's best")
     error: str | None
+    provenance: dict[str, str | None] | None = Field(
+        default=None, description="what made the run: package version and git commit, jax/jaxlib/gymnax versions, "
+        "Python, OS and host, recorded when it was created")
     webhook: WebhookOut | None = None
     created_at: datetime
     started_at: datetime | None

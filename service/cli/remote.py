@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from service.cli.common import JsonFlag, api_call, console, fail, score_text, scored_text
+from service.runs.provenance import provenance_text
 
 runs_app = typer.Typer(help="Runs on a Discovery server (DISCOVERY_API_URL, DISCOVERY_API_KEY).", no_args_is_help=True)
 
@@ -108,6 +109,7 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="run id")],
         console.print(table)
     if r["error"]:
         console.print(f"error: {r['error']}")
+    console.print(f"made with: {provenance_text(r.get('provenance'))}", style="dim")
 
 
 @runs_app.command("extend")

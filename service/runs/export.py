@@ -24,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.db.models import Candidate, Evaluation, Run
+from service.runs.provenance import provenance_text
 from workers.results import score_text
 
 
@@ -48,6 +49,7 @@ def best_file(run: Run, best: Candidate, evaluations: list[Evaluation], verdict:
         *comments(f"Candidate #{best.index} ({best.id}): {score_text(best.verified_score, verified)} "
                   "(1.0 = the warm start, 0.0 = a random policy)."),
         *comments(f"Verdict: {verdict}."),
+        *comments(f"Made with: {provenance_text((run.config or {}).get('provenance'))}."),
     ]
     for e in sorted(evaluations, key=lambda e: (e.phase, e.round, e.env)):
         if e.normalised_score is not None:

@@ -36,6 +36,7 @@ from service.db.models import (
     WebhookEndpoint,
 )
 from service.proposers import ast_hash
+from service.runs.provenance import provenance
 from service.runs.spec import Extension, RunSpec
 from service.webhooks import enqueue_deliveries, new_secret
 from workers.results import Outcome, SeedPlan
@@ -139,7 +140,7 @@ def create_run(session: Session, spec: RunSpec, owner_key_id: str | None = None,
         confidence=spec.confidence,
         metric=spec.metric,
         lr_protocol=spec.learning_rate,
-        config={"spec": spec.model_dump(mode="json"), **(config or {})},
+        config={"spec": spec.model_dump(mode="json"), "provenance": provenance(), **(config or {})},
         idempotency_key=idempotency_key,
         request_hash=request_hash(spec),
     )

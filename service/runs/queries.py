@@ -139,7 +139,7 @@ def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> Ru
                    for env in run.test_envs],
         operators=operator_stats(session, run), search=run.search, models=model_stats(session, run),
         islands=island_stats(session, run),
-        error=run.error,
+        error=run.error, provenance=run.config.get("provenance"),
         webhook=WebhookOut(url=endpoint_url, events=endpoint_events, secret=webhook_secret)
         if endpoint_url is not None else None,
         created_at=run.created_at, started_at=run.started_at, finished_at=run.finished_at,

@@ -27,6 +27,7 @@ from service.keys import find_key
 from service.runs import queries
 from service.runs.events import event_stream
 from service.runs.presets import PRESETS
+from service.runs.provenance import provenance_text
 from service.runs.runner import RunRefused, start_run
 from service.web import data, forms
 from workers.rl.envs import ENVIRONMENTS, PROFILES
@@ -77,7 +78,7 @@ def duration(seconds: float | None) -> str:
 
 templates = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True, undefined=StrictUndefined,
                         trim_blocks=True, lstrip_blocks=True)
-templates.filters.update(score=score, number=number, when=when, duration=duration)
+templates.filters.update(score=score, number=number, when=when, duration=duration, provenance=provenance_text)
 templates.globals.update(final_statuses=RUN_FINAL_STATUSES)
 
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
+import platform
+import re
 import time
 from datetime import timedelta
+from importlib import metadata
 from typing import Any
 
 import httpx
@@ -92,6 +95,10 @@ def test_a_preset_gives_the_defaults_and_every_field_given_wins(api: ApiServer) 
     # No test environment named: the target's held-out environments are used.
     assert run["environments"] == {"train": ["CartPole-v1"], "test": ["Acrobot-v1"]}
     assert run["meta_test"][0]["references"] == {"DPO": None}  # to be meta-tested at the end
+    made_with = run["provenance"]  # recorded at creation, for whoever reproduces the run
+    assert made_with["jax"] == metadata.version("jax") and made_with["gymnax"] == metadata.version("gymnax")
+    assert made_with["python"] == platform.python_version() and made_with["host"] == platform.node()
+    assert made_with["git_sha"] is None or re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", made_with["git_sha"])
     client.post(f"/v1/runs/{run['id']}/cancel")
     unknown = client.post("/v1/runs", json={**body, "preset": "nope"})
     assert unknown.status_code == 422 and "preset" in unknown.text

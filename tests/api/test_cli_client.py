@@ -30,6 +30,7 @@ def test_runs_and_candidates_commands_show_what_the_api_has(api: ApiServer) -> N
     assert shown.returncode == 0 and run["id"] in shown.stdout and "candidates 0/1" in shown.stdout
     assert "fixed learning rate" in shown.stdout and "meta-test" in shown.stdout
     assert "DPO" in shown.stdout  # the reference's column in the meta-test table
+    assert "made with: discovery" in shown.stdout and "jax " in shown.stdout
     warm = client.get(f"/v1/runs/{run['id']}/candidates").json()["items"][0]
     candidate = discovery(api, key, "candidates", "show", warm["id"])
     assert candidate.returncode == 0 and "def drift(ratio, advantage, epsilon)" in candidate.stdout
