@@ -97,3 +97,22 @@ def export_csv(rows: Iterator[dict[str, Any]]) -> str:
 
 def export_jsonl(rows: Iterator[dict[str, Any]]) -> str:
     return "".join(json.dumps(row) + "\n" for row in rows)
+
+
+def best_download(session: Session, run: Run, verdict: str) -> tuple[str, str] | None:
+    """The run's `best.py` and its file name, or None while no candidate is evaluated (the API and the UI)."""
+    best = session.get(Candidate, run.best_candidate_id) if run.best_candidate_id else None
+    if best is None:
+        return None
+    evaluations = list(session.scalars(select(Evaluation).where(Evaluation.candidate_id == best.id)))
+    return best_file(run, best, evaluations, verdict), f"{run.target}_{run.id[:8]}.py"
+
+
+EXPORT_MEDIA_TYPES = {"csv": "text/csv", "jsonl": "application/x-ndjson"}
+
+
+def table_download(session: Session, run: Run, format: str) -> tuple[str, str, str]:  # noqa: A002 - the API's name
+    """The run's evaluations as `format` (csv or jsonl), its media type and its file name."""
+    rows = evaluation_rows(session, run, with_curves=format == "jsonl")
+    body = export_csv(rows) if format == "csv" else export_jsonl(rows)
+    return body, EXPORT_MEDIA_TYPES[format], f"{run.id}.{format}"

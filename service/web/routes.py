@@ -13,7 +13,7 @@ body rendered on the server, and swaps it in.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -24,7 +24,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from service.api.deps import RuntimeDep, SessionDep
 from service.db.models import RUN_FINAL_STATUSES, ApiKey
 from service.keys import find_key
-from service.runs import queries
+from service.runs import export, queries
 from service.runs.events import event_stream
 from service.runs.presets import PRESETS
 from service.runs.provenance import provenance_text
@@ -210,6 +210,28 @@ def run_view(run_id: str, key: WebKey, session: SessionDep, sort: str = "score",
     if run is None:
         return not_found(key, "run")
     return page("run.html", key=key, view=data.run_page(session, run, sort, order))
+
+
+@router.get("/runs/{run_id}/best.py")
+def best_download(run_id: str, key: WebKey, session: SessionDep) -> Response:
+    """The run's best algorithm, for the browser's session (the API's needs a Bearer key)."""
+    run = queries.owned_run(session, key, run_id)
+    download = export.best_download(session, run, queries.discovery_of(run).message) if run is not None else None
+    if download is None:
+        return not_found(key, "best algorithm")
+    body, name = download
+    return Response(body, media_type="text/x-python", headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@router.get("/runs/{run_id}/export.{format}")
+def table_download(run_id: str, format: Literal["csv", "jsonl"], key: WebKey,  # noqa: A002 - the file's suffix
+                   session: SessionDep) -> Response:
+    """The run's evaluations as CSV or JSONL, for the browser's session."""
+    run = queries.owned_run(session, key, run_id)
+    if run is None:
+        return not_found(key, "run")
+    body, media_type, name = export.table_download(session, run, format)
+    return Response(body, media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 @router.get("/runs/{run_id}/live")

@@ -3,6 +3,7 @@ that model-written text is shown as text, that each key sees only its own runs, 
 
 from __future__ import annotations
 
+import ast
 import base64
 import json
 import random
@@ -15,6 +16,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from service.db import session_scope, utcnow
 from service.db.models import Candidate, Evaluation, Event, Run
+from service.runs.export import EXPORT_COLUMNS
 from service.web.routes import templates
 from tests.web.conftest import EVIL, TEST_ENVS, TRAIN_ENVS, WebServer, World, evaluation, login
 
@@ -58,6 +60,26 @@ def test_the_session_cookie_holds_no_key_and_pages_send_a_strict_csp(web: WebSer
         assert "script-src 'self'" in response.headers["content-security-policy"]
         assert "unsafe-inline" not in response.headers["content-security-policy"]
     assert templates.autoescape is True
+
+
+def test_the_run_pages_downloads_work_with_the_browser_session(web: WebServer, world: World) -> None:
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    with httpx.Client(base_url=web.url) as alice, httpx.Client(base_url=web.url) as bob:
+        alice.post("/login", content=f"api_key={world.alice}", headers=form)
+        bob.post("/login", content=f"api_key={world.bob}", headers=form)
+        run_id = world.llm.id
+        page = alice.get(f"/runs/{run_id}").text
+        for name in ("export.csv", "export.jsonl", "best.py"):
+            assert f'href="/runs/{run_id}/{name}"' in page
+        table = alice.get(f"/runs/{run_id}/export.csv")
+        assert table.status_code == 200 and table.headers["content-type"].startswith("text/csv")
+        assert table.text.splitlines()[0] == ",".join(EXPORT_COLUMNS) and len(table.text.splitlines()) > 1
+        best = alice.get(f"/runs/{run_id}/best.py")
+        assert best.status_code == 200 and "attachment" in best.headers["content-disposition"]
+        assert any(isinstance(node, ast.FunctionDef) for node in ast.parse(best.text).body)
+        for name in ("export.csv", "export.jsonl", "best.py"):  # another key's run is not found, not forbidden
+            assert bob.get(f"/runs/{run_id}/{name}").status_code == 404
+        assert httpx.get(f"{web.url}/runs/{run_id}/export.csv").status_code in (303, 401, 404)  # no session
 
 
 def test_the_runs_list_shows_each_run_at_a_glance(alice_page: Page, world: World, screenshots: Path) -> None:

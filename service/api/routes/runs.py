@@ -29,7 +29,6 @@ from service.db.models import (
     RUN_FINAL_STATUSES,
     ApiKey,
     Candidate,
-    Evaluation,
     Event,
     Run,
     WebhookAttempt,
@@ -212,13 +211,11 @@ def _candidates_page(session: Session, key: ApiKey, run_id: str, status: str | N
 def best_file(run_id: str, key: KeyDep, session: SessionDep) -> Response:
     """The run's best algorithm as a standalone Python file, with where it came from in its header."""
     run = found(owned_run(session, key, run_id), "run", run_id)
-    best = session.get(Candidate, run.best_candidate_id) if run.best_candidate_id else None
-    if best is None:
+    download = export.best_download(session, run, discovery_of(run).message)
+    if download is None:
         raise HTTPException(404, f"run {run_id} has no evaluated candidate yet")
-    evaluations = list(session.scalars(select(Evaluation).where(Evaluation.candidate_id == best.id)))
-    body = export.best_file(run, best, evaluations, discovery_of(run).message)
-    return Response(body, media_type="text/x-python",
-                    headers={"Content-Disposition": f'attachment; filename="{run.target}_{run.id[:8]}.py"'})
+    body, name = download
+    return Response(body, media_type="text/x-python", headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 @router.get("/runs/{run_id}/export", responses={**NOT_FOUND, 200: {"content": {"text/csv": {},
@@ -228,13 +225,8 @@ def export_evaluations(run_id: str, key: KeyDep, session: SessionDep,
     """Every evaluation of the run, one row per candidate × environment × phase × seed (return, score, learning
     rate, artifact); `jsonl` rows also carry the seed's learning curve."""
     run = found(owned_run(session, key, run_id), "run", run_id)
-    if format == "csv":
-        body, media_type = export.export_csv(export.evaluation_rows(session, run)), "text/csv"
-    else:
-        body, media_type = export.export_jsonl(export.evaluation_rows(session, run, with_curves=True)), \
-            "application/x-ndjson"
-    return Response(body, media_type=media_type,
-                    headers={"Content-Disposition": f'attachment; filename="{run.id}.{format}"'})
+    body, media_type, name = export.table_download(session, run, format)
+    return Response(body, media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 @router.get("/runs/{run_id}/webhook-deliveries", response_model=list[WebhookDeliveryOut], responses=NOT_FOUND)
