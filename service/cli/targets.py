@@ -42,7 +42,7 @@ def targets_show(
     as_json: JsonFlag = False,
 ) -> None:
     """A target in full: its signature, what each input means, the rules, what candidate code may use."""
-    from workers.sandbox.static_check import ALLOWED_BUILTINS, describe_subset
+    from workers.sandbox.subset import ALLOWED_BUILTINS, describe_subset
     from workers.targets import TARGETS
 
     if name not in TARGETS:

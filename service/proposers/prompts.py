@@ -10,7 +10,7 @@ from string import Template
 from service.data_dirs import data_dir
 from service.proposers.base import HistorySettings, ProposalContext
 from service.proposers.history import render_sections, select_history
-from workers.sandbox.static_check import describe_subset
+from workers.sandbox.subset import describe_subset
 from workers.targets import Target
 
 PROMPTS_DIR = data_dir("prompts")

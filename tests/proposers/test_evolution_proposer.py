@@ -201,7 +201,7 @@ def test_a_population_with_nothing_new_to_offer_raises_a_clear_reason():
     config = ProposerConfig(evolution=EvolutionSettings(max_attempts=3))
 
     def always_failing(code, target):
-        from workers.sandbox.static_check import StaticIssue
+        from workers.sandbox.subset import StaticIssue
 
         return [StaticIssue(line=1, message="scripted rejection")]
 
