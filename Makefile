@@ -3,15 +3,23 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 
+# What the demo needs: the package and its runtime dependencies (JAX, gymnax, FastAPI, ...), with pip's progress.
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	@echo "installing Discovery and its runtime dependencies into $(VENV) (a few minutes the first time)"
+	$(BIN)/pip install --progress-bar on -e .
 	touch $(STAMP)
 
+# What the tests and benches need on top: pytest, ruff, playwright, ...
+$(DEV_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(DEV_STAMP)
+
 .PHONY: install bwrap demo test lint bench
-install: $(STAMP)
+install: $(DEV_STAMP)
 
 # The sandbox needs bubblewrap: installed here when we can (root with apt-get), else the one command to run.
 bwrap:
@@ -23,12 +31,12 @@ bwrap:
 demo: $(STAMP) bwrap
 	$(BIN)/discovery run --target lpo --env CartPole-v1 --test-env Acrobot-v1 --profile quick --candidates 6
 
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=25
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(BIN)/python bench/rl_throughput.py
