@@ -74,6 +74,19 @@ def test_every_compose_service_runs_a_real_entry_point() -> None:
     assert (REPO / "Dockerfile").read_text().count("bubblewrap") == 1
 
 
+def test_operation_ids_read_as_names_and_the_event_stream_is_described() -> None:
+    from service.api.app import create_app
+    from service.db.models import EventType
+
+    spec = create_app().openapi()
+    ids = [op["operationId"] for ops in spec["paths"].values() for op in ops.values()]
+    assert len(ids) == len(set(ids)) and all(re.fullmatch(r"[a-z_]+", i) for i in ids), ids
+    assert {"post_run", "get_run", "list_candidates", "best_file", "export_evaluations"} <= set(ids)
+    events = spec["paths"]["/v1/runs/{run_id}/events"]["get"]["responses"]["200"]
+    assert "example" in events["content"]["text/event-stream"]
+    assert all(f"`{t.value}`" in events["description"] for t in EventType)
+
+
 def test_the_api_reference_in_docs_is_current() -> None:
     from service.api.app import create_app
     from service.api.reference import render

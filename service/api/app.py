@@ -57,6 +57,7 @@ def create_app(runtime: Runtime | None = None, settings: Settings | None = None)
             app.state.runtime.executor.close()
 
     app = FastAPI(title="Discovery", version="0.1.0", lifespan=lifespan,
+                  generate_unique_id_function=lambda route: route.name,  # operation ids: the handlers' names
                   description="Discover reinforcement-learning algorithms with a language model in the loop.",
                   responses={401: {"model": None}})
 

@@ -30,6 +30,7 @@ from service.db.models import (
     ApiKey,
     Candidate,
     Event,
+    EventType,
     Run,
     WebhookAttempt,
     WebhookDelivery,
@@ -161,8 +162,17 @@ def extend_run(run_id: str, more: Extension, key: KeyDep, session: SessionDep, r
     return run_out(session, found(owned_run(session, key, run_id), "run", run_id))
 
 
-@router.get("/runs/{run_id}/events", responses={**NOT_FOUND, 200: {"content": {"text/event-stream": {}}}},
-            response_class=StreamingResponse)
+EVENT_STREAM = {
+    "description": "A Server-Sent Events stream, one frame per event in the order they happened: `id` (resume "
+                   "with the Last-Event-ID header), `event` (one of " + ", ".join(f"`{t.value}`" for t in EventType)
+                   + ") and `data`, the event as JSON. The stream ends after the run's final event.",
+    "content": {"text/event-stream": {"schema": {"type": "string"}, "example": (
+        'id: 42\nevent: candidate.evaluated\ndata: {"candidate_id": "9f2c...", "index": 3, "outcome": "ok", '
+        '"score": 1.08}\n\n')}},
+}
+
+
+@router.get("/runs/{run_id}/events", responses={**NOT_FOUND, 200: EVENT_STREAM}, response_class=StreamingResponse)
 async def run_events(run_id: str, key: KeyDep, session: SessionDep, runtime: RuntimeDep, request: Request,
                      last_event_id: Annotated[int | None, Header()] = None) -> StreamingResponse:
     """Server-Sent Events: candidate proposed, evaluated, new best, run finished. Resume with Last-Event-ID."""
