@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api import metrics
 from service.api.admission import Admission
-from service.api.body_limit import BodyLimit
+from service.api.request_limits import BodyLimit, NoNulInUrl
 from service.api.routes import candidates, health, runs, targets
 from service.keys import KeyCache
 from service.runtime import Runtime, build_runtime
@@ -82,7 +82,8 @@ def create_app(runtime: Runtime | None = None, settings: Settings | None = None)
     install_web_ui(app, resolved)
     app.add_middleware(Admission, limit=resolved.api_threads)
     app.add_middleware(metrics.RequestMetrics)
-    app.add_middleware(BodyLimit, max_bytes=resolved.api_max_body_bytes)  # outermost: before a slot is taken
+    app.add_middleware(BodyLimit, max_bytes=resolved.api_max_body_bytes)  # outer: before a slot is taken
+    app.add_middleware(NoNulInUrl)
     app.openapi = lambda: problem_openapi(app)  # type: ignore[method-assign]
     return app
 

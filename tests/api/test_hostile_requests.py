@@ -45,6 +45,18 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(api: ApiServer) -> N
     assert httpx.get(f"{api.url}/healthz").status_code == 200
 
 
+def test_a_nul_in_a_url_is_a_clear_400_not_a_database_error(api: ApiServer) -> None:
+    """Found by schemathesis: a NUL reached PostgreSQL through a path or query parameter and came back as a 500."""
+    client = api.client(api.new_key("nul"))
+    for url in ("/v1/runs/%00/candidates", "/v1/runs/x%00y", "/v1/candidates/%00", "/v1/runs?status=%00",
+                "/runs/%00"):
+        response = client.get(url)
+        assert response.status_code == 400, (url, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert response.json()["detail"] == "a NUL character is not allowed in a URL"
+    assert client.get("/v1/runs").status_code == 200
+
+
 def test_another_site_cannot_log_a_browser_in(api: ApiServer) -> None:
     """Login CSRF: a form on another site posting the attacker's key must not set the victim's session."""
     key = api.new_key("attacker")
