@@ -86,7 +86,7 @@ def train_lanes(env: str, profile: str, seeds: list[int], learning_rates: list[f
                       compile_seconds, train_seconds)
 
 
-AUDITED_CACHE = 256
+AUDITED_CACHE = 32  # artifacts kept verified and audited (one can hold up to 4 MB of modules): a few batches
 
 
 @lru_cache(maxsize=AUDITED_CACHE)
