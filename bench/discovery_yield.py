@@ -24,12 +24,13 @@ from pathlib import Path
 from sqlalchemy import select
 
 from service.db import session_scope, upgrade_database
-from service.db.models import RUN_FINAL_STATUSES, Candidate, EvalPhase, Evaluation, Run
+from service.db.models import Candidate, Evaluation, Run
 from service.runs.queries import operator_stats
 from service.runs.runner import start_run
 from service.runs.spec import RunSpec
 from service.runtime import build_runtime
 from service.settings import Settings, get_settings
+from workers.vocabulary import RUN_FINAL_STATUSES, EvalPhase
 
 WITHIN = 0.8  # within 20% of the warm start
 

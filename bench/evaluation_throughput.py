@@ -17,11 +17,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from service.evaluation import anchor_for, env_score, learning_rates, trace_many, train_artifacts
+from service.evaluation import anchor_for, env_score, trace_many, train_artifacts
+from service.runs.protocol import learning_rates
 from service.settings import Settings
-from workers.results import Outcome
 from workers.trainer.client import POOL
 from workers.trainer.server import train_lanes, warm_start_plugins
+from workers.vocabulary import Outcome
 
 CANDIDATES = 8
 

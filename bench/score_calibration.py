@@ -26,14 +26,14 @@ import time
 import numpy as np
 from scipy import stats
 
-from service.runs.orchestrator import race_rounds
+from service.runs.protocol import race_rounds
 from workers.anchor import anchor_seeds
 from workers.evaluate import evaluate_in_process
-from workers.results import Metric, Verdict
 from workers.rl.envs import get_env_spec
 from workers.rl.scoring import normalised_score
 from workers.statistics import compare, stratified_bootstrap_means
 from workers.targets import TARGETS
+from workers.vocabulary import Metric, Verdict
 
 WARM = TARGETS["lpo"].warm_start
 CRIPPLED = '''import jax.numpy as jnp

@@ -27,13 +27,14 @@ from typing import Any
 from sqlalchemy import select
 
 from service.db import session_scope, upgrade_database
-from service.db.models import RUN_FINAL_STATUSES, Artifact, Candidate, EvalPhase, Evaluation, Run
+from service.db.models import Artifact, Candidate, Evaluation, Run
 from service.evaluation import env_score, evaluate_artifacts
-from service.runs.orchestrator import seed_plan
+from service.runs.protocol import seed_plan
 from service.runs.runner import start_run
 from service.runs.spec import RunSpec
 from service.runtime import Runtime, build_runtime
 from service.settings import Settings, get_settings
+from workers.vocabulary import RUN_FINAL_STATUSES, EvalPhase
 
 STRATEGIES = ("baseline", "islands", "early", "both")
 

@@ -16,26 +16,17 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from pydantic import BaseModel
 
+from service.runs.protocol import learning_rates
 from service.settings import Settings
 from workers.anchor import Anchor, AnchorError, anchor_seeds, get_anchor
 from workers.evaluate import artifact_sha256, trace, train_batch
-from workers.results import (
-    Comparison,
-    EnvResult,
-    EvaluationResult,
-    LearningRateChoice,
-    Metric,
-    Outcome,
-    ScoreBasis,
-    SeedPlan,
-    TraceResult,
-)
-from workers.rl.envs import get_config, get_env_spec
+from workers.results import Comparison, EnvResult, EvaluationResult, LearningRateChoice, SeedPlan, TraceResult
 from workers.sandbox.host import SandboxLimits, require_isolation
 from workers.statistics import compare
 from workers.targets import TARGETS
 from workers.trainer.client import POOL, TrainerConfig
 from workers.trainer.protocol import TrainRequest
+from workers.vocabulary import LearningRateProtocol, Metric, Outcome, ScoreBasis
 
 
 class EvaluationFailed(Exception):
@@ -107,13 +98,6 @@ def trace_many(settings: Settings, target: str, codes: list[str]) -> list[TraceR
         return [trace_code(settings, target, code) for code in codes]
     with ThreadPoolExecutor(max_workers=min(len(codes), os.cpu_count() or 1)) as pool:
         return list(pool.map(lambda code: trace_code(settings, target, code), codes))
-
-
-def learning_rates(env: str, profile: str, protocol: str) -> list[float]:
-    """`fixed`: the environment's published rate alone; `grid`: the profile's grid around it."""
-    if protocol == "fixed":
-        return [get_env_spec(env).lr]
-    return get_config(env, profile).learning_rates()
 
 
 _WARM_ARTIFACTS: dict[str, str] = {}
@@ -243,7 +227,8 @@ def env_score(result: EnvResult, anchor: Anchor, confidence: float = 0.95, metri
 
 
 def evaluate_code(settings: Settings, target: str, code: str, env: str, profile: str, seeds: list[int],
-                  protocol: str = "fixed", metric: Metric = Metric.final) -> ScoredResult:
+                  protocol: LearningRateProtocol = LearningRateProtocol.FIXED,
+                  metric: Metric = Metric.final) -> ScoredResult:
     """Trace and train `code` on one environment and score it; raise EvaluationFailed if it failed.
 
     Under `grid` the rate is chosen on `seeds` and the score measured on as many fresh seeds after them.
@@ -255,9 +240,10 @@ def evaluate_code(settings: Settings, target: str, code: str, env: str, profile:
 
 
 def score_artifact(settings: Settings, target: str, artifact: str, env: str, profile: str, seeds: list[int],
-                   protocol: str = "fixed", metric: Metric = Metric.final) -> ScoredResult:
+                   protocol: LearningRateProtocol = LearningRateProtocol.FIXED,
+                   metric: Metric = Metric.final) -> ScoredResult:
     """Train a traced artifact on one environment and score it (`evaluate_code` after the tracer)."""
-    plan = SeedPlan(score=seeds) if protocol == "fixed" else SeedPlan(
+    plan = SeedPlan(score=seeds) if protocol == LearningRateProtocol.FIXED else SeedPlan(
         choose=seeds, score=[max(seeds) + 1 + i for i in range(len(seeds))])
     [evaluation], anchor = evaluate_artifacts(settings, target, env, profile, protocol, plan, [artifact], [None])
     if evaluation.result is None:

@@ -12,6 +12,7 @@ from service.db import make_async_engine, make_async_session_factory, make_engin
 from service.executors.base import Executor
 from service.runs.jobs import run_job
 from service.settings import Settings, get_settings
+from workers.vocabulary import Task
 
 
 @dataclass
@@ -35,7 +36,7 @@ class Runtime:
         if "read_factory" in self.__dict__:
             await self.read_factory.kw["bind"].dispose()
 
-    def publish(self, jobs: list[tuple[str, str]]) -> None:
+    def publish(self, jobs: list[Task]) -> None:
         self.executor.publish(jobs)
 
     def run_job(self, job_id: str) -> None:

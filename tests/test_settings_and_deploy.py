@@ -76,7 +76,7 @@ def test_every_compose_service_runs_a_real_entry_point() -> None:
 
 def test_operation_ids_read_as_names_and_the_event_stream_is_described() -> None:
     from service.api.app import create_app
-    from service.db.models import EventType
+    from workers.vocabulary import EventType
 
     spec = create_app().openapi()
     ids = [op["operationId"] for ops in spec["paths"].values() for op in ops.values()]

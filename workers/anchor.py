@@ -20,9 +20,10 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from workers.results import EnvResult, EvaluationResult, Metric, Outcome, ScoreBasis
+from workers.results import EnvResult, EvaluationResult
 from workers.rl.envs import get_env_spec
 from workers.rl.scoring import normalised_score
+from workers.vocabulary import Metric, Outcome, ScoreBasis
 
 ANCHOR_SEED_BASE = 3_000_000_000  # anchor seeds: far from every run's seeds (seed·1000 + a purpose's offset)
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from celery import Celery
 
-QUEUE_OF_KIND = {"propose": "propose", "evaluate": "evaluate", "reevaluate": "evaluate", "metatest": "evaluate",
-                 "webhook": "webhooks"}
+from workers.vocabulary import TaskKind
+
+QUEUE_OF_KIND = {TaskKind.PROPOSE: "propose", TaskKind.EVALUATE: "evaluate", TaskKind.REEVALUATE: "evaluate",
+                 TaskKind.METATEST: "evaluate", TaskKind.WEBHOOK: "webhooks"}
 RUN_JOB_TASK = "discovery.run_job"
 DELIVER_WEBHOOK_TASK = "discovery.deliver_webhook"
 HARD_TIME_LIMIT_SECONDS = 3600

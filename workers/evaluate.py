@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from workers.anchor import Anchor
-from workers.results import DIAGNOSTICS, EnvResult, EvaluationResult, Outcome, TraceRequest, TraceResult
+from workers.results import DIAGNOSTICS, EnvResult, EvaluationResult, TraceRequest, TraceResult
 from workers.rl.envs import get_config, get_env_spec
 from workers.rl.scoring import (
     ImpossibleResult,
@@ -32,6 +32,7 @@ from workers.sandbox.host import SandboxLimits
 from workers.sandbox.isolate import trace_candidate
 from workers.trainer.client import TrainerFailed, TrainerProcess
 from workers.trainer.protocol import TrainRequest, TrainResponse
+from workers.vocabulary import Outcome
 
 EXPORT_PLATFORMS = ["cpu", "cuda"]  # one artifact serves CPU and GPU trainers alike
 # The warm start's own deadline per profile (it sets the scale for every candidate's deadline).

@@ -7,38 +7,12 @@ which stores them. `Outcome` is the one enumeration of how an evaluation ended.
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 from pydantic import BaseModel, ConfigDict, Field
+
+from workers.vocabulary import Metric, Outcome, Verdict
 
 # PPO's loss parts, in the order of the trainer's diagnostics array (`workers.rl.ppo` computes them).
 DIAGNOSTICS = ("actor_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")
-
-
-class Outcome(StrEnum):
-    ok = "ok"
-    invalid = "invalid"  # rejected by the static check or the probe on random inputs
-    error = "error"  # an exception while tracing or running
-    nan = "nan"  # NaN or Inf in the returns or parameters
-    timeout = "timeout"  # wall-clock limit reached
-    memory = "memory"  # memory limit reached
-    killed = "killed"  # the child died from a signal or without a result
-    refused = "refused"  # the trainer refused the artifact (forbidden operations, wrong signature)
-
-
-class ScoreBasis(StrEnum):
-    """How a normalised score was computed."""
-
-    normalised = "normalised"  # (R - R_random) / (R_warm - R_random)
-    return_ratio = "return_ratio"  # flagged: the warm start was within seed noise of random (see scoring.py)
-
-
-class Verdict(StrEnum):
-    """A candidate against the warm start, decided on seeds that did not select it."""
-
-    better = "better"  # the whole interval is above the warm start
-    worse = "worse"  # the whole interval is below it
-    inconclusive = "inconclusive"  # the interval contains it: not distinguishable at this seed budget
 
 
 class Comparison(BaseModel):
@@ -104,13 +78,6 @@ class SeedPlan(BaseModel):
 
     score: list[int]
     choose: list[int] | None = None
-
-
-class Metric(StrEnum):
-    """Which per-seed return a score is made of (every evaluation stores both)."""
-
-    final = "final"  # the mean return of the episodes that ended in the last tenth of training
-    auc = "auc"  # the mean return of every episode of training: the area under the learning curve
 
 
 class LearningRateChoice(BaseModel):

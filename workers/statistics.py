@@ -25,7 +25,8 @@ from statistics import NormalDist
 
 import numpy as np
 
-from workers.results import Comparison, Verdict
+from workers.results import Comparison
+from workers.vocabulary import Verdict
 
 MIN_BOOTSTRAP_SEEDS = 8  # below this many seeds an environment's bootstrap is degenerate: borrow the anchor's noise
 BOOTSTRAP_REPS = 2000

@@ -49,7 +49,7 @@ def evaluate(
 ) -> None:
     """Evaluate one candidate (in the sandbox) and print returns, learning rate, score and timings."""
     from service.evaluation import EvaluationFailed, evaluate_code
-    from workers.results import Metric
+    from workers.vocabulary import LearningRateProtocol, Metric
 
     settings = get_settings()
     if code is not None and not code.is_file():
@@ -65,9 +65,9 @@ def evaluate(
             fail(f"unknown environment {name!r}; known: {', '.join(ENVIRONMENTS)}")
     if profile not in PROFILES:
         fail(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
-    if learning_rate not in ("fixed", "grid"):
+    if learning_rate not in set(LearningRateProtocol):
         fail(f"--learning-rate must be fixed or grid, got {learning_rate!r}")
-    if metric not in ("auc", "final"):
+    if metric not in set(Metric):
         fail(f"--metric must be auc or final, got {metric!r}")
     source = code.read_text() if code is not None else TARGETS[target].warm_start
     seed_list = parse_seeds(seeds)
@@ -81,7 +81,8 @@ def evaluate(
     results = []
     for name in envs:
         try:
-            scored = evaluate_code(settings, target, source, name, profile, seed_list, learning_rate, Metric(metric))
+            scored = evaluate_code(settings, target, source, name, profile, seed_list,
+                                   LearningRateProtocol(learning_rate), Metric(metric))
         except EvaluationFailed as exc:
             fail(str(exc), EXIT_BAD_INPUT if exc.outcome == "invalid" else EXIT_FAILED)
         r, anchor, comparison = scored.result, scored.anchor, scored.scored.comparison

@@ -12,7 +12,8 @@ from datetime import timedelta
 from sqlalchemy import and_, or_, update
 from sqlalchemy.orm import Session
 
-from service.db.models import Job, JobStatus, utcnow
+from service.db.models import Job, utcnow
+from workers.vocabulary import JobStatus
 
 
 def claim_job(session: Session, job_id: str, owner: str, lease_seconds: float) -> bool:

@@ -5,7 +5,8 @@ Conventions:
   primary keys made by `new_id()` (uuid4 hex); append-only logs (events, webhook attempts) have
   integer autoincrement keys.
 - Every timestamp is timezone-aware UTC (`UTCDateTime`), on SQLite as on PostgreSQL.
-- Statuses are plain strings guarded by CHECK constraints; the allowed values are the StrEnums below
+- Statuses are plain strings guarded by CHECK constraints; the allowed values are the StrEnums of
+  `workers/vocabulary.py`
   (a StrEnum member compares equal to its string, so `run.status == RunStatus.RUNNING` works).
 - JSON columns use the portable `sqlalchemy.JSON`. In-place mutation of a loaded JSON value is not
   tracked: assign a new list or dict.
@@ -41,7 +42,18 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator
 
-from workers.results import Outcome, ScoreBasis
+from workers.vocabulary import (
+    CandidateStatus,
+    DeliveryStatus,
+    EvalPhase,
+    EventType,
+    JobKind,
+    JobStatus,
+    LearningRateProtocol,
+    Outcome,
+    RunStatus,
+    ScoreBasis,
+)
 
 # Deterministic constraint names: Alembic (and SQLite batch migrations) need every constraint named.
 NAMING_CONVENTION = {
@@ -92,67 +104,6 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 # BIGINT on PostgreSQL; INTEGER on SQLite, where only "INTEGER PRIMARY KEY" autoincrements.
 BigIntId = BigInteger().with_variant(Integer(), "sqlite")
-
-
-class RunStatus(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    COMPLETING = "completing"  # budget spent, meta-testing the best candidate
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-RUN_FINAL_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
-
-
-class CandidateStatus(StrEnum):
-    PENDING = "pending"
-    EVALUATING = "evaluating"
-    EVALUATED = "evaluated"
-    FAILED = "failed"
-
-
-class EvalPhase(StrEnum):
-    TRAIN = "train"  # meta-train environments, the run's fitness
-    REEVAL = "reeval"  # the same environments on fresh seeds, in racing rounds: the verdict
-    TEST = "test"  # held-out meta-test environments
-
-
-class LearningRateProtocol(StrEnum):
-    FIXED = "fixed"  # the environment's published learning rate (the paper's protocol)
-    GRID = "grid"  # the best of a grid, chosen on the search seeds and scored on fresh ones
-
-
-class JobKind(StrEnum):
-    PROPOSE = "propose"
-    EVALUATE = "evaluate"
-    REEVALUATE = "reevaluate"
-    METATEST = "metatest"
-
-
-class JobStatus(StrEnum):
-    PENDING = "pending"
-    CLAIMED = "claimed"
-    DONE = "done"
-    FAILED = "failed"
-
-
-class EventType(StrEnum):
-    RUN_STARTED = "run.started"
-    CANDIDATE_PROPOSED = "candidate.proposed"
-    CANDIDATE_EVALUATED = "candidate.evaluated"
-    CANDIDATE_NEW_BEST = "candidate.new_best"
-    RUN_COMPLETED = "run.completed"
-    RUN_FAILED = "run.failed"
-    RUN_CANCELLED = "run.cancelled"
-
-
-class DeliveryStatus(StrEnum):
-    PENDING = "pending"
-    DELIVERING = "delivering"
-    DELIVERED = "delivered"
-    FAILED = "failed"
 
 
 def one_of(column: str, values: type[StrEnum], name: str | None = None) -> CheckConstraint:

@@ -17,17 +17,17 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import session_scope, utcnow
-from service.db.models import RUN_FINAL_STATUSES, Job, JobStatus, Run
+from service.db.models import Job, Run
 from service.runs.orchestrator import Publish, advance
 from service.webhooks import due_deliveries
+from workers.vocabulary import RUN_FINAL_STATUSES, JobStatus, Task, TaskKind
 
 log = logging.getLogger(__name__)
 REPUBLISH_AFTER_SECONDS = 60.0
-WEBHOOK = "webhook"  # the kind under which a webhook delivery id (not a job id) is published
 
 
 class Executor(Protocol):
-    def publish(self, jobs: list[tuple[str, str]]) -> None: ...
+    def publish(self, jobs: list[Task]) -> None: ...
     def close(self) -> None: ...
 
 
@@ -52,9 +52,9 @@ def sweep(factory: sessionmaker[Session], publish: Publish, republish_after: flo
         deliveries = due_deliveries(session, now)
     if stranded:
         log.info("sweeper re-publishes %d job(s)", len(stranded))
-        publish([(job_id, kind) for job_id, kind in stranded])
+        publish([Task(job_id, TaskKind(kind)) for job_id, kind in stranded])
     if deliveries:
-        publish([(delivery_id, WEBHOOK) for delivery_id in deliveries])
+        publish([Task(delivery_id, TaskKind.WEBHOOK) for delivery_id in deliveries])
     for run_id in runs:
         advance(factory, run_id, publish)
     return len(stranded)

@@ -13,8 +13,9 @@ import uuid
 import redis
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.executors.base import WEBHOOK, Sweeper, mark_published
+from service.executors.base import Sweeper, mark_published
 from workers.celery_app import DELIVER_WEBHOOK_TASK, QUEUE_OF_KIND, RUN_JOB_TASK, make_celery
+from workers.vocabulary import Task, TaskKind
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +54,13 @@ class CeleryExecutor:
             else (lambda: True)
         self.sweeper = Sweeper(factory, self.publish, sweep_interval, leader)
 
-    def publish(self, jobs: list[tuple[str, str]]) -> None:
+    def publish(self, jobs: list[Task]) -> None:
         sent = []
         for item_id, kind in jobs:
-            task = DELIVER_WEBHOOK_TASK if kind == WEBHOOK else RUN_JOB_TASK
+            task = DELIVER_WEBHOOK_TASK if kind == TaskKind.WEBHOOK else RUN_JOB_TASK
             try:
                 self.app.send_task(task, args=[item_id], queue=QUEUE_OF_KIND[kind])
-                if kind != WEBHOOK:
+                if kind != TaskKind.WEBHOOK:
                     sent.append(item_id)
             except Exception as exc:  # noqa: BLE001 - broker down: the sweeper publishes it later
                 log.warning("could not publish %s %s: %s", kind, item_id, exc)

@@ -11,10 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.executors.base import WEBHOOK, Sweeper, mark_published
+from service.executors.base import Sweeper, mark_published
 from service.runs.jobs import run_job
 from service.settings import Settings
 from service.webhooks import deliver
+from workers.vocabulary import Task, TaskKind
 
 log = logging.getLogger(__name__)
 
@@ -27,16 +28,16 @@ class LocalExecutor:
         self.closed = False
         self.sweeper = Sweeper(factory, self.publish, sweep_interval)
 
-    def publish(self, jobs: list[tuple[str, str]]) -> None:
+    def publish(self, jobs: list[Task]) -> None:
         if self.closed:
             return  # shutting down: the rows stay unpublished and the next process's sweeper takes them
         for item_id, kind in jobs:
             self.pool.submit(self._run, item_id, kind)
-        mark_published(self.factory, [item_id for item_id, kind in jobs if kind != WEBHOOK])
+        mark_published(self.factory, [item_id for item_id, kind in jobs if kind != TaskKind.WEBHOOK])
 
     def _run(self, item_id: str, kind: str) -> None:
         try:
-            if kind == WEBHOOK:
+            if kind == TaskKind.WEBHOOK:
                 deliver(self.factory, self.settings, item_id)
             else:
                 run_job(self.factory, self.settings, item_id, self.publish)

@@ -18,8 +18,9 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
-from workers.results import Outcome, TraceResult
+from workers.results import TraceResult
 from workers.sandbox.static_check import MAX_NESTING, ast_depth
+from workers.vocabulary import Outcome
 
 
 class HistoryEntry(BaseModel):
@@ -53,8 +54,8 @@ class LLMSettings(BaseModel):
     max_completion_tokens: int | None = None  # set: sent instead of max_tokens (reasoning models need it)
     reasoning_effort: Literal["low", "medium", "high"] | None = None  # sent only when set
     json_mode: bool = True  # send the reply's JSON schema as response_format (json_object where refused)
-    price_prompt_per_1k: float | None = None  # USD per 1000 prompt tokens; None: cost not counted
-    price_completion_per_1k: float | None = None
+    price_per_1k_prompt_tokens: float | None = None  # USD per 1000 prompt tokens; None: cost not counted
+    price_per_1k_completion_tokens: float | None = None
     request_timeout_seconds: float = 120.0
     max_attempts: int = Field(default=5, ge=1)  # per request, on network errors, 429 and 5xx
     backoff_seconds: float = 1.0  # first wait; doubles per attempt

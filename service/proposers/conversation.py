@@ -25,8 +25,8 @@ from pathlib import Path
 from service.proposers.base import HistoryEntry, HistorySettings, ProposalContext
 from service.proposers.history import clip_error, format_score, render_entry, select_history
 from service.proposers.prompts import PROMPTS_DIR, component, history_prompt, load_template, system_prompt
-from workers.results import Outcome
 from workers.targets import Target
+from workers.vocabulary import Outcome
 
 THINK = re.compile(r"<think>.*?</think>", re.DOTALL)
 

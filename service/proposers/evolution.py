@@ -41,9 +41,9 @@ from service.proposers.base import (
     ProposerUnavailable,
     ast_hash,
 )
-from workers.results import Outcome
 from workers.sandbox.static_check import check_source
 from workers.targets import Target, get_target
+from workers.vocabulary import Outcome
 
 # Calls whose positional arguments are arrays of the same kind as their result.
 ELEMENTWISE = {

@@ -11,7 +11,8 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from service.proposers.base import HistoryEntry, HistorySettings
-from workers.results import Outcome, score_text
+from workers.results import score_text
+from workers.vocabulary import Outcome
 
 
 class HistorySelection(BaseModel):

@@ -297,11 +297,11 @@ class LLMProposer:
 
     def _cost(self, prompt_tokens: int | None, completion_tokens: int | None) -> float | None:
         settings = self.settings
-        if settings.price_prompt_per_1k is None and settings.price_completion_per_1k is None:
+        if settings.price_per_1k_prompt_tokens is None and settings.price_per_1k_completion_tokens is None:
             return None
-        return (prompt_tokens or 0) / 1000.0 * (settings.price_prompt_per_1k or 0.0) + (
+        return (prompt_tokens or 0) / 1000.0 * (settings.price_per_1k_prompt_tokens or 0.0) + (
             completion_tokens or 0
-        ) / 1000.0 * (settings.price_completion_per_1k or 0.0)
+        ) / 1000.0 * (settings.price_per_1k_completion_tokens or 0.0)
 
     def _complete(self, messages: list[dict[str, str]], calls: list[LLMCallRecord]) -> str:
         """The reply text of one chat completion; retries transient failures, records every attempt."""

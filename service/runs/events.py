@@ -1,4 +1,5 @@
-"""A run's events as a Server-Sent Events stream (the API's and the web UI's), read from the outbox table.
+"""A run's events: written (`emit`, with their webhook deliveries, in the caller's transaction) and read back as a
+Server-Sent Events stream (the API's and the web UI's).
 
 Event ids are committed in order per run (events are written under the run's row lock), so a client
 resumes exactly with Last-Event-ID. The stream ends after the run's final event.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
@@ -16,10 +18,23 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db.models import Event
+from service.webhooks import enqueue_deliveries
+from workers.vocabulary import EventType
 
-FINAL_EVENTS = {"run.completed", "run.failed", "run.cancelled"}
+FINAL_EVENTS = {EventType.RUN_COMPLETED, EventType.RUN_FAILED, EventType.RUN_CANCELLED}
 POLL_SECONDS = 0.5
 KEEP_ALIVE_SECONDS = 15.0
+
+
+def emit(session: Session, run_id: str, type_: EventType, payload: dict[str, Any]) -> None:
+    """Write an event and its webhook deliveries (the outbox) in the caller's transaction.
+
+    Callers hold the run's row lock, so a run's event ids are committed in order (SSE resumes by id).
+    """
+    event = Event(run_id=run_id, type=type_, payload=payload)
+    session.add(event)
+    session.flush()
+    enqueue_deliveries(session, event)
 
 
 def event_stream(factory: sessionmaker[Session], run_id: str, after: int,

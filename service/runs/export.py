@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from service.db.models import Candidate, Evaluation, Run
 from service.runs.provenance import provenance_text
+from service.runs.spec import spec_of
 from workers.results import score_text
 
 
@@ -44,7 +45,7 @@ def best_file(run: Run, best: Candidate, evaluations: list[Evaluation], verdict:
     verified = best.stats.get("verification")
     header = [
         *comments(f"{best.name}: discovered by Discovery run {run.id}."),
-        *comments(f"Target: {run.target}; proposer: {run.proposer.get('kind')}; profile: {run.profile}; "
+        *comments(f"Target: {run.target}; proposer: {spec_of(run).proposer.kind}; profile: {run.profile}; "
                   f"seed: {run.seed}."),
         *comments(f"Candidate #{best.index} ({best.id}): {score_text(best.verified_score, verified)} "
                   "(1.0 = the warm start, 0.0 = a random policy)."),

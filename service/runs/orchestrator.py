@@ -20,83 +20,30 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import session_scope, utcnow
-from service.db.models import (
+from service.db.models import Candidate, Job, Run, WebhookEndpoint
+from service.proposers import ast_hash
+from service.runs.events import emit
+from service.runs.provenance import provenance
+from service.runs.spec import Budget, Extension, RunSpec
+from service.webhooks import new_secret
+from workers.targets import TARGETS
+from workers.vocabulary import (
     RUN_FINAL_STATUSES,
-    Candidate,
     CandidateStatus,
-    EvalPhase,
-    Event,
     EventType,
-    Job,
     JobKind,
     JobStatus,
-    LearningRateProtocol,
-    Run,
+    Outcome,
     RunStatus,
-    WebhookEndpoint,
+    Task,
+    TaskKind,
 )
-from service.proposers import ast_hash
-from service.runs.provenance import provenance
-from service.runs.spec import Extension, RunSpec
-from service.webhooks import enqueue_deliveries, new_secret
-from workers.results import Outcome, SeedPlan
-from workers.targets import TARGETS
 
 log = logging.getLogger(__name__)
 
-Publish = Callable[[list[tuple[str, str]]], None]  # [(job_id, kind)] -> hands them to the executor
+Publish = Callable[[list[Task]], None]  # hands the tasks to the executor
 OPEN_JOB = (JobStatus.PENDING, JobStatus.CLAIMED)
 SEARCH_JOBS = (JobKind.PROPOSE, JobKind.EVALUATE, JobKind.REEVALUATE)
-
-
-SEED_OFFSETS = {"train": 0, "reeval": 100, "test": 200, "train-lr": 300, "test-lr": 400}
-
-
-def _seeds(run: Run, purpose: str, count: int) -> list[int]:
-    return [run.seed * 1000 + SEED_OFFSETS[purpose] + i for i in range(count)]
-
-
-def race_rounds(verification_seeds: int) -> list[int]:
-    """The verification seeds a contender has after each round of its race: 2, 8, 32, ... up to the budget."""
-    ends, n = [], 2
-    while n < verification_seeds:
-        ends.append(n)
-        n *= 4
-    return [*ends, verification_seeds]
-
-
-def seed_plan(run: Run, phase: EvalPhase, round_: int | None = None) -> SeedPlan:
-    """The seeds of a phase; no two purposes share one (a re-evaluation and the meta-test never reuse the
-    search's seeds, and under `grid` the seeds that choose a learning rate are never the ones scored).
-
-    - train: the search seeds; under `grid` they choose the rate and fresh seeds are scored.
-    - reeval: round `round_` of the verification race: the next fresh seeds, at the rate the search chose
-      (under `grid`, `choose` names the search seeds, on which the warm start's rate was chosen too; the
-      candidates' rates come from their search rows).
-    - test: `metatest_seeds` fresh seeds; under `grid` the rate is chosen on yet other seeds.
-    """
-    grid = run.lr_protocol == LearningRateProtocol.GRID
-    if phase == EvalPhase.TRAIN:
-        search = _seeds(run, "train", run.seeds_per_eval)
-        return SeedPlan(choose=search, score=_seeds(run, "train-lr", run.seeds_per_eval)) if grid \
-            else SeedPlan(score=search)
-    if phase == EvalPhase.REEVAL:
-        ends = [0, *race_rounds(run.verification_seeds)]
-        fresh = _seeds(run, "reeval", ends[round_ or 1])[ends[(round_ or 1) - 1]:]
-        return SeedPlan(choose=_seeds(run, "train", run.seeds_per_eval), score=fresh) if grid else SeedPlan(score=fresh)
-    test = _seeds(run, "test", run.metatest_seeds)
-    return SeedPlan(choose=_seeds(run, "test-lr", run.metatest_seeds), score=test) if grid else SeedPlan(score=test)
-
-
-def emit(session: Session, run_id: str, type_: EventType, payload: dict[str, Any]) -> None:
-    """Write an event and its webhook deliveries (the outbox) in the caller's transaction.
-
-    Callers hold the run's row lock, so a run's event ids are committed in order (SSE resumes by id).
-    """
-    event = Event(run_id=run_id, type=type_, payload=payload)
-    session.add(event)
-    session.flush()
-    enqueue_deliveries(session, event)
 
 
 def lock_run(session: Session, run_id: str) -> Run | None:
@@ -161,15 +108,15 @@ def create_run(session: Session, spec: RunSpec, owner_key_id: str | None = None,
 
 def budget_spent(run: Run, proposals: int) -> str | None:
     """Why the search must stop proposing, or None while there is budget left."""
-    budget = run.budget
-    if proposals >= budget["candidates"]:
+    budget = Budget.model_validate(run.budget)
+    if proposals >= budget.candidates:
         return "candidates"
-    if budget.get("tokens") and run.tokens_used >= budget["tokens"]:
+    if budget.tokens is not None and run.tokens_used >= budget.tokens:
         return "tokens"
-    if budget.get("cost_usd") and run.cost_usd >= budget["cost_usd"]:
+    if budget.cost_usd is not None and run.cost_usd >= budget.cost_usd:
         return "cost"
-    if budget.get("wall_seconds") and run.started_at is not None:
-        if (utcnow() - run.started_at).total_seconds() >= budget["wall_seconds"]:
+    if budget.wall_seconds is not None and run.started_at is not None:
+        if (utcnow() - run.started_at).total_seconds() >= budget.wall_seconds:
             return "wall time"
     return None
 
@@ -278,7 +225,7 @@ def advance(factory: sessionmaker[Session], run_id: str, publish: Publish) -> No
         # Jobs the handlers added (a proposal's evaluation, a re-evaluation) go out now, not at the next sweep.
         jobs += session.scalars(select(Job).where(Job.run_id == run_id, Job.status == JobStatus.PENDING,
                                                   Job.published_at.is_(None))).all()
-        to_publish = list(dict.fromkeys((j.id, j.kind) for j in jobs))
+        to_publish = list(dict.fromkeys(Task(j.id, TaskKind(j.kind)) for j in jobs))
     if to_publish:
         publish(to_publish)
 
@@ -303,13 +250,16 @@ def extend(factory: sessionmaker[Session], run_id: str, more: Extension) -> str 
         if proposals + more.candidates > MAX_CANDIDATES:
             return f"a run has at most {MAX_CANDIDATES} proposals; this one has made {proposals}"
         # Exactly `more.candidates` more, even when another budget ended the run before its candidates did.
-        budget = {**run.budget, "candidates": proposals + more.candidates}
-        for limit in ("tokens", "cost_usd"):  # a limit the run does not have stays unlimited
-            if getattr(more, limit) is not None and budget.get(limit):
-                budget[limit] += getattr(more, limit)
-        if more.wall_seconds is not None and budget.get("wall_seconds") and run.started_at is not None:
-            budget["wall_seconds"] = (utcnow() - run.started_at).total_seconds() + more.wall_seconds
-        run.budget = budget
+        budget = Budget.model_validate(run.budget)
+        budget.candidates = proposals + more.candidates
+        # A limit the run does not have stays unlimited.
+        if more.tokens is not None and budget.tokens is not None:
+            budget.tokens += more.tokens
+        if more.cost_usd is not None and budget.cost_usd is not None:
+            budget.cost_usd += more.cost_usd
+        if more.wall_seconds is not None and budget.wall_seconds is not None and run.started_at is not None:
+            budget.wall_seconds = (utcnow() - run.started_at).total_seconds() + more.wall_seconds
+        run.budget = budget.model_dump(mode="json")
         spent = budget_spent(run, proposals)
         if spent is not None:
             session.rollback()

@@ -32,22 +32,12 @@ from service.api.schemas import (
     Spent,
     WebhookOut,
 )
-from service.db.models import (
-    ApiKey,
-    Candidate,
-    CandidateStatus,
-    EvalPhase,
-    Evaluation,
-    Job,
-    JobStatus,
-    LlmCall,
-    Run,
-    WebhookEndpoint,
-    is_proposal,
-)
+from service.db.models import ApiKey, Candidate, Evaluation, Job, LlmCall, Run, WebhookEndpoint, is_proposal
+from service.proposers.search import ProposalRecord, improvements
 from service.runs.orchestrator import SEARCH_JOBS, discovery_message
-from workers.results import Outcome
+from service.runs.spec import LLMProposerSpec, RunSpec, spec_of
 from workers.targets import TARGETS
+from workers.vocabulary import CandidateStatus, EvalPhase, JobStatus, Outcome
 
 
 def owned_run(session: Session, key: ApiKey, run_id: str) -> Run | None:
@@ -109,6 +99,7 @@ RUN_META_TESTS = select(Evaluation.candidate_id, Evaluation.env, Evaluation.norm
 def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> RunOut:
     """The run as the API shows it, in two queries: one row of figures, then the meta-test rows."""
     ids = {"run_id": run.id, "best_id": run.best_candidate_id}
+    spec = spec_of(run)
     done, in_flight, warm_id, best_index, best_name, best_stats, endpoint_url, endpoint_events = session.execute(
         RUN_FIGURES, ids).one()
     tests = session.execute(RUN_META_TESTS, ids).all()
@@ -121,11 +112,11 @@ def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> Ru
     return RunOut(
         id=run.id, status=run.status, target=run.target,
         environments={"train": run.train_envs, "test": run.test_envs}, profile=run.profile, proposer=run.proposer,
-        budget=run.budget, concurrency=run.concurrency, seed=run.seed, preset=run.config.get("spec", {}).get("preset"),
+        budget=run.budget, concurrency=run.concurrency, seed=run.seed, preset=spec.preset,
         seeds_per_eval=run.seeds_per_eval, metatest_seeds=run.metatest_seeds, learning_rate=run.lr_protocol,
         verification_seeds=run.verification_seeds, confidence=run.confidence, metric=run.metric,
         discovery=discovery_of(run),
-        progress=Progress(candidates_done=done or 0, candidates_budget=run.budget["candidates"],
+        progress=Progress(candidates_done=done or 0, candidates_budget=spec.budget.candidates,
                           in_flight=in_flight or 0),
         spent=Spent(candidates=done or 0, tokens=run.tokens_used, cost_usd=run.cost_usd,
                     duplicates_skipped=run.duplicates_skipped, seconds=seconds),
@@ -137,8 +128,8 @@ def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> Ru
                                references={name: _cell(by_key.get((references.get(name), env)))
                                            for name in reference_names})
                    for env in run.test_envs],
-        operators=operator_stats(session, run), search=run.search, models=model_stats(session, run),
-        islands=island_stats(session, run),
+        operators=operator_stats(session, run, spec), search=run.search, models=model_stats(session, run, spec),
+        islands=island_stats(session, run, spec),
         error=run.error, provenance=run.config.get("provenance"),
         webhook=WebhookOut(url=endpoint_url, events=endpoint_events, secret=webhook_secret)
         if endpoint_url is not None else None,
@@ -157,10 +148,10 @@ SUMMARY_COLUMNS = (Candidate.id, Candidate.run_id, Candidate.index, Candidate.na
                    Candidate.evaluated_at)
 
 
-def operator_stats(session: Session, run: Run) -> list[OperatorStats]:
+def operator_stats(session: Session, run: Run, spec: RunSpec) -> list[OperatorStats]:
     """Evolution's operators in this run: children tried and turned down (counted when proposed), then the
     candidates each made and how they scored (one grouped query; none for a run no operator made)."""
-    if run.proposer.get("kind") != "evolution" or not run.operator_attempts:
+    if spec.proposer.kind != "evolution" or not run.operator_attempts:
         return []
     scored = func.coalesce(Candidate.verified_score, Candidate.score)
     rows = session.execute(select(
@@ -179,32 +170,23 @@ def operator_stats(session: Session, run: Run) -> list[OperatorStats]:
     return stats
 
 
-def model_pulls(session: Session, run_id: str) -> list[tuple[str, bool]]:
-    """Each finished proposal's model and whether it improved on its parent (the warm start when it has none,
-    or when its parent has no score):
-    the ensemble bandit's pulls and rewards, in proposal order."""
+def proposal_records(session: Session, run_id: str) -> list[ProposalRecord]:
+    """The run's candidates in proposal order, as the ensemble bandit's reward reads them (references aside)."""
     rows = session.execute(select(Candidate.id, Candidate.is_warm_start, Candidate.model, Candidate.parent_ids,
                                   Candidate.outcome, Candidate.score, Candidate.status)
                            .where(Candidate.run_id == run_id, Candidate.reference.is_(None))
                            .order_by(Candidate.index)).all()
-    scores = {row.id: row.score for row in rows}
-    warm = next((row.score for row in rows if row.is_warm_start), None)
-    pulls = []
-    for row in rows:
-        if row.model is None or row.status not in (CandidateStatus.EVALUATED, CandidateStatus.FAILED):
-            continue
-        parent = scores.get(row.parent_ids[0]) if row.parent_ids else None
-        parent = warm if parent is None else parent  # a parent without a score is measured against the warm start
-        pulls.append((row.model, row.outcome == Outcome.ok and row.score is not None
-                      and (parent is None or row.score > parent)))
-    return pulls
+    return [ProposalRecord(candidate_id=row.id, is_warm_start=row.is_warm_start, model=row.model,
+                           parent_ids=list(row.parent_ids), score=row.score, ok=row.outcome == Outcome.ok,
+                           finished=row.status in (CandidateStatus.EVALUATED, CandidateStatus.FAILED))
+            for row in rows]
 
 
-def model_stats(session: Session, run: Run) -> list[ModelStats]:
+def model_stats(session: Session, run: Run, spec: RunSpec) -> list[ModelStats]:
     """Each model of an LLM run's ensemble: proposals, improvements, tokens, cost and best (two queries)."""
-    if run.proposer.get("kind") != "llm":
+    if not isinstance(spec.proposer, LLMProposerSpec):
         return []
-    models = run.proposer.get("models") or [run.proposer.get("model")]
+    models = spec.proposer.models
     scored = func.coalesce(Candidate.verified_score, Candidate.score)
     made = {row[0]: row[1:] for row in session.execute(
         select(Candidate.model, func.count(), func.count().filter(Candidate.outcome == Outcome.ok), func.max(scored))
@@ -215,7 +197,7 @@ def model_stats(session: Session, run: Run) -> list[ModelStats]:
                func.sum(func.coalesce(LlmCall.cost_usd, 0.0)))
         .where(LlmCall.run_id == run.id).group_by(LlmCall.model))}
     improved: dict[str, int] = {}
-    for model, better in model_pulls(session, run.id):
+    for model, better in improvements(proposal_records(session, run.id)):
         improved[model] = improved.get(model, 0) + int(better)
     stats = []
     for model in [*models, *(m for m in made if m not in models)]:
@@ -226,9 +208,9 @@ def model_stats(session: Session, run: Run) -> list[ModelStats]:
     return stats
 
 
-def island_stats(session: Session, run: Run) -> list[IslandStats]:
+def island_stats(session: Session, run: Run, spec: RunSpec) -> list[IslandStats]:
     """Each island's proposals and best (none for a run with one island)."""
-    islands = run.search.get("islands", 1)
+    islands = spec.search.islands
     if islands <= 1:
         return []
     rows = session.execute(select(Candidate.id, Candidate.island, func.coalesce(Candidate.verified_score,

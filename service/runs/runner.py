@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from service.api.schemas import Discovery
 from service.db import make_engine, make_session_factory, session_scope, upgrade_database
-from service.db.models import RUN_FINAL_STATUSES, Candidate, CandidateStatus, EvalPhase, Evaluation, Run
+from service.db.models import Candidate, Evaluation, Run
 from service.keys import UnknownKey, cli_owner
 from service.runs.orchestrator import advance, create_run
 from service.runs.queries import discovery_of
@@ -22,7 +22,8 @@ from service.runs.spec import RunSpec
 from service.runtime import Runtime, build_runtime
 from service.settings import Settings
 from service.webhooks import UnsafeWebhookURL, check_webhook_url
-from workers.results import ScoreBasis, score_text
+from workers.results import score_text
+from workers.vocabulary import RUN_FINAL_STATUSES, CandidateStatus, EvalPhase, ScoreBasis, Task, TaskKind
 
 
 class RunRefused(ValueError):
@@ -46,7 +47,7 @@ def start_run(runtime: Runtime, spec: RunSpec, owner_key_id: str | None = None,
             raise RunRefused(f"webhook.url: {exc}") from None
     with session_scope(runtime.factory) as session:
         run, jobs = create_run(session, spec, owner_key_id=owner_key_id, idempotency_key=idempotency_key)
-        run_id, to_publish = run.id, [(j.id, j.kind) for j in jobs]
+        run_id, to_publish = run.id, [Task(j.id, TaskKind(j.kind)) for j in jobs]
     runtime.publish(to_publish)
     advance(runtime.factory, run_id, runtime.publish)
     return run_id

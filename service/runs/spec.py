@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
+from service.db.models import Run
 from service.proposers.base import MutationName
 from service.runs.presets import PRESETS, with_preset
 from workers.rl.envs import ENVIRONMENTS
@@ -211,3 +212,18 @@ class RunSpec(Strict):
         if not self.environments.test:
             self.environments.test = list(TARGETS[self.target].default_test_envs)
         return self
+
+
+def spec_of(run: Run) -> RunSpec:
+    """A stored run's spec, validated. Its columns are the truth (an extension changes `budget`); the preset and the
+    webhook come from the spec stored at creation.
+
+    Every reader of a run's settings goes through this, so no reader restates a default of the spec.
+    """
+    return RunSpec.model_validate({
+        **run.config.get("spec", {}), "target": run.target, "profile": run.profile, "proposer": run.proposer,
+        "environments": {"train": run.train_envs, "test": run.test_envs}, "budget": run.budget,
+        "search": run.search, "concurrency": run.concurrency, "seed": run.seed, "seeds_per_eval": run.seeds_per_eval,
+        "metatest_seeds": run.metatest_seeds, "verification_seeds": run.verification_seeds,
+        "confidence": run.confidence, "metric": run.metric, "learning_rate": run.lr_protocol,
+    })

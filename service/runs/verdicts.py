@@ -1,7 +1,7 @@
 """From evaluation rows to verdicts and the run's best: the search score nominates, a race on fresh seeds decides.
 
 A candidate's search rows give its search score and interval; one above the warm start's starts a race on
-verification seeds, round after round (`orchestrator.race_rounds`), until its verdict against the anchor is
+verification seeds, round after round (`protocol.race_rounds`), until its verdict against the anchor is
 decided or its seeds are spent. Only then can it become the run's best, and only a `better` verdict makes the
 run a discovery (docs/evaluation.md).
 """
@@ -12,21 +12,22 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import session_scope, utcnow
-from service.db.models import (
+from service.db.models import Candidate, Evaluation, Job, Run
+from service.runs.events import emit
+from service.runs.orchestrator import add_job, lock_run
+from service.runs.protocol import race_rounds
+from workers.results import Comparison
+from workers.statistics import compare
+from workers.vocabulary import (
     RUN_FINAL_STATUSES,
-    Candidate,
     CandidateStatus,
     EvalPhase,
-    Evaluation,
     EventType,
-    Job,
     JobKind,
     JobStatus,
-    Run,
+    Outcome,
+    Verdict,
 )
-from service.runs.orchestrator import add_job, emit, lock_run, race_rounds
-from workers.results import Comparison, Outcome, Verdict
-from workers.statistics import compare
 
 
 def comparison_of(rows: list[Evaluation], confidence: float, looks: int = 1) -> Comparison:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -20,19 +21,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.api.schemas import MetaTestCell, RunOut
-from service.db.models import (
-    ApiKey,
-    Candidate,
-    CandidateStatus,
-    EvalPhase,
-    Evaluation,
-    Event,
-    LlmCall,
-    Run,
-    is_proposal,
-)
+from service.db.models import ApiKey, Candidate, Evaluation, Event, LlmCall, Run, is_proposal
 from service.runs.queries import lineage, run_out
+from service.runs.spec import LLMProposerSpec, RunSpec, SearchSpec, spec_of
 from service.web.charts import FAIL_COLOR, Chart, RefLine, Series, render
+from workers.vocabulary import CandidateStatus, EvalPhase
 
 LEADERBOARD_LIMIT = 200
 SORTS = {"score", "index", "name", "status", "evaluated"}
@@ -56,26 +49,22 @@ def seconds_between(start: datetime | None, end: datetime | None) -> float | Non
     return ((end or datetime.now(UTC)) - start).total_seconds()
 
 
-def search_parts(search: dict[str, Any]) -> list[str]:
+def search_parts(search: SearchSpec) -> list[str]:
     """How a run searched beyond one population, in a few words each: ["2 islands", "early stop"]."""
-    parts = []
-    if search.get("islands", 1) > 1:
-        parts.append(f"{search['islands']} islands")
-    if search.get("early_stopping") is not None:
-        parts.append("early stop")
-    return parts
+    return ([f"{search.islands} islands"] if search.islands > 1 else []) + \
+        (["early stop"] if search.early_stopping is not None else [])
 
 
-def search_settings(search: dict[str, Any]) -> list[str]:
+def search_settings(search: SearchSpec) -> list[str]:
     """The run's search settings in full, for its page's header (none: one population, no early stopping)."""
     settings = []
-    if search.get("islands", 1) > 1:
-        settings.append(f"{search['islands']} islands, migrating their best every "
-                        f"{search.get('migration_interval', 4)} proposals per island")
-    stop = search.get("early_stopping")
+    if search.islands > 1:
+        settings.append(f"{search.islands} islands, migrating their best every "
+                        f"{search.migration_interval} proposals per island")
+    stop = search.early_stopping
     if stop is not None:
-        settings.append(f"early stopping: margin {stop.get('margin', 0.5):g} below the median on the first "
-                        f"environment, once {stop.get('min_evaluated', 4)} are scored")
+        settings.append(f"early stopping: margin {stop.margin:g} below the median on the first "
+                        f"environment, once {stop.min_evaluated} are scored")
     return settings
 
 
@@ -87,35 +76,36 @@ class RunRow:
     done: int
     seconds: float | None
 
+    @cached_property
+    def spec(self) -> RunSpec:
+        return spec_of(self.run)
+
     @property
     def models(self) -> list[str]:
         """The LLM run's models (an ensemble has several), none for evolution."""
-        proposer = self.run.proposer
-        return list(proposer.get("models") or ([proposer["model"]] if proposer.get("model") else []))
+        return list(self.spec.proposer.models) if isinstance(self.spec.proposer, LLMProposerSpec) else []
 
     @property
     def proposer(self) -> str:
-        kind = self.run.proposer.get("kind", "?")
+        kind = self.spec.proposer.kind
         return f"{kind} ({', '.join(self.models)})" if self.models else kind
 
     @property
     def history(self) -> str:
         """What an LLM run's model saw of earlier candidates (bounded, conversation, none); "—" for evolution."""
-        if self.run.proposer.get("kind") != "llm":
-            return "—"
-        return str(self.run.proposer.get("history", "bounded"))
+        return self.spec.proposer.history if isinstance(self.spec.proposer, LLMProposerSpec) else "—"
 
     @property
     def search(self) -> str:
-        return " · ".join(search_parts(self.run.search)) or "—"
+        return " · ".join(search_parts(self.spec.search)) or "—"
 
     @property
     def label(self) -> str:
         """The proposer and how it searched, e.g. "llm gpt-4o (history none, 2 islands)": runs that differ only in
         their history mode or search stay apart in a comparison."""
-        kind = self.run.proposer.get("kind", "?")
+        kind = self.spec.proposer.kind
         how = [f"history {self.history}"] if kind == "llm" else []
-        how += search_parts(self.run.search)
+        how += search_parts(self.spec.search)
         name = f"{kind} {', '.join(self.models)}" if self.models else kind
         return f"{name} ({', '.join(how)})" if how else name
 
@@ -229,7 +219,7 @@ def run_page(session: Session, run: Run, sort: str = "score", order: str = "desc
                    total_candidates=total, sort=sort, order=order, warm_start=warm, index_of=index_of,
                    last_event_id=session.scalar(select(func.max(Event.id)).where(Event.run_id == run.id)) or 0,
                    island_chart=island_chart(session, run, len(summary.islands)) if summary.islands else None,
-                   search_settings=search_settings(run.search))
+                   search_settings=search_settings(spec_of(run).search))
 
 
 # --- one candidate -----------------------------------------------------------------------------------
@@ -257,7 +247,7 @@ class CandidatePage:
 
 def made_by(candidate: Candidate, run: Run) -> list[str]:
     """Where a candidate came from: the model that proposed it and, with more than one island, its island."""
-    islands = run.search.get("islands", 1)
+    islands = spec_of(run).search.islands
     return ([f"proposed by {candidate.model}"] if candidate.model else []) + \
         ([f"island {candidate.island} of {islands}"] if islands > 1 and candidate.island is not None else [])
 

@@ -22,7 +22,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from service.api.deps import RuntimeDep, SessionDep
-from service.db.models import RUN_FINAL_STATUSES, ApiKey
+from service.db.models import ApiKey
 from service.keys import find_key
 from service.runs import export, queries
 from service.runs.events import event_stream
@@ -32,6 +32,7 @@ from service.runs.runner import RunRefused, start_run
 from service.web import data, forms
 from workers.rl.envs import ENVIRONMENTS, PROFILES
 from workers.targets import TARGETS
+from workers.vocabulary import RUN_FINAL_STATUSES
 
 HERE = Path(__file__).parent
 SECURITY_HEADERS = {

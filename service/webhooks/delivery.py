@@ -17,11 +17,12 @@ from sqlalchemy import and_, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import session_scope, utcnow
-from service.db.models import DeliveryStatus, Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from service.db.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from service.settings import Settings
 from service.webhooks.outbox import message_body
 from service.webhooks.ssrf import UnsafeWebhookURL, resolve_webhook_url
 from service.webhooks.transport import AttemptResult, Claim, post_signed
+from workers.vocabulary import DeliveryStatus
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,8 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import session_scope, utcnow
-from service.db.models import DeliveryStatus, Event, Run, WebhookDelivery, WebhookEndpoint
+from service.db.models import Event, Run, WebhookDelivery, WebhookEndpoint
+from workers.vocabulary import DeliveryStatus
 
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32

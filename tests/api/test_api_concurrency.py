@@ -16,10 +16,11 @@ from pathlib import Path
 import httpx
 
 from service.db import session_scope
-from service.db.models import Run, RunStatus
+from service.db.models import Run
 from service.keys import find_key
 from service.settings import Settings
 from tests.api.conftest import serve
+from workers.vocabulary import RunStatus
 
 
 async def get_all(url: str, key: str, paths: list[str]) -> list[int]:

@@ -10,18 +10,8 @@ from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import new_id, session_scope
-from service.db.models import (
-    ApiKey,
-    Candidate,
-    Evaluation,
-    Event,
-    EventType,
-    Job,
-    JobKind,
-    Outcome,
-    Run,
-    RunStatus,
-)
+from service.db.models import ApiKey, Candidate, Evaluation, Event, Job, Run
+from workers.vocabulary import EventType, JobKind, Outcome, RunStatus
 
 
 def add_run(session: Session, **fields: object) -> Run:

@@ -10,7 +10,8 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import claim_job, make_session_factory, session_scope, utcnow
-from service.db.models import Job, JobKind, JobStatus, Run
+from service.db.models import Job, Run
+from workers.vocabulary import JobKind, JobStatus
 
 
 def add_job(factory: sessionmaker[Session]) -> str:

@@ -14,8 +14,8 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from service.proposers.base import HistoryEntry
-from workers.results import Outcome
 from workers.targets import get_target
+from workers.vocabulary import Outcome
 
 
 def completion(content: str, prompt_tokens: int = 1000, completion_tokens: int = 200) -> dict[str, Any]:

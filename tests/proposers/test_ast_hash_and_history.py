@@ -10,8 +10,8 @@ from service.proposers import HistoryEntry, HistorySettings, ProposalContext, as
 from service.proposers.history import render_sections, select_history
 from service.proposers.prompts import history_prompt
 from tests.proposers.scripted_llm import warm_entry
-from workers.results import Outcome
 from workers.targets import get_target
+from workers.vocabulary import Outcome
 
 WARM = get_target("lpo").warm_start
 

@@ -17,10 +17,11 @@ from service.proposers import (
     ast_hash,
 )
 from tests.proposers.scripted_llm import warm_entry
-from workers.results import Outcome, TraceResult
+from workers.results import TraceResult
 from workers.sandbox.static_check import check_source
 from workers.targets import CandidateError, get_target, load_function
 from workers.targets.base import behaviour_fingerprint
+from workers.vocabulary import Outcome
 
 
 def local_probe(target_name: str) -> Probe:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -13,10 +12,10 @@ from pydantic import ValidationError
 
 from service.proposers import HistoryEntry, ProposalContext, ProposerConfig, ast_hash, make_proposer
 from service.proposers.llm import PARAMETER_HINT
-from service.runs.spec import LLMProposerSpec
+from service.runs.spec import LLMProposerSpec, RunSpec
 from tests.proposers.scripted_llm import completion, failure, warm_entry
 from tests.proposers.test_llm_proposer import GOOD_CODE, OTHER_CODE, reply
-from workers.results import Outcome
+from workers.vocabulary import Outcome
 
 SQUARED = "import jax.numpy as jnp\n\n\ndef drift(ratio, advantage, epsilon):\n    return (ratio - 1.0) ** 2\n"
 NOT_JSON = "I think the answer is a smooth clip."
@@ -50,10 +49,9 @@ def context(history: list[HistoryEntry], index: int = 5) -> ProposalContext:
 
 def config_from_spec(spec: dict[str, Any]) -> ProposerConfig:
     """The proposer's config for a validated run spec's proposer, as the service stores and reads it."""
-    from service.runs.jobs import proposer_config  # the service's job module (heavier imports)
+    from service.runs.jobs.propose import proposer_config  # the service's job module (heavier imports)
 
-    stored = LLMProposerSpec.model_validate(spec).model_dump(mode="json")
-    return proposer_config(SimpleNamespace(proposer=stored))  # type: ignore[arg-type]
+    return proposer_config(RunSpec(proposer=LLMProposerSpec.model_validate(spec)))
 
 
 def test_bounded_is_the_default_and_sends_one_history_prompt(llm_server, llm_config):

@@ -19,8 +19,8 @@ from service.proposers import (
 from service.proposers import llm as llm_module
 from service.proposers.llm import parse_reply
 from tests.proposers.scripted_llm import completion, failure, warm_entry
-from workers.results import Outcome
 from workers.targets import get_target
+from workers.vocabulary import Outcome
 
 GOOD_CODE = """import jax
 import jax.numpy as jnp

@@ -9,7 +9,7 @@ import pytest
 from service.proposers.bandit import choose_model
 from service.proposers.base import HistoryEntry
 from service.proposers.islands import island_history, island_of
-from workers.results import Outcome
+from workers.vocabulary import Outcome
 
 
 @pytest.mark.parametrize("kind", ["thompson", "ucb"])

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from workers.evaluate import evaluate_in_process
-from workers.results import Outcome, TraceRequest
+from workers.results import TraceRequest
 from workers.rl import networks
 from workers.rl.envs import get_config
 from workers.rl.ppo import (
@@ -32,6 +32,7 @@ from workers.targets import TARGETS, load_function
 from workers.targets.optimizer import MOMENTUM_BETAS, STATE_SLOTS
 from workers.trainer.server import warm_start_plugins
 from workers.trainer.verify import verify_artifact
+from workers.vocabulary import Outcome
 
 TARGET = TARGETS["optimizer"]
 SEEDS = [0, 1]

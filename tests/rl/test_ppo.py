@@ -7,11 +7,11 @@ import math
 import pytest
 
 from workers.evaluate import evaluate_in_process
-from workers.results import Outcome
 from workers.rl.envs import ENVIRONMENTS, get_config
 from workers.rl.random_policy import random_policy_returns
 from workers.rl.scoring import normalised_score
 from workers.targets import TARGETS
+from workers.vocabulary import Outcome
 
 SEEDS = [0, 1]
 

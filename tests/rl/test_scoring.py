@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workers.results import ScoreBasis
 from workers.rl.envs import get_config
 from workers.rl.random_policy import random_policy_returns
 from workers.rl.scoring import normalised_score
+from workers.vocabulary import ScoreBasis
 
 
 def test_the_warm_start_scores_one_and_a_random_policy_zero() -> None:

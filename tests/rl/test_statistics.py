@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from workers.results import Verdict
 from workers.statistics import compare, iqm, probability_of_improvement, stratified_bootstrap_means
+from workers.vocabulary import Verdict
 
 RNG = np.random.default_rng(20261203)
 CANDIDATE = RNG.normal(1.1, 0.3, 24)

@@ -25,12 +25,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import session_scope
-from service.db.models import RUN_FINAL_STATUSES, Candidate, Evaluation, Event, Job, Run
+from service.db.models import Candidate, Evaluation, Event, Job, Run
 from service.keys import create_key
 from service.runs.runner import start_run
 from service.runs.spec import RunSpec
 from service.runtime import Runtime
 from workers.targets import TARGETS
+from workers.vocabulary import RUN_FINAL_STATUSES
 
 REPO = Path(__file__).resolve().parents[2]
 # Databases 5, 6, ... of the CI Redis: one per xdist worker ("gw0", "gw1", ...; 5 when the suite is not parallel).

@@ -10,13 +10,14 @@ import pytest
 from sqlalchemy import Engine, select
 
 from service.db import make_session_factory, session_scope
-from service.db.models import Artifact, Candidate, CandidateStatus, Evaluation, Job, JobKind, JobStatus
+from service.db.models import Artifact, Candidate, Evaluation, Job
 from service.runs.jobs import run_job
 from service.runs.orchestrator import add_job, create_run
 from service.runs.spec import RunSpec
 from service.settings import Settings
 from tests.trainer.conftest import NAN_IN_TRAINING_DRIFT, SMALL_DRIFT, USELESS_DRIFT
 from workers.trainer.client import POOL
+from workers.vocabulary import CandidateStatus, JobKind, JobStatus
 
 # No drift at all (plain policy gradient): poor, but within every rule of the target.
 PLAIN_GRADIENT_DRIFT = "def drift(ratio, advantage, epsilon):\n    return 0.0 * ratio\n"

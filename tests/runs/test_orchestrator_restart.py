@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from service.db import make_engine, make_session_factory, session_scope, upgrade_database
 from service.db.models import Candidate, Job
-from service.runs.jobs import LEASE_SECONDS
+from service.runs.jobs.claim import LEASE_SECONDS
 from service.runtime import build_runtime
 from service.settings import Settings
 from tests.runs.conftest import REPO, assert_complete_and_consistent, read_report, wait_for, wait_for_final

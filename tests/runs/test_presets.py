@@ -11,10 +11,11 @@ from pathlib import Path
 
 import yaml
 
-from service.db.models import EvalPhase, Run
-from service.runs.orchestrator import seed_plan
+from service.db.models import Run
+from service.runs.protocol import seed_plan
 from service.runs.spec import RunSpec
 from tests.runs.conftest import REPO
+from workers.vocabulary import EvalPhase
 
 PAPER_TEST_ENVS = ["Breakout-MinAtar", "Asterix-MinAtar", "Freeway-MinAtar", "SpaceInvaders-MinAtar", "CartPole-v1"]
 

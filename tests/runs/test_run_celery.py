@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from service.db import session_scope, upgrade_database
 from service.db.models import Candidate, Job
-from service.runs.jobs import LEASE_SECONDS
+from service.runs.jobs.claim import LEASE_SECONDS
 from service.runs.orchestrator import advance, cancel
 from service.runs.runner import start_run
 from service.runs.spec import RunSpec

@@ -16,7 +16,7 @@ from service.db.models import Candidate, Evaluation, Run
 from service.runs.orchestrator import advance, extend
 from service.runs.queries import model_stats
 from service.runs.runner import start_run
-from service.runs.spec import Extension, RunSpec
+from service.runs.spec import Extension, RunSpec, spec_of
 from service.runtime import Runtime
 from tests.proposers.scripted_llm import ScriptedLLM, completion
 from tests.runs.conftest import cache_dir, wait_for_final  # noqa: F401
@@ -84,7 +84,8 @@ def test_an_ensemble_spreads_proposals_and_the_bandit_shifts_to_the_model_that_i
         assert all(c.outcome == "invalid" for c in proposals if c.model == "reckless")
         # The bandit moved to the model whose proposals improve: most of the six proposals after the first two.
         assert models[2:].count("careful") >= 4, models
-        stats = {s.model: s for s in model_stats(session, session.get(Run, run_id))}
+        run = session.get(Run, run_id)
+        stats = {s.model: s for s in model_stats(session, run, spec_of(run))}
     assert stats["reckless"].improved == 0 and stats["careful"].improved >= 1
     assert stats["careful"].proposals + stats["reckless"].proposals == 8
     assert stats["careful"].tokens == 1200 * stats["careful"].proposals  # each call counted for its model

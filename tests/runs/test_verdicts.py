@@ -17,9 +17,9 @@ import pytest
 
 from service.api.app import create_app
 from service.db import session_scope
-from service.db.models import Candidate, Event, EventType, Run
+from service.db.models import Candidate, Event, Run
 from service.evaluation import anchor_for, trace_code, train_artifacts, warm_artifact
-from service.runs.orchestrator import race_rounds
+from service.runs.protocol import race_rounds
 from service.runs.runner import start_run
 from service.runs.spec import RunSpec
 from service.runtime import Runtime
@@ -27,10 +27,10 @@ from tests.api.conftest import uvicorn_in_thread
 from tests.proposers.scripted_llm import ScriptedLLM
 from tests.runs.conftest import REPO, cache_dir, cli, run_as_new_key, wait_for_final  # noqa: F401
 from tests.runs.test_llm_run import llm, reply, runtime  # noqa: F401
-from workers.results import Verdict
 from workers.rl.envs import get_env_spec
 from workers.statistics import compare
 from workers.targets import TARGETS
+from workers.vocabulary import EventType, Verdict
 
 ENV, PROFILE = "CartPole-v1", "smoke"
 CRIPPLED = """import jax.numpy as jnp

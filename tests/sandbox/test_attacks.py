@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 import workers
-from workers.results import Outcome, TraceRequest, TraceResult
+from workers.results import TraceRequest, TraceResult
 from workers.sandbox import SandboxLimits, run_tracer, trace_candidate
+from workers.vocabulary import Outcome
 
 HEADER = "import jax\nimport jax.numpy as jnp\n\n\n"
 SIGNATURE = "def advantages(rewards, values, dones, last_value, gamma, lam):\n"

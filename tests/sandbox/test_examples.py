@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from workers.results import Outcome, TraceRequest
+from workers.results import TraceRequest
 from workers.sandbox import check_source, format_issues
 from workers.sandbox.tracer import trace
 from workers.targets import TARGETS
+from workers.vocabulary import Outcome
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

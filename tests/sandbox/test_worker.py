@@ -18,12 +18,13 @@ from jax._src.interpreters import mlir as jax_mlir
 from jax._src.lib.mlir import ir
 
 from workers.artifact import Artifact
-from workers.results import Outcome, TraceRequest
+from workers.results import TraceRequest
 from workers.sandbox import IsolationUnavailable, SandboxLimits, probe_isolation, run_tracer, trace_candidate
 from workers.sandbox.cgroups import CGROUP_ROOT, GROUP
 from workers.sandbox.host import process_mode_problem, unreachable_for
 from workers.sandbox.tracer import trace
 from workers.targets import get_target
+from workers.vocabulary import Outcome
 
 ADVANTAGE = get_target("advantage")
 REPO = Path(__file__).resolve().parents[2]

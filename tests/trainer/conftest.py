@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from workers.results import Outcome, TraceRequest
+from workers.results import TraceRequest
 from workers.sandbox import SandboxLimits, probe_isolation
 from workers.sandbox.tracer import trace
 from workers.trainer.client import TrainerConfig, TrainerProcess
+from workers.vocabulary import Outcome
 
 USELESS_DRIFT = '''
 def drift(ratio, advantage, epsilon):

@@ -18,10 +18,11 @@ import pytest
 from service.evaluation import EvaluationFailed, ScoredResult, evaluate_code, score_artifact, trace_code, tracer_limits
 from service.settings import Settings
 from tests.trainer.conftest import ENDLESS_IN_TRAINING_DRIFT, USELESS_DRIFT
-from workers.results import Outcome, TraceRequest, TraceResult
+from workers.results import TraceRequest, TraceResult
 from workers.sandbox import check_source, format_issues, run_tracer
 from workers.targets import get_target
 from workers.trainer.client import POOL
+from workers.vocabulary import Outcome
 
 REACH_BUILTINS = '''
 import jax.numpy as jnp

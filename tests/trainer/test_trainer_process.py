@@ -17,13 +17,14 @@ from tests.trainer.conftest import (
 )
 from workers.anchor import Anchor
 from workers.evaluate import artifact_sha256, train_batch
-from workers.results import EnvResult, Outcome
+from workers.results import EnvResult
 from workers.sandbox.command import bwrap_options
 from workers.sandbox.host import IsolationReport, SandboxLimits
 from workers.targets import TARGETS
 from workers.trainer import client
 from workers.trainer.client import TrainerConfig, TrainerProcess, cuda_backend_installed, trainer_sandbox
 from workers.trainer.protocol import TrainRequest
+from workers.vocabulary import Outcome
 
 WARM = TARGETS["lpo"].warm_start
 

@@ -26,6 +26,7 @@ from service.runtime import Runtime
 from service.settings import Settings
 from tests.api.conftest import uvicorn_in_thread
 from workers.rl.envs import ENVIRONMENTS
+from workers.vocabulary import Task
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -54,7 +55,7 @@ def drift(ratio, advantage, epsilon):
 class NullExecutor:
     """Publishes nothing: the hand-built runs must not be advanced by an executor or a sweeper."""
 
-    def publish(self, jobs: list[tuple[str, str]]) -> None:
+    def publish(self, jobs: list[Task]) -> None:
         pass
 
     def close(self) -> None:

@@ -24,9 +24,10 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import session_scope
-from service.db.models import Event, EventType, Run, WebhookEndpoint
+from service.db.models import Event, Run, WebhookEndpoint
 from service.settings import Settings
 from service.webhooks import deliver, due_deliveries, enqueue_deliveries, new_secret
+from workers.vocabulary import EventType
 
 
 @dataclass

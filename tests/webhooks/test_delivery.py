@@ -17,15 +17,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import make_session_factory, session_scope, utcnow
-from service.db.models import (
-    ApiKey,
-    DeliveryStatus,
-    Event,
-    EventType,
-    WebhookAttempt,
-    WebhookDelivery,
-    WebhookEndpoint,
-)
+from service.db.models import ApiKey, Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from service.settings import Settings
 from service.webhooks import Claim, deliver, due_deliveries, enqueue_deliveries, post_signed, resend
 from tests.webhooks.conftest import (
@@ -37,6 +29,7 @@ from tests.webhooks.conftest import (
     make_event,
     make_run,
 )
+from workers.vocabulary import DeliveryStatus, EventType
 
 
 def delivery_state(factory: sessionmaker[Session], delivery_id: str) -> tuple[WebhookDelivery, list[WebhookAttempt]]:

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from workers.results import ScoreBasis
+from workers.vocabulary import ScoreBasis
 
 
 class ImpossibleResult(ValueError):

@@ -25,7 +25,7 @@ import time
 from pydantic import ValidationError
 
 from workers.artifact import Artifact
-from workers.results import Outcome, TraceRequest, TraceResult
+from workers.results import TraceRequest, TraceResult
 from workers.sandbox import cgroups
 from workers.sandbox.host import IsolationUnavailable, SandboxLimits, require_isolation
 from workers.sandbox.process import (
@@ -40,6 +40,7 @@ from workers.sandbox.process import (
 from workers.sandbox.static_check import check_source, format_issues
 from workers.sandbox.tracer import capped_error
 from workers.targets import get_target
+from workers.vocabulary import Outcome
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ import sys
 import time
 import traceback
 
-from workers.results import Outcome, TraceRequest, TraceResult
+from workers.results import TraceRequest, TraceResult
+from workers.vocabulary import Outcome
 
 MAX_ERROR_CHARS = 4000
 TRACEBACK_LINES = 12

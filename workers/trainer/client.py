@@ -25,11 +25,11 @@ from typing import IO
 
 from pydantic import BaseModel
 
-from workers.results import Outcome
 from workers.sandbox.command import SANDBOX_CACHE_DIR, Bind
 from workers.sandbox.host import SandboxLimits, gpu_device_nodes
 from workers.sandbox.process import SandboxProcess
 from workers.trainer.protocol import MAX_FRAME_BYTES, TrainRequest, TrainResponse, write_frame
+from workers.vocabulary import Outcome
 
 log = logging.getLogger(__name__)
 

@@ -25,17 +25,7 @@ from service.api.schemas import (
     WebhookAttemptOut,
     WebhookDeliveryOut,
 )
-from service.db.models import (
-    RUN_FINAL_STATUSES,
-    ApiKey,
-    Candidate,
-    Event,
-    EventType,
-    Run,
-    WebhookAttempt,
-    WebhookDelivery,
-    WebhookEndpoint,
-)
+from service.db.models import ApiKey, Candidate, Event, Run, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from service.runs import export
 from service.runs.events import event_stream
 from service.runs.orchestrator import advance, cancel, extend, request_hash
@@ -43,6 +33,7 @@ from service.runs.queries import SUMMARY_COLUMNS, candidate_summary, discovery_o
 from service.runs.runner import RunRefused, start_run
 from service.runs.spec import Extension, RunSpec
 from service.webhooks import resend
+from workers.vocabulary import RUN_FINAL_STATUSES, EventType, Task, TaskKind
 
 router = APIRouter(prefix="/v1", tags=["runs"], responses={401: {"model": Problem}})
 NOT_FOUND = {404: {"model": Problem}}
@@ -277,5 +268,5 @@ def resend_delivery(delivery_id: str, key: KeyDep, session: SessionDep, runtime:
         resent = resend(runtime.factory, delivery_id)
     except ValueError as exc:
         raise HTTPException(409, str(exc)) from None
-    runtime.publish([(resent, "webhook")])
+    runtime.publish([Task(resent, TaskKind.WEBHOOK)])
     return JSONResponse({"id": resent, "status": "pending"}, status_code=202)
