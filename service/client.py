@@ -4,18 +4,27 @@ its candidates, take its best algorithm and its results home; `examples/run_from
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any, Literal
 
 import httpx
+from pydantic import BaseModel
 
-from service.api.schemas import CandidateSummary, RunOut
+from service.api.schemas import CandidateDetail, CandidateSummary, RunOut
 from service.keys import local_key_file
 from service.settings import Settings
+from workers.vocabulary import RUN_FINAL_STATUSES, EventType
 
-FINAL_STATUSES = ("completed", "failed", "cancelled")
+
+class RunEvent(BaseModel):
+    """One frame of a run's event stream: its id (resume after it), type and payload."""
+
+    id: int
+    type: EventType
+    data: dict[str, Any]
 
 
 class ApiError(Exception):
@@ -26,17 +35,19 @@ class ApiError(Exception):
         self.bad_input = bad_input
 
 
-def request(settings: Settings, method: str, path: str, raw: bool = False, **kwargs: Any) -> Any:
-    """Call the API with DISCOVERY_API_KEY, else with this machine's local identity once it exists; the JSON
-    answer, or with `raw` the body as text."""
+def api_key(settings: Settings) -> str:
+    """DISCOVERY_API_KEY, else this machine's local identity once it exists."""
     local = local_key_file(settings)
     if settings.api_key is not None:
-        key = settings.api_key.get_secret_value()
-    elif local.is_file():
-        key = local.read_text().strip()
-    else:
-        raise ApiError("set DISCOVERY_API_KEY (create one with `discovery keys create NAME`)", bad_input=True)
-    headers = {"Authorization": f"Bearer {key}"}
+        return settings.api_key.get_secret_value()
+    if local.is_file():
+        return local.read_text().strip()
+    raise ApiError("set DISCOVERY_API_KEY (create one with `discovery keys create NAME`)", bad_input=True)
+
+
+def request(settings: Settings, method: str, path: str, raw: bool = False, **kwargs: Any) -> Any:
+    """Call the API with `api_key(settings)`; the JSON answer, or with `raw` the body as text."""
+    headers = {"Authorization": f"Bearer {api_key(settings)}"}
     try:
         response = httpx.request(method, settings.api_url.rstrip("/") + path, headers=headers, timeout=30, **kwargs)
     except httpx.HTTPError as exc:
@@ -104,7 +115,7 @@ class DiscoveryClient:
             if progress is not None and state != seen:
                 progress(run)
                 seen = state
-            if run.status in FINAL_STATUSES:
+            if run.status in RUN_FINAL_STATUSES:
                 return run
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"run {run_id} is still {run.status} after {timeout:g} s")
@@ -123,6 +134,31 @@ class DiscoveryClient:
             cursor = page.get("next_cursor")
             if not cursor:
                 return
+
+    def candidate(self, candidate_id: str) -> CandidateDetail:
+        """One candidate in full: code, lineage, every evaluation with its curves."""
+        return CandidateDetail.model_validate(self._call("GET", f"/v1/candidates/{candidate_id}").json())
+
+    def events(self, run_id: str, after: int = 0) -> Iterator[RunEvent]:
+        """The run's events as they happen, from after event id `after`; ends after the run's final event."""
+        headers = {"Last-Event-ID": str(after)} if after else {}
+        try:
+            with self.http.stream("GET", f"/v1/runs/{run_id}/events", headers=headers, timeout=None) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    _raise_for_problem(response)
+                frame: dict[str, str] = {}
+                for line in response.iter_lines():
+                    if line:
+                        name, _, value = line.partition(":")
+                        frame[name] = value.removeprefix(" ")
+                    elif "data" in frame and "id" in frame:
+                        yield RunEvent(id=int(frame["id"]), type=frame["event"], data=json.loads(frame["data"]))
+                        frame = {}
+                    else:
+                        frame = {}  # a keep-alive comment
+        except httpx.HTTPError as exc:
+            raise ApiError(f"the event stream of run {run_id} broke: {exc}", bad_input=False) from None
 
     def best_code(self, run_id: str) -> str:
         """The run's best algorithm as a standalone Python file (its provenance in the header's comments)."""

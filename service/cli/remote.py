@@ -1,5 +1,5 @@
 """The commands that read and steer runs on a Discovery server (DISCOVERY_API_URL, DISCOVERY_API_KEY):
-`runs list/show/extend/cancel` and `candidates show`."""
+`runs list/show/extend/cancel/export/wandb` and `candidates show`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from service.cli.common import JsonFlag, api_call, console, fail, score_text, scored_text
+from service.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, JsonFlag, api_call, console, fail, score_text, scored_text
 from service.runs.provenance import provenance_text
 
 runs_app = typer.Typer(help="Runs on a Discovery server (DISCOVERY_API_URL, DISCOVERY_API_KEY).", no_args_is_help=True)
@@ -181,3 +181,24 @@ def candidates_show(candidate_id: Annotated[str, typer.Argument(help="candidate 
         table.add_row(e["phase"], str(e["round"] or "-"), e["env"], e["outcome"], final_return,
                       scored_text(e["normalised_score"], e["score_ci"]), lr, ",".join(map(str, e["seeds"])))
     console.print(table)
+
+
+@runs_app.command("wandb")
+def runs_wandb(run_id: Annotated[str, typer.Argument(help="run id")],
+               project: Annotated[str, typer.Option(help="the W&B project")] = "discovery",
+               entity: Annotated[str | None, typer.Option(help="the W&B entity (default: yours)")] = None) -> None:
+    """Log a run to Weights & Biases as its candidates land, until it ends (needs the `wandb` extra; W&B's own
+    settings apply, e.g. WANDB_MODE=offline)."""
+    from service.client import ApiError, DiscoveryClient, api_key
+    from service.settings import get_settings
+    from service.trackers.weights_and_biases import TrackerUnavailable, follow
+
+    settings = get_settings()
+    try:
+        with DiscoveryClient(settings.api_url, api_key(settings)) as client:
+            run = follow(client, run_id, project, entity)
+    except ApiError as exc:
+        fail(str(exc), EXIT_BAD_INPUT if exc.bad_input else EXIT_FAILED)
+    except TrackerUnavailable as exc:
+        fail(str(exc))
+    console.print(f"run {run_id} {run.status}: logged to W&B project {project}")

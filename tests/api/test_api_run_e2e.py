@@ -23,6 +23,7 @@ from service.client import DiscoveryClient
 from service.settings import Settings
 from tests.api.conftest import ApiServer, serve
 from tests.api.export_checks import check_the_export_has_a_row_per_seed_of_every_evaluation_stored
+from tests.api.wandb_checks import check_the_wandb_bridge_logs_every_evaluated_candidate
 from tests.runs.conftest import REPO, WorkerProcess, broker_url, cache_dir, worker_env  # noqa: F401
 
 
@@ -111,7 +112,8 @@ def read_events(client: httpx.Client, run_id: str, last_event_id: int | None = N
     return events
 
 
-def test_a_whole_run_over_http_with_celery_and_a_signed_webhook(celery_api: ApiServer, receiver: Receiver) -> None:
+def test_a_whole_run_over_http_with_celery_and_a_signed_webhook(
+        celery_api: ApiServer, receiver: Receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     key = celery_api.new_key()
     client = celery_api.client(key)
     created = client.post("/v1/runs", json={
@@ -172,6 +174,7 @@ def test_a_whole_run_over_http_with_celery_and_a_signed_webhook(celery_api: ApiS
     module = ast.parse(best.text)
     assert any(isinstance(n, ast.FunctionDef) and n.name == "drift" for n in module.body)
     check_the_export_has_a_row_per_seed_of_every_evaluation_stored(celery_api, key, run["id"])
+    check_the_wandb_bridge_logs_every_evaluated_candidate(celery_api, key, run["id"], tmp_path, monkeypatch)
     with DiscoveryClient(celery_api.url, key) as python:  # what a notebook sees of the same run
         seen: list[str] = []
         assert python.wait(run["id"], timeout=60, progress=lambda r: seen.append(r.status)).status == "completed"
