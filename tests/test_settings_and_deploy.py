@@ -47,7 +47,7 @@ def test_the_readme_tables_and_commands_match_the_code() -> None:
             assert stated.strip() == f"`{shown}`", f"{variable}: README says {stated.strip()}, the code {shown}"
     for script in re.findall(r"bench/[a-z_]+\.py", readme):
         assert (REPO / script).is_file(), f"README names {script}, which does not exist"
-    for example in re.findall(r"examples/[a-z_]+\.py", readme):
+    for example in re.findall(r"examples/[a-z_]+\.(?:py|ipynb)", readme):
         assert (REPO / example).is_file(), f"README names {example}, which does not exist"
 
 
@@ -67,9 +67,13 @@ def test_every_compose_service_runs_a_real_entry_point() -> None:
             continue
         command = service["command"]
         assert command[0] == "discovery" and command[1] in commands, f"{name}: {command}"
-    evaluate = compose["services"]["worker-evaluate"]
-    assert "evaluate" in evaluate["command"] and evaluate["deploy"]["resources"]["reservations"]["devices"]
-    assert "seccomp=unconfined" in evaluate["security_opt"]
+    cpu, gpu = compose["services"]["worker-evaluate"], compose["services"]["worker-evaluate-gpu"]
+    assert "evaluate" in cpu["command"] and cpu["environment"]["DISCOVERY_TRAINER_DEVICE"] == "cpu"
+    assert "deploy" not in cpu and "profiles" not in cpu  # `docker compose up` evaluates on the CPU
+    assert "evaluate" in gpu["command"] and gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert gpu["profiles"] == ["gpu"] and gpu["environment"]["DISCOVERY_TRAINER_DEVICE"] == "gpu"
+    assert gpu["build"]["args"]["JAX_EXTRA"] == "cuda12"
+    assert all("seccomp=unconfined" in worker["security_opt"] for worker in (cpu, gpu))
     assert "security_opt" not in compose["services"]["worker-cpu"]
     assert (REPO / "Dockerfile").read_text().count("bubblewrap") == 1
 
