@@ -220,10 +220,12 @@ def spec_of(run: Run) -> RunSpec:
 
     Every reader of a run's settings goes through this, so no reader restates a default of the spec.
     """
-    return RunSpec.model_validate({
-        **run.config.get("spec", {}), "target": run.target, "profile": run.profile, "proposer": run.proposer,
-        "environments": {"train": run.train_envs, "test": run.test_envs}, "budget": run.budget,
+    columns = {
+        "target": run.target, "profile": run.profile, "proposer": run.proposer,
+        "environments": {"train": run.train_envs or [], "test": run.test_envs or []}, "budget": run.budget,
         "search": run.search, "concurrency": run.concurrency, "seed": run.seed, "seeds_per_eval": run.seeds_per_eval,
         "metatest_seeds": run.metatest_seeds, "verification_seeds": run.verification_seeds,
         "confidence": run.confidence, "metric": run.metric, "learning_rate": run.lr_protocol,
-    })
+    }
+    # A column not yet set (a run built in memory, before its first flush) takes the spec's default.
+    return RunSpec.model_validate({**(run.config or {}).get("spec", {}), **{k: v for k, v in columns.items() if v is not None}})

@@ -24,7 +24,7 @@ HOSTILE = [
 
 @pytest.mark.parametrize("text", HOSTILE)
 def test_a_hostile_name_or_thought_stays_a_comment(text: str, tmp_path: Path) -> None:
-    run = Run(id="r" * 32, target="lpo", proposer={"kind": "llm"}, profile="smoke", seed=0)
+    run = Run(id="r" * 32, target="lpo", proposer={"kind": "llm", "model": "test-model"}, profile="smoke", seed=0)
     best = Candidate(id="c" * 32, index=3, name=text, thought=text * 3, code=DRIFT, stats={}, verified_score=1.2)
     row = Evaluation(env="CartPole-v1", phase="test", round=0, normalised_score=1.1, final_return=200.0, stats=None)
     source = best_file(run, best, [row], f"verdict {text}")
