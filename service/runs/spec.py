@@ -228,4 +228,5 @@ def spec_of(run: Run) -> RunSpec:
         "confidence": run.confidence, "metric": run.metric, "learning_rate": run.lr_protocol,
     }
     # A column not yet set (a run built in memory, before its first flush) takes the spec's default.
-    return RunSpec.model_validate({**(run.config or {}).get("spec", {}), **{k: v for k, v in columns.items() if v is not None}})
+    stored = (run.config or {}).get("spec", {})
+    return RunSpec.model_validate({**stored, **{key: value for key, value in columns.items() if value is not None}})
