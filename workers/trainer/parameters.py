@@ -6,11 +6,14 @@ takes: a plain `numpy.ndarray` (no subclass), dtype float32 (native byte order),
 expected size, every value finite and within the bound. Nothing is converted on the way (no `np.asarray`,
 no `astype`): a float64, int, object, bool or 2-D array, bytes, a list, a masked array or a memmap are
 refused as they are, not coerced into something that would pass. Numpy only (the worker imports it too).
+`decode_parameters` is the same gate for a vector as it crosses a process boundary (`EncodedArray`, base64).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from workers.trainer.protocol import EncodedArray
 
 DEFAULT_BOUND = 1e3  # no sensible network of ours has a weight near it; ES moves a weight ~lr per generation
 
@@ -46,3 +49,18 @@ def validate_parameters(array: object, expected_size: int, bound: float = DEFAUL
         index = int(np.argmax(too_large))
         raise ValueError(f"network parameters must lie within +-{bound:g}: value {index} is {checked[index]:g}")
     return checked
+
+
+def decode_parameters(encoded: EncodedArray, expected_size: int, bound: float = DEFAULT_BOUND) -> np.ndarray:
+    """The vector an `EncodedArray` carries, refused unless it says float32 and [expected_size] and its bytes are
+    exactly that many float32s (checked before decoding), then through `validate_parameters`."""
+    if encoded.dtype != "float32" or encoded.shape != [expected_size]:
+        raise ValueError(f"network parameters must be float32 of shape [{expected_size}], "
+                         f"got {encoded.dtype} of shape {encoded.shape}")
+    if len(encoded.data) != 4 * ((4 * expected_size + 2) // 3):
+        raise ValueError(f"network parameters must be exactly {4 * expected_size} bytes, base64-encoded")
+    try:
+        array = encoded.decode()
+    except ValueError as exc:  # binascii.Error included
+        raise ValueError(f"network parameters could not be decoded: {exc}") from exc
+    return validate_parameters(array, expected_size, bound)
