@@ -224,7 +224,7 @@ def loss_on_batch(setup: Setup, params: Any, batch: Batch) -> tuple[jax.Array, L
     return parts.total, parts
 
 
-def env_step(setup: Setup, params: Any, runner: Runner, _: None) -> tuple[Runner, tuple[Transition, Finished]]:
+def env_step(setup: Setup, params: Any, runner: Runner) -> tuple[Runner, tuple[Transition, Finished]]:
     """Every environment takes one step with an action sampled from the policy."""
     n_envs = setup.config.num_envs
     key, k_act, k_step = jax.random.split(runner.key, 3)
@@ -247,7 +247,7 @@ def env_step(setup: Setup, params: Any, runner: Runner, _: None) -> tuple[Runner
 def rollout(setup: Setup, params: Any, runner: Runner) -> tuple[Runner, Trajectory]:
     """`num_steps` steps of every environment with the policy `params`."""
     def step(runner: Runner, _: None) -> tuple[Runner, tuple[Transition, Finished]]:
-        return env_step(setup, params, runner, _)
+        return env_step(setup, params, runner)
 
     runner, (steps, finished) = jax.lax.scan(step, runner, None, setup.config.num_steps)
     last_obs = runner.obs.reshape(setup.config.num_envs, -1).astype(jnp.float32)
