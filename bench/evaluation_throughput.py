@@ -20,8 +20,9 @@ from pathlib import Path
 from service.evaluation import anchor_for, env_score, trace_many, train_artifacts
 from service.runs.protocol import learning_rates
 from service.settings import Settings
+from workers.rl.plugins import warm_start_plugins
 from workers.trainer.client import POOL
-from workers.trainer.server import train_lanes, warm_start_plugins
+from workers.trainer.server import train_lanes
 from workers.vocabulary import Outcome
 
 CANDIDATES = 8

@@ -29,9 +29,10 @@ import jax
 import numpy as np
 
 from workers.rl.envs import PPOConfig, get_config, get_env_spec
+from workers.rl.plugins import warm_start_plugins
 from workers.rl.ppo import lane_inputs, make_lanes_train
 from workers.rl.scoring import final_returns
-from workers.trainer.server import train_lanes, warm_start_plugins
+from workers.trainer.server import train_lanes
 
 # The paper's fixed PPO return per environment: what it divides a candidate's return by.
 PAPER_PPO = {

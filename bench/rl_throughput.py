@@ -19,11 +19,12 @@ import jax.numpy as jnp
 
 from workers.results import TraceRequest
 from workers.rl.envs import get_config
+from workers.rl.plugins import warm_start_plugins
 from workers.rl.random_policy import make_random_rollout
 from workers.sandbox.tracer import trace
 from workers.targets import TARGETS
 from workers.trainer.lanes import candidate_plugin
-from workers.trainer.server import train_lanes, warm_start_plugins
+from workers.trainer.server import train_lanes
 from workers.trainer.verify import verify_artifact
 
 DPO_DRIFT = """import jax

@@ -10,7 +10,8 @@ import subprocess
 import sys
 
 SCRIPT = """
-from workers.trainer.server import train_lanes, warm_start_plugins
+from workers.rl.plugins import warm_start_plugins
+from workers.trainer.server import train_lanes
 arrays = train_lanes("CartPole-v1", "smoke", [0, 1, 2, 3], [1e-3, 5e-4], warm_start_plugins())
 print("final", arrays.return_sum.sum(), bool(arrays.finite.all()))
 """

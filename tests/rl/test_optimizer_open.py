@@ -16,21 +16,20 @@ from workers.evaluate import evaluate_in_process
 from workers.results import TraceRequest
 from workers.rl import networks
 from workers.rl.envs import get_config
-from workers.rl.ppo import (
+from workers.rl.optimizer_inputs import (
     LAYERS,
     NETWORKS,
     batch_proportion,
-    lane_inputs,
     layer_outputs,
     layer_proportion,
-    make_lanes_train,
     neuron_dormancy,
 )
+from workers.rl.plugins import warm_start_plugins
+from workers.rl.ppo import lane_inputs, make_lanes_train
 from workers.sandbox.static_check import check_source
 from workers.sandbox.tracer import trace
 from workers.targets import TARGETS, load_function
 from workers.targets.optimizer import MOMENTUM_BETAS, STATE_SLOTS
-from workers.trainer.server import warm_start_plugins
 from workers.trainer.verify import verify_artifact
 from workers.vocabulary import Outcome
 

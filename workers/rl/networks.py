@@ -1,4 +1,5 @@
-"""The actor-critic network as plain JAX functions over a dict of arrays.
+"""The actor-critic network as plain JAX functions over a dict of arrays, and its policy's action distribution
+(categorical over logits, or a Gaussian around the actor's mean with a learned `log_std`).
 
 Parameters are initialised with NumPy (orthogonal, as in PureJaxRL) outside every JAX graph: batched
 QR inside a vmapped init deadlocks XLA's CPU thread pool on 2 cores (tests/rl/test_fresh_processes.py checks it).
@@ -6,11 +7,14 @@ QR inside a vmapped init deadlocks XLA's CPU thread pool on 2 cores (tests/rl/te
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 Params = dict[str, dict[str, jax.Array]]
+LOG_2PI = math.log(2.0 * math.pi)
 
 
 def _orthogonal(rng: np.random.Generator, shape: tuple[int, int], scale: float) -> np.ndarray:
@@ -60,3 +64,25 @@ def _mlp(params: Params, prefix: str, x: jax.Array, activation: str) -> jax.Arra
 def apply(params: Params, obs: jax.Array, activation: str) -> tuple[jax.Array, jax.Array]:
     """Return (actor output, value): logits for discrete actions or the Gaussian mean for continuous."""
     return _mlp(params, "actor", obs, activation), _mlp(params, "critic", obs, activation)[..., 0]
+
+
+def log_prob_entropy(params: Params, out: jax.Array, action: jax.Array, continuous: bool
+                     ) -> tuple[jax.Array, jax.Array]:
+    """The policy's log-probability of `action` and its entropy, from the actor's output (logits, or a mean)."""
+    if continuous:
+        log_std = params["log_std"]["v"]
+        z = (action - out) / jnp.exp(log_std)
+        log_prob = jnp.sum(-0.5 * z * z - log_std - 0.5 * LOG_2PI, axis=-1)
+        entropy = jnp.sum(0.5 + 0.5 * LOG_2PI + log_std) * jnp.ones(out.shape[:-1])
+        return log_prob, entropy
+    logp = jax.nn.log_softmax(out)
+    log_prob = jnp.take_along_axis(logp, action[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    entropy = -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+    return log_prob, entropy
+
+
+def sample_action(params: Params, out: jax.Array, key: jax.Array, continuous: bool) -> jax.Array:
+    """An action drawn from the policy given the actor's output."""
+    if continuous:
+        return out + jnp.exp(params["log_std"]["v"]) * jax.random.normal(key, out.shape)
+    return jax.random.categorical(key, out)

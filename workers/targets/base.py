@@ -120,7 +120,7 @@ class Target:
     # `assemble` and, where the target has them, `check_rules`, `check_invariance` and `check_gradient`.
     # Read through the properties below, so that importing a card never imports JAX.
     kernel: str
-    plugin_field: str  # the PPO plug-in slot the candidate fills (a field of workers.rl.ppo.Plugins)
+    plugin_field: str  # the PPO plug-in slot the candidate fills (workers.rl.plugins builds the slots from these)
     references: tuple[Reference, ...] = ()
     allowed_modules: frozenset[str] = JAX_MODULES  # what the static check lets a candidate import
     allowed_functions: frozenset[str] = JAX_FUNCTIONS  # what candidate code may name in those modules

@@ -2,7 +2,7 @@
 
 The rule is called once per parameter tensor at every gradient step, after global-norm clipping. It
 gets OPEN's inputs (Goldie et al., "Can Learned Optimization Make Reinforcement Learning Less
-Difficult?"), computed by the training loop (`workers/rl/ppo.py`): the gradient and the parameter,
+Difficult?"), computed by the training loop (`workers/rl/optimizer_inputs.py`): the gradient and the parameter,
 momenta of the gradient at six timescales, the iteration and the training, layer and batch
 proportions, the dormancy of the neurons the parameter feeds, standard normal noise and the
 environment's learning rate. It carries its own state: a tuple of four arrays shaped like the

@@ -15,7 +15,7 @@ import base64
 import os
 import sys
 import time
-from functools import cache, lru_cache
+from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
 
@@ -25,9 +25,10 @@ from jax import export
 
 from workers.artifact import Artifact
 from workers.rl.envs import get_config
-from workers.rl.ppo import Plugins, lane_inputs, make_lanes_train
+from workers.rl.plugins import Plugins, warm_start_plugins
+from workers.rl.ppo import lane_inputs, make_lanes_train
 from workers.rl.random_policy import random_policy_returns
-from workers.targets import advantage, get_target, load_function, lpo, optimizer
+from workers.targets import get_target
 from workers.trainer.audit import audit_artifact, training_sizes
 from workers.trainer.lanes import candidate_plugin
 from workers.trainer.protocol import EncodedArray, TrainRequest, TrainResponse, read_frame, write_frame
@@ -41,16 +42,6 @@ def configure_compile_cache(cache_dir: Path | None) -> None:
     jax.config.update("jax_compilation_cache_dir", str(cache_dir))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
-
-
-@cache
-def warm_start_plugins() -> Plugins:
-    """The hand-made algorithms, from the project's own source: PPO's clip, Adam and GAE."""
-    return Plugins(
-        drift=load_function(lpo.WARM_START, lpo.TARGET),
-        update=load_function(optimizer.WARM_START, optimizer.TARGET),
-        advantages=load_function(advantage.WARM_START, advantage.TARGET),
-    )
 
 
 def platform() -> str:
