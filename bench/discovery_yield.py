@@ -25,7 +25,7 @@ from sqlalchemy import select
 
 from service.db import session_scope, upgrade_database
 from service.db.models import Candidate, Evaluation, Run
-from service.runs.queries import operator_stats
+from service.runs.queries.stats import operator_stats
 from service.runs.runner import start_run
 from service.runs.spec import RunSpec
 from service.runtime import build_runtime

@@ -13,8 +13,8 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel
 
-from service.api.schemas import CandidateDetail, CandidateSummary, RunOut
 from service.keys import local_key_file
+from service.runs.views import CandidateDetail, CandidateSummary, RunOut
 from service.settings import Settings
 from workers.vocabulary import RUN_FINAL_STATUSES, EventType
 

@@ -32,6 +32,10 @@ class CandidateStatus(StrEnum):
     FAILED = "failed"
 
 
+# A candidate whose evaluation is over, trained or not: what counts against the budget and shows in a history.
+CANDIDATE_FINISHED_STATUSES = frozenset({CandidateStatus.EVALUATED, CandidateStatus.FAILED})
+
+
 class EvalPhase(StrEnum):
     TRAIN = "train"  # meta-train environments, the run's fitness
     REEVAL = "reeval"  # the same environments on fresh seeds, in racing rounds: the verdict

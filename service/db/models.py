@@ -36,13 +36,17 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    func,
 )
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator
 
 from workers.vocabulary import (
+    CANDIDATE_FINISHED_STATUSES,
+    RUN_FINAL_STATUSES,
     CandidateStatus,
     DeliveryStatus,
     EvalPhase,
@@ -186,6 +190,16 @@ class Run(Base):
     finished_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
+    @hybrid_property
+    def ended(self) -> bool:
+        """Completed, failed or cancelled: nothing advances it any more (in Python and in a query)."""
+        return self.status in RUN_FINAL_STATUSES
+
+    @ended.inplace.expression
+    @classmethod
+    def _ended_expression(cls) -> ColumnElement[bool]:
+        return cls.status.in_(list(RUN_FINAL_STATUSES))
+
 
 class Candidate(Base):
     """One proposed algorithm (code) in a run, with its fitness once evaluated."""
@@ -241,6 +255,26 @@ class Candidate(Base):
     eval_seconds: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     evaluated_at: Mapped[datetime | None]
+
+    @hybrid_property
+    def finished(self) -> bool:
+        """Its evaluation is over, trained or failed (in Python and in a query)."""
+        return self.status in CANDIDATE_FINISHED_STATUSES
+
+    @finished.inplace.expression
+    @classmethod
+    def _finished_expression(cls) -> ColumnElement[bool]:
+        return cls.status.in_(list(CANDIDATE_FINISHED_STATUSES))
+
+    @hybrid_property
+    def counted_score(self) -> float | None:
+        """The score that counts: the verified score once it was raced, the search score before."""
+        return self.verified_score if self.verified_score is not None else self.score
+
+    @counted_score.inplace.expression
+    @classmethod
+    def _counted_score_expression(cls) -> ColumnElement[float | None]:
+        return func.coalesce(cls.verified_score, cls.score)
 
     @property
     def score_ci(self) -> tuple[float, float] | None:

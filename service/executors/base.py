@@ -20,7 +20,7 @@ from service.db import session_scope, utcnow
 from service.db.models import Job, Run
 from service.runs.orchestrator import Publish, advance
 from service.webhooks import due_deliveries
-from workers.vocabulary import RUN_FINAL_STATUSES, JobStatus, Task, TaskKind
+from workers.vocabulary import JobStatus, Task, TaskKind
 
 log = logging.getLogger(__name__)
 REPUBLISH_AFTER_SECONDS = 60.0
@@ -48,7 +48,7 @@ def sweep(factory: sessionmaker[Session], publish: Publish, republish_after: flo
                  or_(Job.published_at.is_(None), Job.published_at < now - timedelta(seconds=republish_after))),
             and_(Job.status == JobStatus.CLAIMED, Job.lease_until < now),
         ))).all()
-        runs = session.scalars(select(Run.id).where(Run.status.not_in(list(RUN_FINAL_STATUSES)))).all()
+        runs = session.scalars(select(Run.id).where(~Run.ended)).all()
         deliveries = due_deliveries(session, now)
     if stranded:
         log.info("sweeper re-publishes %d job(s)", len(stranded))

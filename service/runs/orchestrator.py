@@ -28,7 +28,6 @@ from service.runs.spec import Budget, Extension, RunSpec
 from service.webhooks import new_secret
 from workers.targets import TARGETS
 from workers.vocabulary import (
-    RUN_FINAL_STATUSES,
     CandidateStatus,
     EventType,
     JobKind,
@@ -219,7 +218,7 @@ def advance(factory: sessionmaker[Session], run_id: str, publish: Publish) -> No
     """Move the run as far as it can go now; publish the jobs it created after they are committed."""
     with session_scope(factory) as session:
         run = lock_run(session, run_id)
-        if run is None or run.status in RUN_FINAL_STATUSES:
+        if run is None or run.ended:
             return
         jobs = _advance_locked(session, run)
         # Jobs the handlers added (a proposal's evaluation, a re-evaluation) go out now, not at the next sweep.
@@ -273,7 +272,7 @@ def cancel(factory: sessionmaker[Session], run_id: str) -> bool:
     """Stop new work and mark the run cancelled; in-flight evaluations end on their own. False if already final."""
     with session_scope(factory) as session:
         run = lock_run(session, run_id)
-        if run is None or run.status in RUN_FINAL_STATUSES:
+        if run is None or run.ended:
             return False
         finish_run(session, run, RunStatus.CANCELLED)
         return True

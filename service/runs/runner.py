@@ -12,18 +12,18 @@ from rich.table import Table
 from rich.text import Text
 from sqlalchemy import func, select
 
-from service.api.schemas import Discovery
 from service.db import make_engine, make_session_factory, session_scope, upgrade_database
 from service.db.models import Candidate, Evaluation, Run
 from service.keys import UnknownKey, cli_owner
 from service.runs.orchestrator import advance, create_run
-from service.runs.queries import discovery_of
+from service.runs.queries.runs import discovery_of
 from service.runs.spec import RunSpec
+from service.runs.views import Discovery
 from service.runtime import Runtime, build_runtime
 from service.settings import Settings
 from service.webhooks import UnsafeWebhookURL, check_webhook_url
 from workers.results import score_text
-from workers.vocabulary import RUN_FINAL_STATUSES, CandidateStatus, EvalPhase, ScoreBasis, Task, TaskKind
+from workers.vocabulary import EvalPhase, ScoreBasis, Task, TaskKind
 
 
 class RunRefused(ValueError):
@@ -73,12 +73,11 @@ def run_to_completion(settings: Settings, spec: RunSpec, console: Console) -> tu
                 with session_scope(runtime.factory) as session:
                     run = session.get(Run, run_id)
                     done = session.scalar(select(func.count()).select_from(Candidate).where(
-                        Candidate.run_id == run_id, Candidate.reference.is_(None),
-                        Candidate.status.in_([CandidateStatus.EVALUATED, CandidateStatus.FAILED])))
-                    status, best = run.status, run.best_score
+                        Candidate.run_id == run_id, Candidate.reference.is_(None), Candidate.finished))
+                    status, best, ended = run.status, run.best_score, run.ended
                 progress.update(task, completed=done, best=f"{best:.3f}" if best is not None else "-",
                                 description=status)
-                if status in RUN_FINAL_STATUSES:
+                if ended:
                     break
                 time.sleep(0.5)
         print_report(runtime, run_id, console)
@@ -100,8 +99,7 @@ def print_report(runtime: Runtime, run_id: str, console: Console) -> None:
         for column in ("#", "name", "outcome", "search score (95% CI)", "verified score (CI, verdict)", "parents",
                        "error"):
             board.add_column(column)
-        ranked = sorted(candidates, key=lambda c: (c.verified_score if c.verified_score is not None
-                                                   else c.score if c.score is not None else float("-inf")),
+        ranked = sorted(candidates, key=lambda c: c.counted_score if c.counted_score is not None else float("-inf"),
                         reverse=True)
         index_of = {c.id: c.index for c in candidates}
         for c in ranked:
@@ -174,8 +172,8 @@ def run_result(settings: Settings, run_id: str) -> RunResult:
             assert run is not None
             rows = session.scalars(select(Candidate).where(Candidate.run_id == run_id,
                                                           Candidate.reference.is_(None))).all()
-            board = sorted(rows, key=lambda c: (-(c.verified_score if c.verified_score is not None else
-                                                  c.score if c.score is not None else float("-inf")), c.index))
+            board = sorted(rows, key=lambda c: (-(c.counted_score if c.counted_score is not None else float("-inf")),
+                                                c.index))
             return RunResult(
                 run_id=run.id, status=run.status, error=run.error, best_candidate_id=run.best_candidate_id,
                 best_score=run.best_score, discovery=discovery_of(run),

@@ -19,7 +19,6 @@ from service.runs.protocol import race_rounds
 from workers.results import Comparison
 from workers.statistics import compare
 from workers.vocabulary import (
-    RUN_FINAL_STATUSES,
     CandidateStatus,
     EvalPhase,
     EventType,
@@ -73,7 +72,7 @@ def record_search(session: Session, run: Run, candidate: Candidate, rows: list[E
     emit(session, run.id, EventType.CANDIDATE_EVALUATED,
          {"candidate_id": candidate.id, "index": candidate.index, "outcome": candidate.outcome,
           "score": candidate.score, "score_ci": list(comparison.ci) if comparison else None})
-    if comparison is None or run.status in RUN_FINAL_STATUSES or candidate.stopped_early:
+    if comparison is None or run.ended or candidate.stopped_early:
         return
     if candidate.is_warm_start:  # the anchor: the scale every verdict is read on
         candidate.verified_score = 1.0
@@ -93,7 +92,7 @@ def record_round(session: Session, run: Run, candidate: Candidate, rows: list[Ev
     rounds = race_rounds(run.verification_seeds)
     comparison = comparison_of(list(rows), run.confidence, looks=len(rounds))
     candidate.stats = {**candidate.stats, "verification": comparison.model_dump(mode="json")}
-    if comparison.verdict == Verdict.inconclusive and round_ < len(rounds) and run.status not in RUN_FINAL_STATUSES:
+    if comparison.verdict == Verdict.inconclusive and round_ < len(rounds) and not run.ended:
         add_job(session, run, JobKind.REEVALUATE, f"reevaluate:{candidate.id}:{round_ + 1}",
                 candidate_id=candidate.id, round_=round_ + 1)
         return
@@ -101,7 +100,7 @@ def record_round(session: Session, run: Run, candidate: Candidate, rows: list[Ev
     emit(session, run.id, EventType.CANDIDATE_EVALUATED,
          {"candidate_id": candidate.id, "index": candidate.index, "phase": "verification", "verdict": candidate.verdict,
           "verified_score": comparison.score, "score_ci": list(comparison.ci), "seeds": comparison.seeds})
-    if run.status not in RUN_FINAL_STATUSES:
+    if not run.ended:
         choose_best(session, run)
 
 

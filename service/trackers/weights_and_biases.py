@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.api.schemas import CandidateDetail, RunOut
 from service.client import DiscoveryClient
+from service.runs.views import CandidateDetail, RunOut
 from workers.vocabulary import EventType
 
 INSTALL = "pip install 'discovery[wandb]'"

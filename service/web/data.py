@@ -10,25 +10,32 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import Any
 
 import numpy as np
 from markupsafe import Markup
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import DiffLexer, PythonLexer
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service.api.schemas import MetaTestCell, RunOut
-from service.db.models import ApiKey, Candidate, Evaluation, Event, LlmCall, Run, is_proposal
-from service.runs.queries import lineage, run_out
+from service.db.models import ApiKey, Candidate, Evaluation, LlmCall, Run
+from service.runs.queries.candidates import (
+    LEADERBOARD_SORTS,
+    evaluated_in_order,
+    evaluations_of,
+    indices,
+    island_scores,
+    leaderboard,
+    lineage,
+    warm_start_evaluations,
+)
+from service.runs.queries.runs import last_event_id, recent_runs, run_out
 from service.runs.spec import LLMProposerSpec, RunSpec, SearchSpec, spec_of
+from service.runs.views import MetaTestCell, RunOut
 from service.web.charts import FAIL_COLOR, Chart, RefLine, Series, render
-from workers.vocabulary import CandidateStatus, EvalPhase
+from workers.vocabulary import EvalPhase
 
 LEADERBOARD_LIMIT = 200
-SORTS = {"score", "index", "name", "status", "evaluated"}
 PHASE_ORDER = {EvalPhase.TRAIN: 0, EvalPhase.REEVAL: 1, EvalPhase.TEST: 2}
 PHASE_TITLE = {EvalPhase.TRAIN: "meta-train", EvalPhase.REEVAL: "re-evaluation (fresh seeds)",
                EvalPhase.TEST: "meta-test (held out)"}
@@ -111,15 +118,8 @@ class RunRow:
 
 
 def list_runs(session: Session, key: ApiKey, limit: int = 200) -> list[RunRow]:
-    runs = session.scalars(select(Run).where(Run.owner_key_id == key.id)
-                           .order_by(Run.created_at.desc(), Run.id.desc()).limit(limit)).all()
-    done = dict(session.execute(
-        select(Candidate.run_id, func.count()).where(
-            Candidate.run_id.in_([r.id for r in runs]), is_proposal(),
-            Candidate.status.in_([CandidateStatus.EVALUATED, CandidateStatus.FAILED]))
-        .group_by(Candidate.run_id)).all()) if runs else {}
-    return [RunRow(run=r, done=done.get(r.id, 0), seconds=seconds_between(r.started_at, r.finished_at))
-            for r in runs]
+    return [RunRow(run=run, done=done, seconds=seconds_between(run.started_at, run.finished_at))
+            for run, done in recent_runs(session, key, limit)]
 
 
 # --- one run ----------------------------------------------------------------------------------------
@@ -133,20 +133,14 @@ class RunPage:
     total_candidates: int
     sort: str
     order: str
-    warm_start: Candidate | None
     last_event_id: int
     index_of: dict[str, int] = field(default_factory=dict)
     island_chart: Markup | None = None  # with more than one island: each island's best so far
     search_settings: list[str] = field(default_factory=list)
 
-
-def evaluated_in_order(session: Session, run_id: str) -> list[Any]:
-    """(index, id, name, score, status) of every finished non-warm-start candidate, in evaluation order."""
-    return session.execute(
-        select(Candidate.index, Candidate.id, Candidate.name, Candidate.score, Candidate.status)
-        .where(Candidate.run_id == run_id, is_proposal(),
-               Candidate.status.in_([CandidateStatus.EVALUATED, CandidateStatus.FAILED]))
-        .order_by(Candidate.evaluated_at, Candidate.index)).all()
+    @cached_property
+    def spec(self) -> RunSpec:
+        return spec_of(self.run)
 
 
 def best_so_far(scores: list[float | None]) -> list[float | None]:
@@ -182,11 +176,7 @@ def run_chart(session: Session, run: Run) -> Markup:
 
 def island_chart(session: Session, run: Run, islands: int) -> Markup:
     """Each island's best score so far against the proposal index: one step line per island."""
-    rows = session.execute(
-        select(Candidate.index, Candidate.island, Candidate.score)
-        .where(Candidate.run_id == run.id, is_proposal(), Candidate.island.is_not(None),
-               Candidate.status.in_([CandidateStatus.EVALUATED, CandidateStatus.FAILED]))
-        .order_by(Candidate.index)).all()
+    rows = island_scores(session, run.id)
     series = []
     for island in range(islands):
         mine = [r for r in rows if r.island == island]
@@ -199,25 +189,15 @@ def island_chart(session: Session, run: Run, islands: int) -> Markup:
 
 
 def run_page(session: Session, run: Run, sort: str = "score", order: str = "desc") -> RunPage:
-    sort = sort if sort in SORTS else "score"
+    sort = sort if sort in LEADERBOARD_SORTS else "score"
     order = order if order in {"asc", "desc"} else "desc"
-    score = func.coalesce(Candidate.verified_score, Candidate.score)
-    column = {"score": score, "index": Candidate.index, "name": Candidate.name, "status": Candidate.status,
-              "evaluated": Candidate.evaluated_at}[sort]
-    direction = column.desc().nulls_last() if order == "desc" else column.asc().nulls_last()
-    mine = (Candidate.run_id == run.id, Candidate.reference.is_(None))  # references show in the meta-test
-    leaderboard = session.scalars(select(Candidate).where(*mine)
-                                  .order_by(direction, Candidate.index).limit(LEADERBOARD_LIMIT)).all()
-    total = session.scalar(select(func.count()).select_from(Candidate).where(*mine)) or 0
-    warm = session.scalar(select(Candidate).where(Candidate.run_id == run.id, Candidate.is_warm_start))
+    board, total = leaderboard(session, run.id, sort, order == "desc", LEADERBOARD_LIMIT)
     summary = run_out(session, run)
-    linked = {p for c in leaderboard for p in c.parent_ids} | {c.duplicate_of for c in leaderboard if c.duplicate_of}
+    linked = {p for c in board for p in c.parent_ids} | {c.duplicate_of for c in board if c.duplicate_of}
     linked |= {i.best_candidate_id for i in summary.islands if i.best_candidate_id}
-    index_of = dict(session.execute(select(Candidate.id, Candidate.index)
-                                    .where(Candidate.id.in_(linked))).all()) if linked else {}
-    return RunPage(run=run, summary=summary, chart=run_chart(session, run), leaderboard=list(leaderboard),
-                   total_candidates=total, sort=sort, order=order, warm_start=warm, index_of=index_of,
-                   last_event_id=session.scalar(select(func.max(Event.id)).where(Event.run_id == run.id)) or 0,
+    return RunPage(run=run, summary=summary, chart=run_chart(session, run), leaderboard=board,
+                   total_candidates=total, sort=sort, order=order, index_of=indices(session, linked),
+                   last_event_id=last_event_id(session, run.id),
                    island_chart=island_chart(session, run, len(summary.islands)) if summary.islands else None,
                    search_settings=search_settings(spec_of(run).search))
 
@@ -307,12 +287,8 @@ def diagnostic_charts(e: Evaluation, warm: Evaluation | None, is_warm_start: boo
 def candidate_page(session: Session, candidate: Candidate) -> CandidatePage:
     run = session.get(Run, candidate.run_id)
     family = lineage(session, candidate)
-    evaluations = session.scalars(select(Evaluation).where(Evaluation.candidate_id == candidate.id)).all()
-    warm_evals: dict[tuple[str, str], Evaluation] = {}
-    if not candidate.is_warm_start:
-        warm_evals = {(e.env, e.phase): e for e in session.scalars(
-            select(Evaluation).join(Candidate).where(Candidate.run_id == candidate.run_id,
-                                                     Candidate.is_warm_start))}
+    evaluations = evaluations_of(session, candidate)
+    warm_evals = {} if candidate.is_warm_start else warm_start_evaluations(session, candidate.run_id)
     envs = []
     env_order = {env: i for i, env in enumerate([*run.train_envs, *run.test_envs])}
     for e in sorted(evaluations, key=lambda e: (PHASE_ORDER.get(e.phase, 9), env_order.get(e.env, 99), e.env)):

@@ -24,10 +24,12 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from service.api.deps import RuntimeDep, SessionDep
 from service.db.models import ApiKey
 from service.keys import find_key
-from service.runs import export, queries
+from service.runs import export
 from service.runs.events import event_stream
 from service.runs.presets import PRESETS
 from service.runs.provenance import provenance_text
+from service.runs.queries.ownership import owned_candidate, owned_run
+from service.runs.queries.runs import discovery_of
 from service.runs.runner import RunRefused, start_run
 from service.web import data, forms
 from workers.rl.envs import ENVIRONMENTS, PROFILES
@@ -207,7 +209,7 @@ async def new_run(request: Request, key: WebKey, runtime: RuntimeDep) -> Respons
 
 @router.get("/runs/{run_id}")
 def run_view(run_id: str, key: WebKey, session: SessionDep, sort: str = "score", order: str = "desc") -> Response:
-    run = queries.owned_run(session, key, run_id)
+    run = owned_run(session, key, run_id)
     if run is None:
         return not_found(key, "run")
     return page("run.html", key=key, view=data.run_page(session, run, sort, order))
@@ -216,8 +218,8 @@ def run_view(run_id: str, key: WebKey, session: SessionDep, sort: str = "score",
 @router.get("/runs/{run_id}/best.py")
 def best_download(run_id: str, key: WebKey, session: SessionDep) -> Response:
     """The run's best algorithm, for the browser's session (the API's needs a Bearer key)."""
-    run = queries.owned_run(session, key, run_id)
-    download = export.best_download(session, run, queries.discovery_of(run).message) if run is not None else None
+    run = owned_run(session, key, run_id)
+    download = export.best_download(session, run, discovery_of(run).message) if run is not None else None
     if download is None:
         return not_found(key, "best algorithm")
     body, name = download
@@ -228,7 +230,7 @@ def best_download(run_id: str, key: WebKey, session: SessionDep) -> Response:
 def table_download(run_id: str, format: Literal["csv", "jsonl"], key: WebKey,  # noqa: A002 - the file's suffix
                    session: SessionDep) -> Response:
     """The run's evaluations as CSV or JSONL, for the browser's session."""
-    run = queries.owned_run(session, key, run_id)
+    run = owned_run(session, key, run_id)
     if run is None:
         return not_found(key, "run")
     body, media_type, name = export.table_download(session, run, format)
@@ -238,7 +240,7 @@ def table_download(run_id: str, format: Literal["csv", "jsonl"], key: WebKey,  #
 @router.get("/runs/{run_id}/live")
 def run_live(run_id: str, key: WebKey, session: SessionDep, sort: str = "score", order: str = "desc") -> Response:
     """The run page's body alone: what the page's script swaps in when an event arrives."""
-    run = queries.owned_run(session, key, run_id)
+    run = owned_run(session, key, run_id)
     if run is None:
         return not_found(key, "run")
     return page("_run_body.html", key=key, view=data.run_page(session, run, sort, order))
@@ -255,7 +257,7 @@ async def run_events(run_id: str, request: Request, runtime: RuntimeDep, after: 
     def authorise() -> bool:
         with runtime.factory() as s:
             key = current_key(request, s)
-            return key is not None and queries.owned_run(s, key, run_id) is not None
+            return key is not None and owned_run(s, key, run_id) is not None
 
     if not await run_in_threadpool(authorise):
         return Response("not found", status_code=404, media_type="text/plain")
@@ -267,7 +269,7 @@ async def run_events(run_id: str, request: Request, runtime: RuntimeDep, after: 
 
 @router.get("/candidates/{candidate_id}")
 def candidate_view(candidate_id: str, key: WebKey, session: SessionDep) -> Response:
-    candidate = queries.owned_candidate(session, key, candidate_id)
+    candidate = owned_candidate(session, key, candidate_id)
     if candidate is None:
         return not_found(key, "candidate")
     return page("candidate.html", key=key, view=data.candidate_page(session, candidate))

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from service.db import session_scope
 from service.db.models import Candidate, Evaluation, Run
 from service.runs.orchestrator import advance, extend
-from service.runs.queries import model_stats
+from service.runs.queries.stats import model_stats
 from service.runs.runner import start_run
 from service.runs.spec import Extension, RunSpec, spec_of
 from service.runtime import Runtime

@@ -6,9 +6,11 @@ from fastapi import APIRouter
 from sqlalchemy.orm import Session
 
 from service.api.deps import KeyDep, RuntimeDep, found, read
-from service.api.schemas import CandidateDetail, Problem
+from service.api.schemas import Problem
 from service.db.models import ApiKey
-from service.runs.queries import candidate_detail, owned_candidate
+from service.runs.queries.candidates import candidate_detail
+from service.runs.queries.ownership import owned_candidate
+from service.runs.views import CandidateDetail
 
 router = APIRouter(prefix="/v1", tags=["candidates"], responses={401: {"model": Problem}})
 

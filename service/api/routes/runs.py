@@ -11,29 +11,24 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import NonNegativeInt, TypeAdapter
-from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.api.deps import KeyDep, RuntimeDep, SessionDep, found, read
-from service.api.schemas import (
-    CandidateSummary,
-    Page,
-    Problem,
-    RunListItem,
-    RunOut,
-    WebhookAttemptOut,
-    WebhookDeliveryOut,
-)
-from service.db.models import ApiKey, Candidate, Event, Run, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from service.api.schemas import Page, Problem
+from service.db.models import ApiKey, Run
 from service.runs import export
 from service.runs.events import event_stream
 from service.runs.orchestrator import advance, cancel, extend, request_hash
-from service.runs.queries import SUMMARY_COLUMNS, candidate_summary, discovery_of, owned_run, run_out
+from service.runs.queries.candidates import candidates_page
+from service.runs.queries.ownership import owned_run, owns_delivery
+from service.runs.queries.runs import discovery_of, run_by_idempotency_key, run_out, runs_page, webhook_secret
+from service.runs.queries.webhooks import deliveries
 from service.runs.runner import RunRefused, start_run
 from service.runs.spec import Extension, RunSpec
+from service.runs.views import CandidateSummary, RunListItem, RunOut, WebhookDeliveryOut
 from service.webhooks import resend
-from workers.vocabulary import RUN_FINAL_STATUSES, EventType, Task, TaskKind
+from workers.vocabulary import EventType, Task, TaskKind
 
 router = APIRouter(prefix="/v1", tags=["runs"], responses={401: {"model": Problem}})
 NOT_FOUND = {404: {"model": Problem}}
@@ -64,8 +59,7 @@ def post_run(spec: RunSpec, key: KeyDep, session: SessionDep, runtime: RuntimeDe
 
     def replay() -> RunOut | None:
         session.rollback()
-        existing = session.scalar(select(Run).where(Run.owner_key_id == key.id,
-                                                    Run.idempotency_key == idempotency_key))
+        existing = run_by_idempotency_key(session, key, idempotency_key)
         if existing is None:
             return None
         if existing.request_hash != digest:
@@ -82,9 +76,7 @@ def post_run(spec: RunSpec, key: KeyDep, session: SessionDep, runtime: RuntimeDe
         if idempotency_key and (previous := replay()):
             return previous
         raise HTTPException(409, "a request with this Idempotency-Key is still in progress") from None
-    run = session.get(Run, run_id)
-    endpoint = session.scalar(select(WebhookEndpoint).where(WebhookEndpoint.run_id == run_id))
-    return run_out(session, run, webhook_secret=endpoint.secret if endpoint else None)
+    return run_out(session, session.get(Run, run_id), webhook_secret=webhook_secret(session, run_id))
 
 
 @router.get("/runs", response_model=Page[RunListItem])
@@ -106,21 +98,8 @@ async def list_runs(key: KeyDep, runtime: RuntimeDep,
 
 def _runs_page(session: Session, key: ApiKey, status: str | None, target: str | None, limit: int,
                after: tuple[datetime, str] | None) -> Page[RunListItem]:
-    proposer = func.coalesce(Run.proposer["kind"].as_string(), "?").label("proposer")
-    query = select(Run.id, Run.status, Run.target, proposer,
-                   Run.profile, Run.budget["candidates"].as_integer().label("candidates_budget"), Run.best_score,
-                   Run.best_verdict, Run.created_at, Run.finished_at).where(Run.owner_key_id == key.id)
-    if status:
-        query = query.where(Run.status == status)
-    if target:
-        query = query.where(Run.target == target)
-    if after:
-        created_at, run_id = after
-        query = query.where(or_(Run.created_at < created_at, and_(Run.created_at == created_at, Run.id < run_id)))
-    rows = session.execute(query.order_by(Run.created_at.desc(), Run.id.desc()).limit(limit + 1)).all()
-    items = [RunListItem.model_validate(r._mapping) for r in rows[:limit]]
-    last = rows[limit - 1] if len(rows) > limit else None
-    return Page(items=items, next_cursor=_encode_cursor(last.created_at.isoformat(), last.id) if last else None)
+    items, last = runs_page(session, key, status=status, target=target, limit=limit, after=after)
+    return Page(items=items, next_cursor=_encode_cursor(last[0].isoformat(), last[1]) if last else None)
 
 
 @router.get("/runs/{run_id}", response_model=RunOut, responses=NOT_FOUND)
@@ -135,7 +114,7 @@ def _owned_run_out(session: Session, key: ApiKey, run_id: str) -> RunOut:
 @router.post("/runs/{run_id}/cancel", response_model=RunOut, responses={**NOT_FOUND, 409: {"model": Problem}})
 def cancel_run(run_id: str, key: KeyDep, session: SessionDep, runtime: RuntimeDep) -> RunOut:
     run = found(owned_run(session, key, run_id), "run", run_id)
-    if run.status in RUN_FINAL_STATUSES or not cancel(runtime.factory, run_id):
+    if run.ended or not cancel(runtime.factory, run_id):
         raise HTTPException(409, f"run {run_id} has already ended ({run.status})")
     session.expire_all()
     return run_out(session, found(owned_run(session, key, run_id), "run", run_id))
@@ -184,27 +163,13 @@ async def list_candidates(run_id: str, key: KeyDep, runtime: RuntimeDep,
 
 
 def _candidates_page(session: Session, key: ApiKey, run_id: str, status: str | None, outcome: str | None,
-                     sort: str, limit: int, position: int | None) -> Page[CandidateSummary]:
-    owned = select(Run.id).where(Run.id == run_id, Run.owner_key_id == key.id).scalar_subquery()
-    query = select(*SUMMARY_COLUMNS).where(Candidate.run_id == owned)  # the ownership check in the same statement
-    if status:
-        query = query.where(Candidate.status == status)
-    if outcome:
-        query = query.where(Candidate.outcome == outcome)
-    if sort == "time":
-        if position is not None:
-            query = query.where(Candidate.index > position)
-        rows = session.execute(query.order_by(Candidate.index).limit(limit + 1)).all()
-        next_cursor = _encode_cursor(rows[limit - 1].index) if len(rows) > limit else None
-    else:
-        offset = position or 0
-        score = func.coalesce(Candidate.verified_score, Candidate.score)
-        rows = session.execute(query.order_by(score.desc().nulls_last(), Candidate.index)
-                               .offset(offset).limit(limit + 1)).all()
-        next_cursor = _encode_cursor(offset + limit) if len(rows) > limit else None
-    if not rows:  # an empty page of the key's run, or no run of the key's: only then is it worth telling apart
-        found(owned_run(session, key, run_id), "run", run_id)
-    return Page(items=[candidate_summary(c) for c in rows[:limit]], next_cursor=next_cursor)
+                     sort: Literal["time", "score"], limit: int, position: int | None) -> Page[CandidateSummary]:
+    page = candidates_page(session, key, run_id, status=status, outcome=outcome, sort=sort, limit=limit,
+                           position=position)
+    if not page.run_owned:
+        raise HTTPException(404, f"no run {run_id!r}")
+    next_cursor = _encode_cursor(page.next_position) if page.next_position is not None else None
+    return Page(items=page.items, next_cursor=next_cursor)
 
 
 @router.get("/runs/{run_id}/best.py", response_class=PlainTextResponse,
@@ -233,36 +198,14 @@ def export_evaluations(run_id: str, key: KeyDep, session: SessionDep,
 @router.get("/runs/{run_id}/webhook-deliveries", response_model=list[WebhookDeliveryOut], responses=NOT_FOUND)
 def list_deliveries(run_id: str, key: KeyDep, session: SessionDep) -> list[WebhookDeliveryOut]:
     found(owned_run(session, key, run_id), "run", run_id)
-    rows = session.execute(select(WebhookDelivery, WebhookEndpoint.url, Event.type)
-                           .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
-                           .join(Event, Event.id == WebhookDelivery.event_id)
-                           .where(WebhookEndpoint.run_id == run_id).order_by(WebhookDelivery.created_at)).all()
-    attempts: dict[str, list[WebhookAttempt]] = {}
-    for attempt in session.scalars(select(WebhookAttempt)
-                                   .join(WebhookDelivery, WebhookDelivery.id == WebhookAttempt.delivery_id)
-                                   .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
-                                   .where(WebhookEndpoint.run_id == run_id).order_by(WebhookAttempt.id)):
-        attempts.setdefault(attempt.delivery_id, []).append(attempt)
-    out = []
-    for delivery, url, event_type in rows:
-        out.append(WebhookDeliveryOut(
-            id=delivery.id, event_id=delivery.event_id, event_type=event_type, message_id=delivery.message_id,
-            url=url, status=delivery.status, attempts=delivery.attempts, last_status_code=delivery.last_status_code,
-            next_attempt_at=delivery.next_attempt_at, delivered_at=delivery.delivered_at,
-            attempt_log=[WebhookAttemptOut(attempted_at=a.attempted_at, status_code=a.status_code,
-                                           latency_ms=a.latency_ms, error=a.error)
-                         for a in attempts.get(delivery.id, [])]))
-    return out
+    return deliveries(session, run_id)
 
 
 @router.post("/webhook-deliveries/{delivery_id}/resend", status_code=202,
              responses={**NOT_FOUND, 409: {"model": Problem}})
 def resend_delivery(delivery_id: str, key: KeyDep, session: SessionDep, runtime: RuntimeDep) -> JSONResponse:
     """Send a delivery's message again, with the same webhook-id and a fresh retry schedule."""
-    owner = session.scalar(select(WebhookEndpoint.owner_key_id)
-                           .join(WebhookDelivery, WebhookDelivery.endpoint_id == WebhookEndpoint.id)
-                           .where(WebhookDelivery.id == delivery_id))
-    if owner is None or owner != key.id:
+    if not owns_delivery(session, key, delivery_id):
         raise HTTPException(404, f"no webhook delivery {delivery_id!r}")
     try:
         resent = resend(runtime.factory, delivery_id)

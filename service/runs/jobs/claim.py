@@ -18,7 +18,7 @@ from service.db.text import ERROR_CHARS, storable
 from service.proposers import LLMCallRecord
 from service.runs.jobs.llm_calls import record_calls
 from service.runs.orchestrator import finish_run, lock_run
-from workers.vocabulary import RUN_FINAL_STATUSES, CandidateStatus, JobKind, JobStatus, Outcome, RunStatus
+from workers.vocabulary import CandidateStatus, JobKind, JobStatus, Outcome, RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def fail_run(factory: sessionmaker[Session], run_id: str, job_ids: list[str], re
         run = lock_run(session, run_id)
         if run is not None:
             record_calls(session, run, None, calls)
-            if run.status not in RUN_FINAL_STATUSES:
+            if not run.ended:
                 finish_run(session, run, RunStatus.FAILED, reason)
         session.execute(update(Job).where(Job.id.in_(job_ids))
                         .values(status=JobStatus.FAILED, error=reason, finished_at=utcnow()))

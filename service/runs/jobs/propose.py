@@ -33,11 +33,11 @@ from service.proposers.search import Placement, place_proposal
 from service.runs.events import emit
 from service.runs.jobs.llm_calls import record_calls
 from service.runs.orchestrator import add_job, lock_run
-from service.runs.queries import proposal_records
+from service.runs.queries.stats import proposal_records
 from service.runs.spec import EvolutionProposerSpec, LLMProposerSpec, RunSpec, spec_of
 from service.settings import Settings
 from workers.results import TraceResult
-from workers.vocabulary import RUN_FINAL_STATUSES, CandidateStatus, EventType, JobKind, JobStatus, Outcome
+from workers.vocabulary import CandidateStatus, EventType, JobKind, JobStatus, Outcome
 
 
 def proposer_config(spec: RunSpec, model: str | None = None) -> ProposerConfig:
@@ -55,11 +55,11 @@ def proposer_config(spec: RunSpec, model: str | None = None) -> ProposerConfig:
 
 def history_entry(candidate: Candidate, reply: str | None = None) -> HistoryEntry:
     """A candidate as the proposer sees it; `reply` is the model's stored reply that made it, when loaded."""
-    evaluated = candidate.status in (CandidateStatus.EVALUATED, CandidateStatus.FAILED)
+    evaluated = candidate.finished
     return HistoryEntry(
         candidate_id=candidate.id, index=candidate.index, name=candidate.name, thought=candidate.thought,
         code=candidate.code, outcome=Outcome(candidate.outcome) if evaluated and candidate.outcome else None,
-        score=candidate.verified_score if candidate.verified_score is not None else candidate.score,
+        score=candidate.counted_score,
         comparison=candidate.stats.get("verification") if candidate.verified_score is not None
         else candidate.stats.get("search"),
         error=candidate.error, parent_ids=list(candidate.parent_ids), reply=reply,
@@ -122,7 +122,7 @@ def propose(factory: sessionmaker[Session], settings: Settings, job_id: str) -> 
         job = session.get(Job, job_id)
         run = session.get(Run, job.run_id)
         index = job.proposal_index
-        if run.status in RUN_FINAL_STATUSES or session.execute(
+        if run.ended or session.execute(
             select(Candidate.id).where(Candidate.run_id == run.id, Candidate.index == index)
         ).first():
             job.status, job.finished_at = JobStatus.DONE, utcnow()
@@ -150,7 +150,7 @@ def propose(factory: sessionmaker[Session], settings: Settings, job_id: str) -> 
         run = lock_run(session, context.run_id)
         candidate = _record_proposal(session, run, index, proposal, placement)
         candidate.propose_seconds = (utcnow() - started).total_seconds()
-        if candidate.error is None and run.status not in RUN_FINAL_STATUSES:
+        if candidate.error is None and not run.ended:
             add_job(session, run, JobKind.EVALUATE, f"evaluate:{candidate.id}", candidate_id=candidate.id)
         else:
             emit(session, run.id, EventType.CANDIDATE_EVALUATED,

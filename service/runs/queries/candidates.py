@@ -1,0 +1,140 @@
+"""Candidates: lists and pages of a run's candidates, a candidate in full with its lineage, and the series the
+run page's charts draw."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import Row, String, cast, func, select
+from sqlalchemy.orm import Session
+
+from service.db.models import ApiKey, Candidate, Evaluation, LlmCall, Run, is_proposal
+from service.runs.views import CandidateDetail, CandidateSummary, EvaluationOut, LlmCallOut
+
+# What a candidate list shows: loaded as columns, not whole rows (code and thought stay in the database).
+SUMMARY_COLUMNS = (Candidate.id, Candidate.run_id, Candidate.index, Candidate.name, Candidate.is_warm_start,
+                   Candidate.reference, Candidate.status, Candidate.outcome, Candidate.score, Candidate.verified_score,
+                   Candidate.verdict, Candidate.stats,
+                   Candidate.parent_ids, Candidate.error, Candidate.duplicate_of, Candidate.operator,
+                   Candidate.model, Candidate.island, Candidate.stopped_early, Candidate.created_at,
+                   Candidate.evaluated_at)
+
+
+@dataclass
+class CandidatesPage:
+    items: list[CandidateSummary]
+    next_position: int | None  # the last index shown (sorted by time) or the next offset (by score); None: the end
+    run_owned: bool  # False only when the page is empty because the key owns no such run
+
+
+def candidates_page(session: Session, key: ApiKey, run_id: str, *, status: str | None, outcome: str | None,
+                    sort: Literal["time", "score"], limit: int, position: int | None) -> CandidatesPage:
+    """One page of a run's candidates, by index after `position` or by the score that counts from offset
+    `position`; the ownership check is in the same statement."""
+    owned = select(Run.id).where(Run.id == run_id, Run.owner_key_id == key.id).scalar_subquery()
+    query = select(*SUMMARY_COLUMNS).where(Candidate.run_id == owned)
+    if status:
+        query = query.where(Candidate.status == status)
+    if outcome:
+        query = query.where(Candidate.outcome == outcome)
+    if sort == "time":
+        if position is not None:
+            query = query.where(Candidate.index > position)
+        rows = session.execute(query.order_by(Candidate.index).limit(limit + 1)).all()
+        next_position = rows[limit - 1].index if len(rows) > limit else None
+    else:
+        offset = position or 0
+        rows = session.execute(query.order_by(Candidate.counted_score.desc().nulls_last(), Candidate.index)
+                               .offset(offset).limit(limit + 1)).all()
+        next_position = offset + limit if len(rows) > limit else None
+    # An empty page of the key's run, or no run of the key's: only then is it worth telling apart.
+    run_owned = bool(rows) or session.scalar(select(Run.id).where(Run.id == run_id, Run.owner_key_id == key.id)) \
+        is not None
+    return CandidatesPage([CandidateSummary.model_validate(row) for row in rows[:limit]], next_position, run_owned)
+
+
+@dataclass
+class Lineage:
+    parents: list[Candidate]
+    children: list[Row[Any]]  # id, index and name of each
+    diff: str | None  # unified diff against the first parent ("" when the code is the same)
+
+
+def lineage(session: Session, candidate: Candidate) -> Lineage:
+    """A candidate's parents (in its order), its children (by index) and the diff against its first parent."""
+    parents = [p for p in (session.get(Candidate, pid) for pid in candidate.parent_ids) if p is not None]
+    diff = None
+    if parents:
+        first = parents[0]
+        diff = "".join(difflib.unified_diff(first.code.splitlines(keepends=True),
+                                            candidate.code.splitlines(keepends=True),
+                                            fromfile=f"#{first.index} {first.name}",
+                                            tofile=f"#{candidate.index} {candidate.name}"))
+    children = session.execute(select(Candidate.id, Candidate.index, Candidate.name, Candidate.parent_ids).where(
+        Candidate.run_id == candidate.run_id, cast(Candidate.parent_ids, String).contains(candidate.id))
+        .order_by(Candidate.index)).all()
+    return Lineage(parents=parents, children=[c for c in children if candidate.id in c.parent_ids], diff=diff)
+
+
+def evaluations_of(session: Session, candidate: Candidate) -> list[Evaluation]:
+    """The candidate's evaluation rows in the order they were written."""
+    return list(session.scalars(select(Evaluation).where(Evaluation.candidate_id == candidate.id)
+                                .order_by(Evaluation.created_at)))
+
+
+def candidate_detail(session: Session, c: Candidate) -> CandidateDetail:
+    """The candidate in full: code, thought, lineage, evaluations and the LLM call that made it."""
+    family = lineage(session, c)
+    call = session.get(LlmCall, c.llm_call_id) if c.llm_call_id else None
+    return CandidateDetail(
+        **CandidateSummary.model_validate(c).model_dump(), code=c.code, thought=c.thought, ast_hash=c.ast_hash,
+        diff=family.diff, children=[child.id for child in family.children],
+        evaluations=[EvaluationOut.model_validate(e) for e in evaluations_of(session, c)],
+        llm_call=LlmCallOut.model_validate(call) if call else None,
+    )
+
+
+def warm_start_evaluations(session: Session, run_id: str) -> dict[tuple[str, str], Evaluation]:
+    """The run's warm start's evaluations by (environment, phase)."""
+    return {(e.env, e.phase): e for e in session.scalars(
+        select(Evaluation).join(Candidate).where(Candidate.run_id == run_id, Candidate.is_warm_start))}
+
+
+def evaluated_in_order(session: Session, run_id: str) -> list[Row[Any]]:
+    """(index, id, name, score, status) of every finished proposal, in evaluation order."""
+    return list(session.execute(
+        select(Candidate.index, Candidate.id, Candidate.name, Candidate.score, Candidate.status)
+        .where(Candidate.run_id == run_id, is_proposal(), Candidate.finished)
+        .order_by(Candidate.evaluated_at, Candidate.index)))
+
+
+def island_scores(session: Session, run_id: str) -> list[Row[Any]]:
+    """(index, island, score) of every finished proposal that belongs to an island, by index."""
+    return list(session.execute(
+        select(Candidate.index, Candidate.island, Candidate.score)
+        .where(Candidate.run_id == run_id, is_proposal(), Candidate.island.is_not(None), Candidate.finished)
+        .order_by(Candidate.index)))
+
+
+LEADERBOARD_SORTS = {"score": Candidate.counted_score, "index": Candidate.index, "name": Candidate.name,
+                     "status": Candidate.status, "evaluated": Candidate.evaluated_at}
+
+
+def leaderboard(session: Session, run_id: str, sort: str, descending: bool, limit: int) -> tuple[list[Candidate], int]:
+    """The run's candidates (references aside: they show in the meta-test) sorted by one of LEADERBOARD_SORTS,
+    at most `limit` of them, and how many there are in all."""
+    column = LEADERBOARD_SORTS[sort]
+    direction = column.desc().nulls_last() if descending else column.asc().nulls_last()
+    mine = (Candidate.run_id == run_id, Candidate.reference.is_(None))
+    rows = session.scalars(select(Candidate).where(*mine).order_by(direction, Candidate.index).limit(limit)).all()
+    total = session.scalar(select(func.count()).select_from(Candidate).where(*mine)) or 0
+    return list(rows), total
+
+
+def indices(session: Session, candidate_ids: set[str]) -> dict[str, int]:
+    """Each candidate's index in its run, for links written as #index."""
+    if not candidate_ids:
+        return {}
+    return dict(session.execute(select(Candidate.id, Candidate.index).where(Candidate.id.in_(candidate_ids))).all())

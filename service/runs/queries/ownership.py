@@ -1,0 +1,28 @@
+"""Ownership: a key sees only the runs it owns (Run.owner_key_id); anything else reads as absent (None)."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.db.models import ApiKey, Candidate, Run, WebhookDelivery, WebhookEndpoint
+
+
+def owned_run(session: Session, key: ApiKey, run_id: str) -> Run | None:
+    """The run if `key` owns it, else None (a run of another key is as absent as a missing one)."""
+    run = session.get(Run, run_id)
+    return run if run is not None and run.owner_key_id == key.id else None
+
+
+def owned_candidate(session: Session, key: ApiKey, candidate_id: str) -> Candidate | None:
+    """The candidate if `key` owns its run, else None."""
+    return session.scalar(select(Candidate).join(Run, Run.id == Candidate.run_id)
+                          .where(Candidate.id == candidate_id, Run.owner_key_id == key.id))
+
+
+def owns_delivery(session: Session, key: ApiKey, delivery_id: str) -> bool:
+    """Whether `key` owns the run whose webhook made this delivery."""
+    owner = session.scalar(select(WebhookEndpoint.owner_key_id)
+                           .join(WebhookDelivery, WebhookDelivery.endpoint_id == WebhookEndpoint.id)
+                           .where(WebhookDelivery.id == delivery_id))
+    return owner is not None and owner == key.id

@@ -1,0 +1,159 @@
+"""Runs: the summary the API returns and the run page shows (`run_out`, two queries), the list of a key's runs,
+and what a run found (`discovery_of`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, bindparam, func, or_, select
+from sqlalchemy.orm import Session
+
+from service.db.models import ApiKey, Candidate, Evaluation, Event, Job, Run, WebhookEndpoint, is_proposal
+from service.runs.orchestrator import SEARCH_JOBS, discovery_message
+from service.runs.queries.stats import island_stats, model_stats, operator_stats
+from service.runs.spec import spec_of
+from service.runs.views import (
+    BestCandidate,
+    Discovery,
+    MetaTestCell,
+    MetaTestRow,
+    Progress,
+    RunListItem,
+    RunOut,
+    Spent,
+    WebhookOut,
+)
+from workers.targets import TARGETS
+from workers.vocabulary import EvalPhase, JobStatus
+
+
+def comparison_fields(stats: dict[str, Any] | None) -> dict[str, Any]:
+    """`score_ci`, `p_improvement`, `verdict` and `seeds` of a stored comparison (workers.results.Comparison)."""
+    if not stats:
+        return {"score_ci": None, "p_improvement": None, "verdict": None, "seeds": None}
+    return {"score_ci": tuple(stats["ci"]), "p_improvement": stats["p_improvement"], "verdict": stats["verdict"],
+            "seeds": stats["seeds"]}
+
+
+def _cell(row: Any) -> MetaTestCell | None:
+    return None if row is None else MetaTestCell.model_validate(row)
+
+
+def discovery_of(run: Run) -> Discovery:
+    """What the run found, in the words every face repeats."""
+    return Discovery(found=run.best_verdict == "better", verdict=run.best_verdict, confidence=run.confidence,
+                     verification_seeds=run.verification_seeds, message=discovery_message(run))
+
+
+# run_out's two statements, built once (bound per call): building them per request cost more CPU than running them.
+_RUN = bindparam("run_id")
+_BEST = bindparam("best_id")
+_ENDPOINT = select(WebhookEndpoint.url, WebhookEndpoint.events).where(WebhookEndpoint.run_id == _RUN).limit(1)
+RUN_FIGURES = select(
+    select(func.count()).select_from(Candidate).where(
+        Candidate.run_id == _RUN, is_proposal(), Candidate.finished).scalar_subquery(),
+    select(func.count()).select_from(Job).where(
+        Job.run_id == _RUN, Job.kind.in_(list(SEARCH_JOBS)),
+        Job.status.in_([JobStatus.PENDING, JobStatus.CLAIMED])).scalar_subquery(),
+    select(Candidate.id).where(Candidate.run_id == _RUN, Candidate.is_warm_start).scalar_subquery(),
+    select(Candidate.index).where(Candidate.id == _BEST).scalar_subquery(),
+    select(Candidate.name).where(Candidate.id == _BEST).scalar_subquery(),
+    select(Candidate.stats).where(Candidate.id == _BEST).scalar_subquery(),
+    _ENDPOINT.with_only_columns(WebhookEndpoint.url).scalar_subquery(),
+    _ENDPOINT.with_only_columns(WebhookEndpoint.events).scalar_subquery(),
+)
+RUN_META_TESTS = select(Evaluation.candidate_id, Evaluation.env, Evaluation.normalised_score, Evaluation.score_basis,
+                        Evaluation.final_return, Evaluation.outcome, Evaluation.stats, Candidate.reference
+                        ).join(Candidate).where(Candidate.run_id == _RUN, Evaluation.phase == EvalPhase.TEST)
+
+
+def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> RunOut:
+    """The run as the API shows it, in two queries: one row of figures, then the meta-test rows."""
+    ids = {"run_id": run.id, "best_id": run.best_candidate_id}
+    spec = spec_of(run)
+    done, in_flight, warm_id, best_index, best_name, best_stats, endpoint_url, endpoint_events = session.execute(
+        RUN_FIGURES, ids).one()
+    tests = session.execute(RUN_META_TESTS, ids).all()
+    by_key = {(e.candidate_id, e.env): e for e in tests}
+    references = {e.reference: e.candidate_id for e in tests if e.reference is not None}
+    reference_names = [r.name for r in TARGETS[run.target].references]
+    seconds = None
+    if run.started_at:
+        seconds = ((run.finished_at or datetime.now(run.started_at.tzinfo)) - run.started_at).total_seconds()
+    return RunOut(
+        id=run.id, status=run.status, target=run.target,
+        environments={"train": run.train_envs, "test": run.test_envs}, profile=run.profile, proposer=run.proposer,
+        budget=run.budget, concurrency=run.concurrency, seed=run.seed, preset=spec.preset,
+        seeds_per_eval=run.seeds_per_eval, metatest_seeds=run.metatest_seeds, learning_rate=run.lr_protocol,
+        verification_seeds=run.verification_seeds, confidence=run.confidence, metric=run.metric,
+        discovery=discovery_of(run),
+        progress=Progress(candidates_done=done or 0, candidates_budget=spec.budget.candidates,
+                          in_flight=in_flight or 0),
+        spent=Spent(candidates=done or 0, tokens=run.tokens_used, cost_usd=run.cost_usd,
+                    duplicates_skipped=run.duplicates_skipped, seconds=seconds),
+        best=BestCandidate(candidate_id=run.best_candidate_id, index=best_index, name=best_name,
+                           score=run.best_score, **comparison_fields((best_stats or {}).get("verification")))
+        if run.best_candidate_id and best_name is not None else None,
+        meta_test=[MetaTestRow(env=env, best=_cell(by_key.get((run.best_candidate_id, env))),
+                               warm_start=_cell(by_key.get((warm_id, env))),
+                               references={name: _cell(by_key.get((references.get(name), env)))
+                                           for name in reference_names})
+                   for env in run.test_envs],
+        operators=operator_stats(session, run, spec), search=run.search, models=model_stats(session, run, spec),
+        islands=island_stats(session, run, spec),
+        error=run.error, provenance=run.config.get("provenance"),
+        webhook=WebhookOut(url=endpoint_url, events=endpoint_events, secret=webhook_secret)
+        if endpoint_url is not None else None,
+        created_at=run.created_at, started_at=run.started_at, finished_at=run.finished_at,
+        links={"self": f"/v1/runs/{run.id}", "candidates": f"/v1/runs/{run.id}/candidates",
+               "events": f"/v1/runs/{run.id}/events", "best": f"/v1/runs/{run.id}/best.py"},
+    )
+
+
+def runs_page(session: Session, key: ApiKey, *, status: str | None, target: str | None, limit: int,
+              after: tuple[datetime, str] | None) -> tuple[list[RunListItem], tuple[datetime, str] | None]:
+    """A page of the key's runs, newest first, after (created_at, id) `after`; and the key of the page's last
+    run when there are more."""
+    proposer = func.coalesce(Run.proposer["kind"].as_string(), "?").label("proposer")
+    query = select(Run.id, Run.status, Run.target, proposer,
+                   Run.profile, Run.budget["candidates"].as_integer().label("candidates_budget"), Run.best_score,
+                   Run.best_verdict, Run.created_at, Run.finished_at).where(Run.owner_key_id == key.id)
+    if status:
+        query = query.where(Run.status == status)
+    if target:
+        query = query.where(Run.target == target)
+    if after:
+        created_at, run_id = after
+        query = query.where(or_(Run.created_at < created_at, and_(Run.created_at == created_at, Run.id < run_id)))
+    rows = session.execute(query.order_by(Run.created_at.desc(), Run.id.desc()).limit(limit + 1)).all()
+    last = rows[limit - 1] if len(rows) > limit else None
+    return [RunListItem.model_validate(row) for row in rows[:limit]], (last.created_at, last.id) if last else None
+
+
+def recent_runs(session: Session, key: ApiKey, limit: int) -> list[tuple[Run, int]]:
+    """The key's newest runs, each with how many of its proposals have finished."""
+    runs = session.scalars(select(Run).where(Run.owner_key_id == key.id)
+                           .order_by(Run.created_at.desc(), Run.id.desc()).limit(limit)).all()
+    if not runs:
+        return []
+    done = dict(session.execute(
+        select(Candidate.run_id, func.count())
+        .where(Candidate.run_id.in_([r.id for r in runs]), is_proposal(), Candidate.finished)
+        .group_by(Candidate.run_id)).all())
+    return [(run, done.get(run.id, 0)) for run in runs]
+
+
+def run_by_idempotency_key(session: Session, key: ApiKey, idempotency_key: str | None) -> Run | None:
+    """The key's run created with this Idempotency-Key, if any."""
+    return session.scalar(select(Run).where(Run.owner_key_id == key.id, Run.idempotency_key == idempotency_key))
+
+
+def webhook_secret(session: Session, run_id: str) -> str | None:
+    """The signing secret of the run's webhook (shown once, in the response that created the run)."""
+    return session.scalar(select(WebhookEndpoint.secret).where(WebhookEndpoint.run_id == run_id))
+
+
+def last_event_id(session: Session, run_id: str) -> int:
+    """The id of the run's latest event (0: none yet): where a page's live stream picks up."""
+    return session.scalar(select(func.max(Event.id)).where(Event.run_id == run_id)) or 0
