@@ -296,6 +296,10 @@ class Evaluation(Base):
     compile_seconds: Mapped[float | None] = mapped_column(Float)
     train_seconds: Mapped[float | None] = mapped_column(Float)
     artifact_sha256: Mapped[str | None] = mapped_column(String(64))  # the artifact that was trained
+    # Where the trainer ran it: JAX's platform ("cpu", "cuda") and device ("TFRT_CPU_0", "cuda:0"); None: not
+    # trained (a failed trace) or recorded before the trainer reported it.
+    platform: Mapped[str | None] = mapped_column(String(16))
+    device: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     @property

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, String, bindparam, cast, func, select
+from sqlalchemy import Row, String, and_, bindparam, cast, func, or_, select
 from sqlalchemy.orm import Session
 
 from service.api.schemas import (
@@ -28,8 +28,10 @@ from service.api.schemas import (
     ModelStats,
     OperatorStats,
     Progress,
+    RunListItem,
     RunOut,
     Spent,
+    TrainedOn,
     WebhookOut,
 )
 from service.db.models import ApiKey, Candidate, Evaluation, Job, LlmCall, Run, WebhookEndpoint, is_proposal
@@ -50,6 +52,24 @@ def owned_candidate(session: Session, key: ApiKey, candidate_id: str) -> Candida
     """The candidate if `key` owns its run, else None."""
     return session.scalar(select(Candidate).join(Run, Run.id == Candidate.run_id)
                           .where(Candidate.id == candidate_id, Run.owner_key_id == key.id))
+
+
+def runs_page(session: Session, owner_key_id: str, status: str | None, target: str | None, limit: int,
+              after: tuple[datetime, str] | None = None) -> tuple[list[RunListItem], bool]:
+    """The owner's runs, newest first, after (created_at, id) `after`: up to `limit`, and whether more follow."""
+    proposer = func.coalesce(Run.proposer["kind"].as_string(), "?").label("proposer")
+    query = select(Run.id, Run.status, Run.target, proposer,
+                   Run.profile, Run.budget["candidates"].as_integer().label("candidates_budget"), Run.best_score,
+                   Run.best_verdict, Run.created_at, Run.finished_at).where(Run.owner_key_id == owner_key_id)
+    if status:
+        query = query.where(Run.status == status)
+    if target:
+        query = query.where(Run.target == target)
+    if after:
+        created_at, run_id = after
+        query = query.where(or_(Run.created_at < created_at, and_(Run.created_at == created_at, Run.id < run_id)))
+    rows = session.execute(query.order_by(Run.created_at.desc(), Run.id.desc()).limit(limit + 1)).all()
+    return [RunListItem.model_validate(r._mapping) for r in rows[:limit]], len(rows) > limit
 
 
 def comparison_fields(stats: dict[str, Any] | None) -> dict[str, Any]:
@@ -96,8 +116,18 @@ RUN_META_TESTS = select(Evaluation.candidate_id, Evaluation.env, Evaluation.norm
                         ).join(Candidate).where(Candidate.run_id == _RUN, Evaluation.phase == EvalPhase.TEST)
 
 
+def trained_on(session: Session, run_id: str) -> list[TrainedOn]:
+    """The platforms and devices the trainer ran the run's evaluations on, most evaluations first."""
+    count = func.count()
+    rows = session.execute(select(Evaluation.platform, Evaluation.device, count).join(Candidate)
+                           .where(Candidate.run_id == run_id, Evaluation.platform.is_not(None))
+                           .group_by(Evaluation.platform, Evaluation.device).order_by(count.desc())).all()
+    return [TrainedOn(platform=platform, device=device, evaluations=n) for platform, device, n in rows]
+
+
 def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> RunOut:
-    """The run as the API shows it, in two queries: one row of figures, then the meta-test rows."""
+    """The run as the API shows it: one row of figures, the meta-test rows, where it was trained, and the
+    search's breakdowns where the run has them."""
     ids = {"run_id": run.id, "best_id": run.best_candidate_id}
     spec = spec_of(run)
     done, in_flight, warm_id, best_index, best_name, best_stats, endpoint_url, endpoint_events = session.execute(
@@ -130,7 +160,7 @@ def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> Ru
                    for env in run.test_envs],
         operators=operator_stats(session, run, spec), search=run.search, models=model_stats(session, run, spec),
         islands=island_stats(session, run, spec),
-        error=run.error, provenance=run.config.get("provenance"),
+        error=run.error, provenance=run.config.get("provenance"), trained_on=trained_on(session, run.id),
         webhook=WebhookOut(url=endpoint_url, events=endpoint_events, secret=webhook_secret)
         if endpoint_url is not None else None,
         created_at=run.created_at, started_at=run.started_at, finished_at=run.finished_at,
@@ -279,7 +309,7 @@ def candidate_detail(session: Session, c: Candidate) -> CandidateDetail:
             normalised_score=e.normalised_score, score_basis=e.score_basis, scores=(e.stats or {}).get("scores"),
             **{k: v for k, v in comparison_fields((e.stats or {}).get("comparison")).items() if k != "seeds"},
             outcome=e.outcome, error=e.error, compile_seconds=e.compile_seconds,
-            train_seconds=e.train_seconds,
+            train_seconds=e.train_seconds, platform=e.platform, device=e.device,
         ) for e in evaluations],
         llm_call=LlmCallOut(
             id=call.id, model=call.model, messages=call.messages, reply=call.reply,

@@ -1,5 +1,5 @@
-"""Runs: create (idempotent), list, get, cancel, extend, live events (SSE), candidates, the best as a .py file,
-webhook deliveries."""
+"""Runs: create (idempotent), list, get, cancel, extend, resume, live events (SSE), candidates, the best as a .py
+file, webhook deliveries."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import NonNegativeInt, TypeAdapter
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -28,8 +28,8 @@ from service.api.schemas import (
 from service.db.models import ApiKey, Candidate, Event, Run, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from service.runs import export
 from service.runs.events import event_stream
-from service.runs.orchestrator import advance, cancel, extend, request_hash
-from service.runs.queries import SUMMARY_COLUMNS, candidate_summary, discovery_of, owned_run, run_out
+from service.runs.orchestrator import advance, cancel, extend, request_hash, resume
+from service.runs.queries import SUMMARY_COLUMNS, candidate_summary, discovery_of, owned_run, run_out, runs_page
 from service.runs.runner import RunRefused, start_run
 from service.runs.spec import Extension, RunSpec
 from service.webhooks import resend
@@ -106,20 +106,8 @@ async def list_runs(key: KeyDep, runtime: RuntimeDep,
 
 def _runs_page(session: Session, key: ApiKey, status: str | None, target: str | None, limit: int,
                after: tuple[datetime, str] | None) -> Page[RunListItem]:
-    proposer = func.coalesce(Run.proposer["kind"].as_string(), "?").label("proposer")
-    query = select(Run.id, Run.status, Run.target, proposer,
-                   Run.profile, Run.budget["candidates"].as_integer().label("candidates_budget"), Run.best_score,
-                   Run.best_verdict, Run.created_at, Run.finished_at).where(Run.owner_key_id == key.id)
-    if status:
-        query = query.where(Run.status == status)
-    if target:
-        query = query.where(Run.target == target)
-    if after:
-        created_at, run_id = after
-        query = query.where(or_(Run.created_at < created_at, and_(Run.created_at == created_at, Run.id < run_id)))
-    rows = session.execute(query.order_by(Run.created_at.desc(), Run.id.desc()).limit(limit + 1)).all()
-    items = [RunListItem.model_validate(r._mapping) for r in rows[:limit]]
-    last = rows[limit - 1] if len(rows) > limit else None
+    items, more = runs_page(session, key.id, status, target, limit, after)
+    last = items[-1] if more else None
     return Page(items=items, next_cursor=_encode_cursor(last.created_at.isoformat(), last.id) if last else None)
 
 
@@ -146,6 +134,19 @@ def extend_run(run_id: str, more: Extension, key: KeyDep, session: SessionDep, r
     """Give a completed run more budget: it continues from its history, proposal numbers going on from its last."""
     found(owned_run(session, key, run_id), "run", run_id)
     refused = extend(runtime.factory, run_id, more)
+    if refused is not None:
+        raise HTTPException(409, refused)
+    advance(runtime.factory, run_id, runtime.publish)
+    session.expire_all()
+    return run_out(session, found(owned_run(session, key, run_id), "run", run_id))
+
+
+@router.post("/runs/{run_id}/resume", response_model=RunOut, responses={**NOT_FOUND, 409: {"model": Problem}})
+def resume_run(run_id: str, key: KeyDep, session: SessionDep, runtime: RuntimeDep) -> RunOut:
+    """Continue an interrupted run (its `discovery run` got Ctrl-C) on this server, where it stopped; 409 for a run
+    that is not interrupted."""
+    found(owned_run(session, key, run_id), "run", run_id)
+    refused = resume(runtime.factory, run_id)
     if refused is not None:
         raise HTTPException(409, refused)
     advance(runtime.factory, run_id, runtime.publish)
