@@ -103,6 +103,10 @@ class DiscoveryClient:
     def get(self, run_id: str) -> RunOut:
         return RunOut.model_validate(self._call("GET", f"/v1/runs/{run_id}").json())
 
+    def resume(self, run_id: str) -> RunOut:
+        """Continue an interrupted run (its `discovery run` got Ctrl-C) on the server; ApiError (409) otherwise."""
+        return RunOut.model_validate(self._call("POST", f"/v1/runs/{run_id}/resume").json())
+
     def wait(self, run_id: str, timeout: float = 24 * 3600.0, poll_seconds: float = 2.0,
              progress: Callable[[RunOut], None] | None = None) -> RunOut:
         """Poll until the run is completed, failed or cancelled (calling `progress` with each new state); raise

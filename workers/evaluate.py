@@ -79,6 +79,7 @@ def env_result(env: str, profile: str, seeds: list[int], learning_rates: list[fl
         best_lr=float(learning_rates[best]), final_return=float(returns[best].mean()), env_steps=config.env_steps,
         compile_seconds=response.compile_seconds, train_seconds=response.train_seconds,
         random_returns=response.random_returns, artifact_sha256=sha256,
+        platform=response.platform or None, device=response.device or None,
     )
 
 

@@ -111,6 +111,9 @@ class EnvResult(BaseModel):
     random_returns: list[float] | None = None  # set for the warm start: the random policy on the same seeds
     artifact_sha256: str | None = None  # the artifact that was trained (None: the project's own warm start)
     lr_choice: LearningRateChoice | None = None  # set when the rate was chosen on other seeds (`grid`)
+    # Where the trainer ran: JAX's platform ("cpu", "cuda") and device ("TFRT_CPU_0", "cuda:0"); None: not reported.
+    platform: str | None = None
+    device: str | None = None
 
 
     def per_seed(self, metric: Metric = Metric.final) -> list[float]:

@@ -20,9 +20,14 @@ class RunStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # Stopped by Ctrl-C (or SIGTERM) of the `discovery run` that ran it: not final, but nothing moves it until
+    # `discovery runs resume` (or POST /v1/runs/{id}/resume) does.
+    INTERRUPTED = "interrupted"
 
 
 RUN_FINAL_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+# Statuses in which nothing advances a run: the final ones, and `interrupted` until it is resumed.
+RUN_STOPPED_STATUSES = RUN_FINAL_STATUSES | {RunStatus.INTERRUPTED}
 
 
 class CandidateStatus(StrEnum):
@@ -86,6 +91,7 @@ class EventType(StrEnum):
     RUN_COMPLETED = "run.completed"
     RUN_FAILED = "run.failed"
     RUN_CANCELLED = "run.cancelled"
+    RUN_INTERRUPTED = "run.interrupted"  # resumed: `run.started` again, with `"resumed": true`
 
 
 class DeliveryStatus(StrEnum):

@@ -3,6 +3,7 @@ error, the sandbox check, and the API client call with the score formatting of t
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated, Any, NoReturn
 
@@ -27,6 +28,20 @@ EXIT_FAILED = 1
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
     print(f"error: {message}", file=sys.stderr)
     raise typer.Exit(code)
+
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT: what a shell reports for a command stopped by Ctrl-C
+
+
+def exit_interrupted(run_id: str) -> NoReturn:
+    """Say how to continue an interrupted run, then exit at once: the threads of the jobs that were in flight
+    must not hold the process (their jobs are back in the database, and the sandboxes end with it)."""
+    console.file.flush()
+    print(f"\nrun {run_id} interrupted: what it did is kept; continue it with `discovery runs resume {run_id}`",
+          file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_INTERRUPTED)
 
 
 def require_sandbox(quiet: bool = False) -> None:

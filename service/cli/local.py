@@ -18,6 +18,7 @@ from service.cli.common import (
     EXIT_FAILED,
     JsonFlag,
     console,
+    exit_interrupted,
     fail,
     parse_seeds,
     require_sandbox,
@@ -155,10 +156,11 @@ def run(
     = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Run a whole discovery here (embedded database and executor unless configured otherwise)."""
+    """Run a whole discovery here (embedded database and executor unless configured otherwise). Ctrl-C interrupts
+    it: `discovery runs resume RUN_ID` continues it."""
     from pydantic import ValidationError
 
-    from service.runs.runner import RunRefused, run_to_completion
+    from service.runs.runner import RunInterrupted, RunRefused, run_to_completion
     from service.runs.spec import RunSpec
 
     if proposer not in (None, "evolution", "llm"):
@@ -196,6 +198,8 @@ def run(
         run_id, status = run_to_completion(get_settings(), spec, report_to)
     except RunRefused as exc:
         fail(str(exc))
+    except RunInterrupted as exc:
+        exit_interrupted(exc.run_id)
     if as_json:
         from service.runs.runner import run_result
 

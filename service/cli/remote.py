@@ -1,5 +1,6 @@
 """The commands that read and steer runs on a Discovery server (DISCOVERY_API_URL, DISCOVERY_API_KEY):
-`runs list/show/extend/cancel/export/wandb` and `candidates show`."""
+`runs list/show/resume/extend/cancel/export/wandb` and `candidates show`. Without DISCOVERY_API_URL, `runs list`,
+`runs show` and `runs resume` work on this machine's database instead (`local_runs.py`)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from service.cli import local_runs
 from service.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, JsonFlag, api_call, console, fail, score_text, scored_text
-from service.runs.provenance import provenance_text
+from service.runs.provenance import provenance_text, trained_on_text
 
-runs_app = typer.Typer(help="Runs on a Discovery server (DISCOVERY_API_URL, DISCOVERY_API_KEY).", no_args_is_help=True)
+runs_app = typer.Typer(help="Runs on a Discovery server (DISCOVERY_API_URL, DISCOVERY_API_KEY); without "
+                       "DISCOVERY_API_URL, list, show and resume use this machine's database.", no_args_is_help=True)
 
 
 candidates_app = typer.Typer(help="Candidates on a Discovery server.", no_args_is_help=True)
@@ -28,7 +31,8 @@ def runs_list(
 ) -> None:
     """List your runs, newest first."""
     params = {"limit": limit, **({"status": status} if status else {})}
-    page = api_call("GET", "/v1/runs", params=params)
+    page = api_call("GET", "/v1/runs", params=params) if local_runs.api_configured() else \
+        local_runs.runs_page(status, limit)
     if as_json:
         print(json.dumps(page))
         return
@@ -46,7 +50,7 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="run id")],
               as_json: JsonFlag = False,
               ) -> None:
     """A run's status, progress, budget spent, best candidate, meta-test table and evolution's operators."""
-    r = api_call("GET", f"/v1/runs/{run_id}")
+    r = api_call("GET", f"/v1/runs/{run_id}") if local_runs.api_configured() else local_runs.run(run_id)
     if as_json:
         print(json.dumps(r))
         return
@@ -110,6 +114,22 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="run id")],
     if r["error"]:
         console.print(f"error: {r['error']}")
     console.print(f"made with: {provenance_text(r.get('provenance'))}", style="dim")
+    console.print("trained on: " + trained_on_text((t["platform"], t["device"]) for t in r.get("trained_on") or []),
+                  style="dim")
+
+
+@runs_app.command("resume")
+def runs_resume(run_id: Annotated[str, typer.Argument(help="run id")], as_json: JsonFlag = False) -> None:
+    """Continue an interrupted run (one whose `discovery run` got Ctrl-C): here, until it ends, or on the server
+    at DISCOVERY_API_URL when that is set."""
+    if not local_runs.api_configured():
+        local_runs.resume(run_id, as_json)
+        return
+    r = api_call("POST", f"/v1/runs/{run_id}/resume")
+    if as_json:
+        print(json.dumps(r))
+        return
+    console.print(f"run {r['id']}: {r['status']}")
 
 
 @runs_app.command("extend")

@@ -1,6 +1,7 @@
 """Job claiming: a conditional UPDATE hands a job to exactly one worker, on SQLite and PostgreSQL.
 
-A job is claimable when it is pending, or claimed under a lease that has run out (its worker died).
+A job is claimable when it is pending, or claimed under a lease that has run out (its worker died), and its
+run is not interrupted (that run waits for `discovery runs resume`, even where a broker still holds its tasks).
 The UPDATE's WHERE clause re-checks that state, so when two workers race for the same job the
 database lets only one of them change the row; the other sees rowcount 0.
 """
@@ -9,11 +10,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import and_, or_, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from service.db.models import Job, utcnow
-from workers.vocabulary import JobStatus
+from service.db.models import Job, Run, utcnow
+from workers.vocabulary import JobStatus, RunStatus
 
 
 def claim_job(session: Session, job_id: str, owner: str, lease_seconds: float) -> bool:
@@ -28,7 +29,8 @@ def claim_job(session: Session, job_id: str, owner: str, lease_seconds: float) -
     )
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, claimable)
+        .where(Job.id == job_id, claimable,
+               Job.run_id.not_in(select(Run.id).where(Run.status == RunStatus.INTERRUPTED)))
         .values(
             status=JobStatus.CLAIMED,
             lease_owner=owner,

@@ -47,6 +47,7 @@ from sqlalchemy.types import TypeDecorator
 from workers.vocabulary import (
     CANDIDATE_FINISHED_STATUSES,
     RUN_FINAL_STATUSES,
+    RUN_STOPPED_STATUSES,
     CandidateStatus,
     DeliveryStatus,
     EvalPhase,
@@ -200,6 +201,16 @@ class Run(Base):
     def _ended_expression(cls) -> ColumnElement[bool]:
         return cls.status.in_(list(RUN_FINAL_STATUSES))
 
+    @hybrid_property
+    def stopped(self) -> bool:
+        """Ended or interrupted: nothing advances it until `discovery runs resume` (in Python and in a query)."""
+        return self.status in RUN_STOPPED_STATUSES
+
+    @stopped.inplace.expression
+    @classmethod
+    def _stopped_expression(cls) -> ColumnElement[bool]:
+        return cls.status.in_(list(RUN_STOPPED_STATUSES))
+
 
 class Candidate(Base):
     """One proposed algorithm (code) in a run, with its fitness once evaluated."""
@@ -330,6 +341,10 @@ class Evaluation(Base):
     compile_seconds: Mapped[float | None] = mapped_column(Float)
     train_seconds: Mapped[float | None] = mapped_column(Float)
     artifact_sha256: Mapped[str | None] = mapped_column(String(64))  # the artifact that was trained
+    # Where the trainer ran it: JAX's platform ("cpu", "cuda") and device ("TFRT_CPU_0", "cuda:0"); None: not
+    # trained (a failed trace) or recorded before the trainer reported it.
+    platform: Mapped[str | None] = mapped_column(String(16))
+    device: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     @property

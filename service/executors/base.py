@@ -2,7 +2,8 @@
 
 An executor only carries job ids; the database is the source of truth. The sweeper re-publishes
 jobs that were never published (the broker was down), whose lease ran out (their worker died), or
-that sat unclaimed too long, and nudges every unfinished run forward.
+that sat unclaimed too long, and nudges every unfinished run forward. It leaves an interrupted run alone
+(`service.runs.orchestrator.interrupt`): only `discovery runs resume` or the API's resume sets it going.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from service.db import session_scope, utcnow
 from service.db.models import Job, Run
 from service.runs.orchestrator import Publish, advance
 from service.webhooks import due_deliveries
-from workers.vocabulary import JobStatus, Task, TaskKind
+from workers.vocabulary import JobStatus, RunStatus, Task, TaskKind
 
 log = logging.getLogger(__name__)
 REPUBLISH_AFTER_SECONDS = 60.0
@@ -28,7 +29,7 @@ REPUBLISH_AFTER_SECONDS = 60.0
 
 class Executor(Protocol):
     def publish(self, jobs: list[Task]) -> None: ...
-    def close(self) -> None: ...
+    def close(self, wait: bool = True) -> None: ...  # wait=False: leave the jobs in flight (the process exits)
 
 
 def mark_published(factory: sessionmaker[Session], job_ids: list[str]) -> None:
@@ -43,12 +44,14 @@ def sweep(factory: sessionmaker[Session], publish: Publish, republish_after: flo
     """
     now = utcnow()
     with session_scope(factory) as session:
-        stranded = session.execute(select(Job.id, Job.kind).where(or_(
+        # An interrupted run's jobs wait for `discovery runs resume`; a crashed run's are taken over.
+        interrupted = select(Run.id).where(Run.status == RunStatus.INTERRUPTED)
+        stranded = session.execute(select(Job.id, Job.kind).where(Job.run_id.not_in(interrupted), or_(
             and_(Job.status == JobStatus.PENDING,
                  or_(Job.published_at.is_(None), Job.published_at < now - timedelta(seconds=republish_after))),
             and_(Job.status == JobStatus.CLAIMED, Job.lease_until < now),
         ))).all()
-        runs = session.scalars(select(Run.id).where(~Run.ended)).all()
+        runs = session.scalars(select(Run.id).where(~Run.stopped)).all()
         deliveries = due_deliveries(session, now)
     if stranded:
         log.info("sweeper re-publishes %d job(s)", len(stranded))

@@ -68,5 +68,5 @@ class CeleryExecutor:
         if sent:
             mark_published(self.factory, sent)
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
         self.sweeper.close()

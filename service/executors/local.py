@@ -44,7 +44,9 @@ class LocalExecutor:
         except Exception:  # noqa: BLE001 - logged; the sweeper re-publishes the job when its lease runs out
             log.exception("%s %s crashed", kind, item_id)
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
+        """Stop taking jobs; with `wait`, let the jobs in flight finish (without, the process is about to exit and
+        they end with it: their rows say what is left to do)."""
         self.closed = True
         self.sweeper.close()
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.pool.shutdown(wait=wait, cancel_futures=True)

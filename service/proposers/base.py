@@ -53,6 +53,7 @@ class LLMSettings(BaseModel):
     max_tokens: int | None = 4096  # sent as max_tokens, unless max_completion_tokens is set
     max_completion_tokens: int | None = None  # set: sent instead of max_tokens (reasoning models need it)
     reasoning_effort: Literal["low", "medium", "high"] | None = None  # sent only when set
+    seed: int | None = None  # sent as the request's `seed` when set (the spec's seed plus the proposal's index)
     json_mode: bool = True  # send the reply's JSON schema as response_format (json_object where refused)
     price_per_1k_prompt_tokens: float | None = None  # USD per 1000 prompt tokens; None: cost not counted
     price_per_1k_completion_tokens: float | None = None

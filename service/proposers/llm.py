@@ -290,6 +290,8 @@ class LLMProposer:
             options["max_tokens"] = settings.max_tokens
         if settings.reasoning_effort is not None:
             options["reasoning_effort"] = settings.reasoning_effort
+        if settings.seed is not None:
+            options["seed"] = settings.seed
         if settings.json_mode:
             schema_refused = (self.base_url or "") in SCHEMA_REFUSED_BY
             options["response_format"] = JSON_OBJECT_FORMAT if schema_refused else REPLY_FORMAT

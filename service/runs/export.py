@@ -24,7 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.db.models import Candidate, Evaluation, Run
-from service.runs.provenance import provenance_text
+from service.runs.provenance import provenance_text, trained_on_text
 from service.runs.spec import spec_of
 from workers.results import score_text
 
@@ -51,6 +51,7 @@ def best_file(run: Run, best: Candidate, evaluations: list[Evaluation], verdict:
                   "(1.0 = the warm start, 0.0 = a random policy)."),
         *comments(f"Verdict: {verdict}."),
         *comments(f"Made with: {provenance_text((run.config or {}).get('provenance'))}."),
+        *comments("Trained on: " + trained_on_text((e.platform, e.device) for e in evaluations if e.platform) + "."),
     ]
     for e in sorted(evaluations, key=lambda e: (e.phase, e.round, e.env)):
         if e.normalised_score is not None:

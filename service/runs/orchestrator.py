@@ -5,7 +5,8 @@ Under a row lock on the run it reads the run's jobs and candidates, schedules pr
 warm start and the target's reference algorithms on the held-out environments, and finally completes
 the run. Every job is a row committed before it is published; publishing twice is harmless (a job is
 claimed by one worker).
-It is safe to call at any time, from any process, any number of times.
+It is safe to call at any time, from any process, any number of times. It leaves a stopped run alone: a
+final one, or one `interrupted` (its `discovery run` got Ctrl-C) until `resume` sets it going again.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -218,7 +220,7 @@ def advance(factory: sessionmaker[Session], run_id: str, publish: Publish) -> No
     """Move the run as far as it can go now; publish the jobs it created after they are committed."""
     with session_scope(factory) as session:
         run = lock_run(session, run_id)
-        if run is None or run.ended:
+        if run is None or run.stopped:
             return
         jobs = _advance_locked(session, run)
         # Jobs the handlers added (a proposal's evaluation, a re-evaluation) go out now, not at the next sweep.
@@ -276,3 +278,43 @@ def cancel(factory: sessionmaker[Session], run_id: str) -> bool:
             return False
         finish_run(session, run, RunStatus.CANCELLED)
         return True
+
+
+def interrupt(factory: sessionmaker[Session], run_id: str) -> bool:
+    """Stop the run where it stands (the `discovery run` running it got Ctrl-C or SIGTERM): it becomes
+    `interrupted`, its claimed jobs go back to pending and none counts as published, so no worker, sweeper or
+    runtime start-up takes them until `resume`. False if the run is missing or already stopped."""
+    with session_scope(factory) as session:
+        run = lock_run(session, run_id)
+        if run is None or run.stopped:
+            return False
+        run.status = RunStatus.INTERRUPTED
+        run.config = {**run.config, "interrupted_at": utcnow().isoformat()}
+        session.execute(update(Job).where(Job.run_id == run.id, Job.status.in_(OPEN_JOB))
+                        .values(status=JobStatus.PENDING, lease_owner=None, lease_until=None, published_at=None))
+        emit(session, run.id, EventType.RUN_INTERRUPTED, run_summary(run))
+        return True
+
+
+def resume(factory: sessionmaker[Session], run_id: str) -> str | None:
+    """Set an interrupted run going again where it stopped (searching, or meta-testing once it had begun);
+    the time it stood still does not count against a wall-time budget. Why not, when it cannot be. `advance`
+    then publishes its pending jobs."""
+    with session_scope(factory) as session:
+        run = lock_run(session, run_id)
+        if run is None:
+            return f"no run {run_id!r}"
+        if run.status != RunStatus.INTERRUPTED:
+            return f"only an interrupted run can be resumed; run {run_id} is {run.status}"
+        meta_testing = session.execute(select(Job.id).where(Job.run_id == run.id, Job.kind == JobKind.METATEST)
+                                       .limit(1)).first() is not None
+        run.status = (RunStatus.QUEUED if run.started_at is None else
+                      RunStatus.COMPLETING if meta_testing else RunStatus.RUNNING)
+        config = dict(run.config)
+        stopped = config.pop("interrupted_at", None)
+        if stopped is not None and run.started_at is not None:
+            run.started_at = run.started_at + (utcnow() - datetime.fromisoformat(stopped))
+        run.config = config
+        if run.status != RunStatus.QUEUED:  # a queued run emits run.started when advance starts it
+            emit(session, run.id, EventType.RUN_STARTED, {**run_summary(run), "resumed": True})
+        return None

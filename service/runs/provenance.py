@@ -1,11 +1,14 @@
 """What made a run, recorded when it is created: this package's version and git commit, the JAX stack's
 versions, Python, the operating system and the host. Stored in the run's `config` (no JAX is imported to
-read the versions) and shown by `runs show`, the run page and the header of `best.py`."""
+read the versions) and shown by `runs show`, the run page and the header of `best.py`. Where it was trained
+(the trainer's JAX platform and device) is known only once it trains: each evaluation row records it, and
+`trained_on_text` says it."""
 
 from __future__ import annotations
 
 import platform
 import subprocess
+from collections.abc import Iterable
 from functools import cache
 from importlib import metadata
 from pathlib import Path
@@ -50,3 +53,10 @@ def provenance_text(recorded: dict[str, str | None] | None) -> str:
     versions = ", ".join(f"{p} {recorded[p]}" + (f" (git {sha[:12]})" if p == "discovery" and sha else "")
                          for p in PACKAGES if recorded.get(p))
     return f"{versions}; Python {recorded.get('python')} on {recorded.get('os')}, host {recorded.get('host')}"
+
+
+def trained_on_text(devices: Iterable[tuple[str, str | None]]) -> str:
+    """`cpu (TFRT_CPU_0)`, or `cuda (cuda:0), cpu (TFRT_CPU_0)` for a run trained on both, from (platform, device)
+    pairs; or that nothing trained has said."""
+    shown = list(dict.fromkeys(f"{platform} ({device})" if device else platform for platform, device in devices))
+    return ", ".join(shown) if shown else "not recorded yet"

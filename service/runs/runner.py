@@ -1,8 +1,16 @@
-"""Starting a run (shared by the API and the CLI) and watching one to the end in a terminal."""
+"""Starting a run (shared by the API and the CLI) and watching one to the end in a terminal.
+
+In a terminal, Ctrl-C (or SIGTERM) interrupts the run instead of leaving it `running` for whatever process
+starts next: it becomes `interrupted` (`orchestrator.interrupt`) and `discovery runs resume` continues it here
+(`resume_to_completion`)."""
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from pydantic import BaseModel
 from rich.console import Console
@@ -15,9 +23,9 @@ from sqlalchemy import func, select
 from service.db import make_engine, make_session_factory, session_scope, upgrade_database
 from service.db.models import Candidate, Evaluation, Run
 from service.keys import UnknownKey, cli_owner
-from service.runs.orchestrator import advance, create_run
+from service.runs.orchestrator import advance, create_run, interrupt, resume
 from service.runs.queries.runs import discovery_of
-from service.runs.spec import RunSpec
+from service.runs.spec import RunSpec, spec_of
 from service.runs.views import Discovery
 from service.runtime import Runtime, build_runtime
 from service.settings import Settings
@@ -53,37 +61,121 @@ def start_run(runtime: Runtime, spec: RunSpec, owner_key_id: str | None = None,
     return run_id
 
 
+class RunInterrupted(Exception):
+    """Ctrl-C or SIGTERM stopped the run watched here: it is `interrupted`, its jobs wait in the database, and
+    the executor was closed without waiting (the process should exit now; `discovery runs resume` continues)."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id} interrupted")
+        self.run_id = run_id
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """In the main thread, SIGTERM raises KeyboardInterrupt as Ctrl-C does (a `kill`, a closing terminal)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupted(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_to_completion(settings: Settings, spec: RunSpec, console: Console) -> tuple[str, str]:
-    """Run a discovery in this process with a progress bar, then print its report; returns (run id, status)."""
+    """Run a discovery in this process with a progress bar, then print its report; returns (run id, status).
+
+    Ctrl-C or SIGTERM marks the run interrupted and raises RunInterrupted."""
     upgrade_database(settings.database_url)
     runtime = build_runtime(settings, local_workers=spec.concurrency, sweep_interval=5.0)
-    try:
-        with session_scope(runtime.factory) as session:
-            try:
-                owner = cli_owner(session, settings).id
-            except UnknownKey as exc:
-                raise RunRefused(str(exc)) from None
+    with _closing(runtime), sigterm_interrupts():
+        owner = _cli_owner_id(runtime)
         run_id = start_run(runtime, spec, owner_key_id=owner)
         console.print(f"run {run_id}: {spec.target} on {', '.join(spec.environments.train)}, "
                       f"{spec.proposer.kind} proposer, {spec.budget.candidates} candidates, profile {spec.profile}")
-        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                      TextColumn("best {task.fields[best]}"), TimeElapsedColumn(), console=console) as progress:
-            task = progress.add_task("candidates", total=spec.budget.candidates + 1, best="-")
-            while True:
-                with session_scope(runtime.factory) as session:
-                    run = session.get(Run, run_id)
-                    done = session.scalar(select(func.count()).select_from(Candidate).where(
-                        Candidate.run_id == run_id, Candidate.reference.is_(None), Candidate.finished))
-                    status, best, ended = run.status, run.best_score, run.ended
-                progress.update(task, completed=done, best=f"{best:.3f}" if best is not None else "-",
-                                description=status)
-                if ended:
-                    break
-                time.sleep(0.5)
-        print_report(runtime, run_id, console)
-        return run_id, status
+        return run_id, _watch(runtime, run_id, console)
+
+
+def resume_to_completion(settings: Settings, run_id: str, console: Console) -> str:
+    """Resume an interrupted run of this machine's database in this process, as `run_to_completion` runs a new
+    one; returns its final status. RunRefused when the run is not this identity's or not interrupted."""
+    upgrade_database(settings.database_url)
+    factory = make_session_factory(make_engine(settings.database_url))
+    with session_scope(factory) as session:
+        run = session.get(Run, run_id)
+        owner = cli_owner(session, settings).id if run is not None else None
+        if run is None or run.owner_key_id != owner:
+            raise RunRefused(f"no run {run_id!r} of yours in {settings.database_url.split('@')[-1]}")
+        concurrency = run.concurrency
+    factory.kw["bind"].dispose()
+    runtime = build_runtime(settings, local_workers=concurrency, sweep_interval=5.0)
+    with _closing(runtime), sigterm_interrupts():
+        refused = resume(runtime.factory, run_id)
+        if refused is not None:
+            raise RunRefused(refused)
+        console.print(f"run {run_id} resumed")
+        advance(runtime.factory, run_id, runtime.publish)
+        return _watch(runtime, run_id, console)
+
+
+@contextmanager
+def _closing(runtime: Runtime) -> Iterator[None]:
+    """Close the executor at the end, waiting for its jobs; on Ctrl-C, without waiting (the process exits)."""
+    wait = True
+    try:
+        yield
+    except (RunInterrupted, KeyboardInterrupt):
+        wait = False
+        raise
     finally:
-        runtime.executor.close()
+        runtime.executor.close(wait=wait)
+
+
+def _cli_owner_id(runtime: Runtime) -> str:
+    with session_scope(runtime.factory) as session:
+        try:
+            return cli_owner(session, runtime.settings).id
+        except UnknownKey as exc:
+            raise RunRefused(str(exc)) from None
+
+
+def _watch(runtime: Runtime, run_id: str, console: Console) -> str:
+    """Show the run's progress until it ends, then its report; its final status. Ctrl-C (or SIGTERM) interrupts
+    the run instead: RunInterrupted."""
+    try:
+        status = _progress(runtime, run_id, console)
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the record short
+        if interrupt(runtime.factory, run_id):
+            raise RunInterrupted(run_id) from None
+        with session_scope(runtime.factory) as session:  # it had just ended on its own
+            status = session.get(Run, run_id).status
+    print_report(runtime, run_id, console)
+    return status
+
+
+def _progress(runtime: Runtime, run_id: str, console: Console) -> str:
+    with session_scope(runtime.factory) as session:
+        total = spec_of(session.get(Run, run_id)).budget.candidates + 1
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TextColumn("best {task.fields[best]}"), TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task("candidates", total=total, best="-")
+        while True:
+            with session_scope(runtime.factory) as session:
+                run = session.get(Run, run_id)
+                done = session.scalar(select(func.count()).select_from(Candidate).where(
+                    Candidate.run_id == run_id, Candidate.reference.is_(None), Candidate.finished))
+                status, best, stopped = run.status, run.best_score, run.stopped
+            progress.update(task, completed=done, best=f"{best:.3f}" if best is not None else "-",
+                            description=status)
+            if stopped:
+                return status
+            time.sleep(0.5)
 
 
 def print_report(runtime: Runtime, run_id: str, console: Console) -> None:

@@ -83,6 +83,11 @@ class LLMProposerSpec(Strict):
                     "chat of every earlier reply and its fitness; none: the warm start only (best-of-N)")
     history_max_turns: int = Field(default=30, ge=1, le=1000,
                                    description="conversation: earlier proposals kept (the oldest are dropped)")
+    seed: int | None = Field(
+        default=None, ge=0, le=2**31 - 1,
+        description="sent with every chat completion as `seed`, plus the proposal's index (so a run's requests "
+                    "repeat while its proposals differ); best-effort determinism at endpoints that honour it. "
+                    "null: not sent")
     base_url: HttpUrl | None = Field(default=None, description="OpenAI-compatible endpoint; default from settings")
     price_per_1k_prompt_tokens: float | None = Field(default=None, ge=0)
     price_per_1k_completion_tokens: float | None = Field(default=None, ge=0)

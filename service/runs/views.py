@@ -131,6 +131,14 @@ class IslandStats(View):
     best_score: float | None = Field(description="its best candidate's score (verified when it was raced)")
 
 
+class TrainedOn(View):
+    """A platform and device the trainer ran a run's evaluations on."""
+
+    platform: str = Field(description='JAX\'s backend: "cpu", "cuda"')
+    device: str | None = Field(description='the device: "TFRT_CPU_0", "cuda:0"')
+    evaluations: int
+
+
 class RunOut(View):
     id: str
     status: str
@@ -163,6 +171,9 @@ class RunOut(View):
     provenance: dict[str, str | None] | None = Field(
         default=None, description="what made the run: package version and git commit, jax/jaxlib/gymnax versions, "
         "Python, OS and host, recorded when it was created")
+    trained_on: list[TrainedOn] = Field(
+        default_factory=list, description="where the trainer ran the run's evaluations: JAX's platform and device, "
+        "most evaluations first (empty until one is trained)")
     webhook: WebhookOut | None = None
     created_at: datetime
     started_at: datetime | None
@@ -242,6 +253,8 @@ class EvaluationOut(View):
     error: str | None
     compile_seconds: float | None
     train_seconds: float | None
+    platform: str | None = None  # where the trainer ran it ("cpu", "cuda"); None: not trained or not recorded
+    device: str | None = None  # "TFRT_CPU_0", "cuda:0"
 
 
 class LlmCallOut(View):

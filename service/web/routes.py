@@ -27,7 +27,7 @@ from service.keys import find_key
 from service.runs import export
 from service.runs.events import event_stream
 from service.runs.presets import PRESETS
-from service.runs.provenance import provenance_text
+from service.runs.provenance import provenance_text, trained_on_text
 from service.runs.queries.ownership import owned_candidate, owned_run
 from service.runs.queries.runs import discovery_of
 from service.runs.runner import RunRefused, start_run
@@ -81,7 +81,8 @@ def duration(seconds: float | None) -> str:
 
 templates = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True, undefined=StrictUndefined,
                         trim_blocks=True, lstrip_blocks=True)
-templates.filters.update(score=score, number=number, when=when, duration=duration, provenance=provenance_text)
+templates.filters.update(score=score, number=number, when=when, duration=duration, provenance=provenance_text,
+                         trained_on=lambda items: trained_on_text((t.platform, t.device) for t in items))
 templates.globals.update(final_statuses=RUN_FINAL_STATUSES)
 
 

@@ -40,3 +40,13 @@ def test_a_hostile_name_or_thought_stays_a_comment(text: str, tmp_path: Path) ->
 def test_comment_safe_escapes_every_line_break_python_knows() -> None:
     assert comment_safe("a\nb\rc\x00d\u2028e") == "a\\nb\\rc\\x00d\\u2028e"
     assert comment_safe("ratio → 1 ± ε") == "ratio → 1 ± ε"  # printable text is kept as it is
+
+
+def test_the_header_says_where_the_best_was_trained() -> None:
+    run = Run(id="r" * 32, target="lpo", proposer={"kind": "evolution"}, profile="smoke", seed=0)
+    best = Candidate(id="c" * 32, index=1, name="smooth", thought="", code=DRIFT, stats={}, verified_score=1.1)
+    rows = [Evaluation(env=env, phase=phase, round=0, normalised_score=1.0, final_return=100.0, stats=None,
+                       platform="cpu", device="TFRT_CPU_0") for env, phase in (("CartPole-v1", "train"),
+                                                                               ("Acrobot-v1", "test"))]
+    assert "# Trained on: cpu (TFRT_CPU_0).\n" in best_file(run, best, rows, "a verdict")
+    assert "# Trained on: not recorded yet.\n" in best_file(run, best, [], "a verdict")

@@ -172,6 +172,24 @@ def test_send_temperature_false_still_omits_it_and_max_tokens_is_sent_by_default
     assert request["max_tokens"] == 4096 and "max_completion_tokens" not in request
 
 
+def test_the_specs_seed_is_sent_with_the_proposals_index_and_none_is_sent_without_one(llm_server):
+    from service.runs.jobs.propose import proposer_config
+
+    spec = RunSpec(proposer=LLMProposerSpec.model_validate({"kind": "llm", "model": "m", "base_url": llm_server.url,
+                                                            "seed": 41}))
+    assert proposer_config(spec).llm.seed == 41 and proposer_config(spec, index=3).llm.seed == 44
+    llm_server.script += [reply(GOOD_CODE), reply(OTHER_CODE)]
+    make_proposer(proposer_config(spec, index=3)).propose(context([], index=3))
+    make_proposer(config_from_spec({"kind": "llm", "model": "m", "base_url": llm_server.url})).propose(
+        context([], index=4))
+
+    first, second = llm_server.requests
+    assert first["seed"] == 44
+    assert "seed" not in second
+    with pytest.raises(ValidationError):
+        LLMProposerSpec.model_validate({"kind": "llm", "model": "m", "seed": -1})
+
+
 def test_max_tokens_and_max_completion_tokens_are_mutually_exclusive():
     with pytest.raises(ValidationError, match="mutually exclusive"):
         LLMProposerSpec.model_validate({"kind": "llm", "model": "m", "max_tokens": 1000,

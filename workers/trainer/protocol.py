@@ -53,7 +53,8 @@ class TrainResponse(BaseModel):
     finite: EncodedArray | None = None  # [trained, lr, seed]: losses, parameters and returns stayed finite
     diagnostics: EncodedArray | None = None  # [trained, lr, seed, update, part]: PPO's loss parts (results.DIAGNOSTICS)
     random_returns: list[float] | None = None  # per seed: a random policy's mean return over whole episodes
-    platform: str = ""
+    platform: str = ""  # JAX's backend: "cpu", "cuda"
+    device: str = ""  # the device trained on: "TFRT_CPU_0", "cuda:0"
     compile_seconds: float = 0.0
     train_seconds: float = 0.0
     error: str | None = None  # the request itself could not be served

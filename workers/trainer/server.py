@@ -48,6 +48,11 @@ def platform() -> str:
     return jax.default_backend()
 
 
+def device() -> str:
+    """The device the trainer's programs run on, as JAX names it ("TFRT_CPU_0", "cuda:0")."""
+    return str(jax.devices()[0])
+
+
 class LaneArrays(NamedTuple):
     return_sum: np.ndarray  # [candidate, lr, seed, update]
     episodes: np.ndarray  # [candidate, lr, seed, update]
@@ -94,7 +99,7 @@ def checked_artifact(encoded: str, target_name: str, platform: str, sizes: tuple
 
 def handle(request: TrainRequest) -> TrainResponse:
     target = get_target(request.target)
-    response = TrainResponse(platform=platform())
+    response = TrainResponse(platform=platform(), device=device())
     if request.artifacts is None:
         plugins, trained = warm_start_plugins(), [0]
     else:
@@ -150,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
         install_from_fd(args.seccomp_fd)
     configure_compile_cache(args.cache_dir)
     os.set_inheritable(args.result_fd, False)
-    write_frame(args.result_fd, TrainResponse(platform=platform()).model_dump_json().encode())  # ready
+    write_frame(args.result_fd, TrainResponse(platform=platform(), device=device()).model_dump_json().encode())  # ready
     serve(args.result_fd)
 
 

@@ -1,5 +1,5 @@
-"""Runs: create (idempotent), list, get, cancel, extend, live events (SSE), candidates, the best as a .py file,
-webhook deliveries."""
+"""Runs: create (idempotent), list, get, cancel, extend, resume, live events (SSE), candidates, the best as a .py
+file, webhook deliveries."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from service.api.schemas import Page, Problem
 from service.db.models import ApiKey, Run
 from service.runs import export
 from service.runs.events import event_stream
-from service.runs.orchestrator import advance, cancel, extend, request_hash
+from service.runs.orchestrator import advance, cancel, extend, request_hash, resume
 from service.runs.queries.candidates import candidates_page
 from service.runs.queries.ownership import owned_run, owns_delivery
 from service.runs.queries.runs import discovery_of, run_by_idempotency_key, run_out, runs_page, webhook_secret
@@ -98,8 +98,9 @@ async def list_runs(key: KeyDep, runtime: RuntimeDep,
 
 def _runs_page(session: Session, key: ApiKey, status: str | None, target: str | None, limit: int,
                after: tuple[datetime, str] | None) -> Page[RunListItem]:
-    items, last = runs_page(session, key, status=status, target=target, limit=limit, after=after)
-    return Page(items=items, next_cursor=_encode_cursor(last[0].isoformat(), last[1]) if last else None)
+    items, more = runs_page(session, key.id, status, target, limit, after)
+    last = items[-1] if more else None
+    return Page(items=items, next_cursor=_encode_cursor(last.created_at.isoformat(), last.id) if last else None)
 
 
 @router.get("/runs/{run_id}", response_model=RunOut, responses=NOT_FOUND)
@@ -125,6 +126,19 @@ def extend_run(run_id: str, more: Extension, key: KeyDep, session: SessionDep, r
     """Give a completed run more budget: it continues from its history, proposal numbers going on from its last."""
     found(owned_run(session, key, run_id), "run", run_id)
     refused = extend(runtime.factory, run_id, more)
+    if refused is not None:
+        raise HTTPException(409, refused)
+    advance(runtime.factory, run_id, runtime.publish)
+    session.expire_all()
+    return run_out(session, found(owned_run(session, key, run_id), "run", run_id))
+
+
+@router.post("/runs/{run_id}/resume", response_model=RunOut, responses={**NOT_FOUND, 409: {"model": Problem}})
+def resume_run(run_id: str, key: KeyDep, session: SessionDep, runtime: RuntimeDep) -> RunOut:
+    """Continue an interrupted run (its `discovery run` got Ctrl-C) on this server, where it stopped; 409 for a run
+    that is not interrupted."""
+    found(owned_run(session, key, run_id), "run", run_id)
+    refused = resume(runtime.factory, run_id)
     if refused is not None:
         raise HTTPException(409, refused)
     advance(runtime.factory, run_id, runtime.publish)

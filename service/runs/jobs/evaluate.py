@@ -112,6 +112,7 @@ def _store(factory: sessionmaker[Session], item: _Pending, env: str, phase: Eval
             score_basis=scored.basis if scored else None, stats=scored.model_dump(mode="json") if scored else None,
             compile_seconds=r.compile_seconds if r else None,
             train_seconds=r.train_seconds if r else None, artifact_sha256=r.artifact_sha256 if r else None,
+            platform=r.platform if r else None, device=r.device if r else None,
         ))
     item.done[env] = result.outcome
 

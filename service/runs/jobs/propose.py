@@ -40,8 +40,9 @@ from workers.results import TraceResult
 from workers.vocabulary import CandidateStatus, EventType, JobKind, JobStatus, Outcome
 
 
-def proposer_config(spec: RunSpec, model: str | None = None) -> ProposerConfig:
-    """The proposer a run's spec asks for (with an ensemble, `model` is the one picked for this proposal)."""
+def proposer_config(spec: RunSpec, model: str | None = None, index: int = 0) -> ProposerConfig:
+    """The proposer a run's spec asks for proposal `index` (with an ensemble, `model` is the one picked for it;
+    with a seed, the request's seed is the spec's plus `index`)."""
     proposer = spec.proposer
     if isinstance(proposer, EvolutionProposerSpec):
         return ProposerConfig(kind="evolution", evolution=EvolutionSettings(**proposer.model_dump(
@@ -49,6 +50,8 @@ def proposer_config(spec: RunSpec, model: str | None = None) -> ProposerConfig:
     assert isinstance(proposer, LLMProposerSpec)
     llm = LLMSettings(**proposer.model_dump(mode="json", include=set(LLMSettings.model_fields)))
     llm.model = model or llm.model
+    if proposer.seed is not None:
+        llm.seed = (proposer.seed + index) % 2**31
     return ProposerConfig(kind="llm", llm=llm,
                           history=HistorySettings(mode=proposer.history, max_turns=proposer.history_max_turns))
 
@@ -132,7 +135,7 @@ def propose(factory: sessionmaker[Session], settings: Settings, job_id: str) -> 
     with session_scope(factory) as session:
         run = session.get(Run, run_id)
         context, placement = build_context(session, run, index)
-        config = proposer_config(spec_of(run), placement.model)
+        config = proposer_config(spec_of(run), placement.model, index)
     if config.kind == "llm" and config.llm.base_url and not settings.llm_endpoint_allowed(config.llm.base_url):
         # A run stored before the operator narrowed the endpoints: its proposals stop, the key stays here.
         raise ProposerUnavailable(f"the endpoint {config.llm.base_url} is not one this server's operator allows")

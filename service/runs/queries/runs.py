@@ -22,6 +22,7 @@ from service.runs.views import (
     RunListItem,
     RunOut,
     Spent,
+    TrainedOn,
     WebhookOut,
 )
 from workers.targets import TARGETS
@@ -68,8 +69,18 @@ RUN_META_TESTS = select(Evaluation.candidate_id, Evaluation.env, Evaluation.norm
                         ).join(Candidate).where(Candidate.run_id == _RUN, Evaluation.phase == EvalPhase.TEST)
 
 
+def trained_on(session: Session, run_id: str) -> list[TrainedOn]:
+    """The platforms and devices the trainer ran the run's evaluations on, most evaluations first."""
+    count = func.count()
+    rows = session.execute(select(Evaluation.platform, Evaluation.device, count).join(Candidate)
+                           .where(Candidate.run_id == run_id, Evaluation.platform.is_not(None))
+                           .group_by(Evaluation.platform, Evaluation.device).order_by(count.desc())).all()
+    return [TrainedOn(platform=platform, device=device, evaluations=n) for platform, device, n in rows]
+
+
 def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> RunOut:
-    """The run as the API shows it, in two queries: one row of figures, then the meta-test rows."""
+    """The run as the API shows it: one row of figures, the meta-test rows, where it was trained, and the
+    search's breakdowns where the run has them."""
     ids = {"run_id": run.id, "best_id": run.best_candidate_id}
     spec = spec_of(run)
     done, in_flight, warm_id, best_index, best_name, best_stats, endpoint_url, endpoint_events = session.execute(
@@ -102,7 +113,7 @@ def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> Ru
                    for env in run.test_envs],
         operators=operator_stats(session, run, spec), search=run.search, models=model_stats(session, run, spec),
         islands=island_stats(session, run, spec),
-        error=run.error, provenance=run.config.get("provenance"),
+        error=run.error, provenance=run.config.get("provenance"), trained_on=trained_on(session, run.id),
         webhook=WebhookOut(url=endpoint_url, events=endpoint_events, secret=webhook_secret)
         if endpoint_url is not None else None,
         created_at=run.created_at, started_at=run.started_at, finished_at=run.finished_at,
@@ -111,14 +122,13 @@ def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> Ru
     )
 
 
-def runs_page(session: Session, key: ApiKey, *, status: str | None, target: str | None, limit: int,
-              after: tuple[datetime, str] | None) -> tuple[list[RunListItem], tuple[datetime, str] | None]:
-    """A page of the key's runs, newest first, after (created_at, id) `after`; and the key of the page's last
-    run when there are more."""
+def runs_page(session: Session, owner_key_id: str, status: str | None, target: str | None, limit: int,
+              after: tuple[datetime, str] | None = None) -> tuple[list[RunListItem], bool]:
+    """The owner's runs, newest first, after (created_at, id) `after`: up to `limit`, and whether more follow."""
     proposer = func.coalesce(Run.proposer["kind"].as_string(), "?").label("proposer")
     query = select(Run.id, Run.status, Run.target, proposer,
                    Run.profile, Run.budget["candidates"].as_integer().label("candidates_budget"), Run.best_score,
-                   Run.best_verdict, Run.created_at, Run.finished_at).where(Run.owner_key_id == key.id)
+                   Run.best_verdict, Run.created_at, Run.finished_at).where(Run.owner_key_id == owner_key_id)
     if status:
         query = query.where(Run.status == status)
     if target:
@@ -127,8 +137,7 @@ def runs_page(session: Session, key: ApiKey, *, status: str | None, target: str 
         created_at, run_id = after
         query = query.where(or_(Run.created_at < created_at, and_(Run.created_at == created_at, Run.id < run_id)))
     rows = session.execute(query.order_by(Run.created_at.desc(), Run.id.desc()).limit(limit + 1)).all()
-    last = rows[limit - 1] if len(rows) > limit else None
-    return [RunListItem.model_validate(row) for row in rows[:limit]], (last.created_at, last.id) if last else None
+    return [RunListItem.model_validate(row) for row in rows[:limit]], len(rows) > limit
 
 
 def recent_runs(session: Session, key: ApiKey, limit: int) -> list[tuple[Run, int]]:
