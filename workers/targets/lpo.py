@@ -7,7 +7,7 @@ the target's card (JAX-free); its probe, rules and modules are in `workers.targe
 
 from __future__ import annotations
 
-from workers.targets.base import Reference, Target, TargetInput
+from workers.targets.base import Network, Reference, Target, TargetInput
 
 WARM_START = '''import jax
 import jax.numpy as jnp
@@ -73,4 +73,8 @@ TARGET = Target(
                   "alpha tanh((r-1)A/alpha)); for A < 0, relu(log(r)A - beta tanh(log(r)A/beta)); alpha 2, beta 0.6",
                   DPO),
     ),
+    network=Network(
+        name="lpo_network", kernel="workers.targets.kernels.lpo_network", parameter_count=1152,
+        description="the paper's MetaDrift (ES-LPO): Dense(128, no bias), tanh, Dense(1, no bias) on [r-1, (r-1)^2, "
+                    "log r, (log r)^2 and each times A], a residual on PPO's clip: relu(net - 1e-4 + relu(ppo))"),
 )
