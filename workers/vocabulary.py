@@ -32,6 +32,13 @@ class CandidateStatus(StrEnum):
     FAILED = "failed"
 
 
+class CandidateKind(StrEnum):
+    """What a candidate is: code (proposed, traced, verified) or a network's parameters (ES; project code)."""
+
+    CODE = "code"
+    NETWORK = "network"
+
+
 class EvalPhase(StrEnum):
     TRAIN = "train"  # meta-train environments, the run's fitness
     REEVAL = "reeval"  # the same environments on fresh seeds, in racing rounds: the verdict
