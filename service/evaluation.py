@@ -138,12 +138,32 @@ def anchor_for(settings: Settings, target: str, env: str, profile: str, rates: l
     return get_anchor(env, profile, seeds, rates, artifact_sha256(warm), settings.cache_dir, measure)
 
 
+Trainable = str | np.ndarray  # a traced artifact (base64), or a parameter vector of the target's network
+
+
+def train_request(target: str, env: str, profile: str, seeds: list[int], rates: list[float], batch: list[Trainable],
+                  check_rules: bool = False) -> TrainRequest:
+    """The trainer's request for a batch of artifacts, or of the target's network's parameter vectors (one kind)."""
+    vectors = [item for item in batch if isinstance(item, np.ndarray)]
+    if not vectors:
+        return TrainRequest(target=target, env=env, profile=profile, seeds=seeds, learning_rates=rates,
+                            artifacts=[item for item in batch if isinstance(item, str)], check_rules=check_rules)
+    network = TARGETS[target].network
+    if network is None:
+        raise ValueError(f"target {target!r} has no network to train parameters of")
+    if len(vectors) != len(batch):
+        raise ValueError("a batch trains artifacts or parameter vectors, not both")
+    if any(v.shape != (network.parameter_count,) for v in vectors):
+        raise ValueError(f"{network.name} takes vectors of {network.parameter_count} values")
+    return TrainRequest(target=target, env=env, profile=profile, seeds=seeds, learning_rates=rates,
+                        parameters=[encode_parameters(v) for v in vectors], network=network.name)
+
+
 def train_artifacts(settings: Settings, target: str, env: str, profile: str, seeds: list[int], rates: list[float],
-                    artifacts: list[str], anchor: Anchor, check_rules: bool = False) -> list[EvaluationResult]:
-    """Train a batch of artifacts in one program; one result per artifact, in order (with `check_rules`, the
-    trainer refuses artifacts that break the target's rules)."""
-    request = TrainRequest(target=target, env=env, profile=profile, seeds=seeds, learning_rates=rates,
-                           artifacts=artifacts, check_rules=check_rules)
+                    artifacts: list[Trainable], anchor: Anchor, check_rules: bool = False) -> list[EvaluationResult]:
+    """Train a batch of artifacts (or of network vectors) in one program; one result per item, in order (with
+    `check_rules`, the trainer refuses artifacts that break the target's rules)."""
+    request = train_request(target, env, profile, seeds, rates, artifacts, check_rules)
     with POOL.acquire(trainer_config(settings)) as trainer:
         return train_batch(trainer, request, anchor)
 
@@ -175,7 +195,7 @@ def anchor_row(settings: Settings, target: str, env: str, profile: str, protocol
 
 
 def evaluate_artifacts(settings: Settings, target: str, env: str, profile: str, protocol: str, plan: SeedPlan,
-                       artifacts: list[str], chosen: list[float | None], check_rules: bool = False
+                       artifacts: list[Trainable], chosen: list[float | None], check_rules: bool = False
                        ) -> tuple[list[EvaluationResult], Anchor]:
     """Train candidates on one environment under the learning-rate protocol; one result per artifact.
 
@@ -271,13 +291,9 @@ def train_population(settings: Settings, target: str, env: str, profile: str, se
     program, every member on the same seeds (common random numbers); one result per member, in order. The
     trainer decodes and checks each vector (`workers.trainer.parameters.decode_parameters`); a refused vector
     is a refused result."""
-    network = TARGETS[target].network
-    if network is None:
-        raise ValueError(f"target {target!r} has no network to train parameters of")
-    if vectors.ndim != 2 or vectors.shape[1] != network.parameter_count:
-        raise ValueError(f"{network.name} takes vectors of {network.parameter_count} values, got {vectors.shape}")
-    request = TrainRequest(target=target, env=env, profile=profile, seeds=seeds, learning_rates=[rate],
-                           parameters=[encode_parameters(v) for v in vectors], network=network.name)
+    if vectors.ndim != 2:
+        raise ValueError(f"a population is [members, parameters], got shape {vectors.shape}")
+    request = train_request(target, env, profile, seeds, [rate], list(vectors))
     with POOL.acquire(trainer_config(settings)) as trainer:
         return train_batch(trainer, request, anchor)
 

@@ -25,8 +25,8 @@ from service.runs.jobs.claim import claim_batch
 from service.runs.orchestrator import advance, create_run
 from service.runs.spec import RunSpec
 from service.settings import Settings
-from workers.results import SeedPlan
-from workers.vocabulary import CandidateKind, JobKind, JobStatus, Metric, RunStatus, Task
+from workers.results import EvaluationResult, SeedPlan
+from workers.vocabulary import CandidateKind, CandidateStatus, JobKind, JobStatus, Metric, Outcome, RunStatus, Task
 
 DIM = 1152
 GOAL = np.random.default_rng(7).standard_normal(DIM) * 0.05
@@ -172,3 +172,38 @@ def test_a_generation_whose_every_member_fails_fails_the_run(
         run = session.get(Run, run_id)
         assert run.status == RunStatus.FAILED and "every member of ES generation 0 failed" in run.error
         assert session.get(Job, job.id).status == JobStatus.FAILED
+
+
+def test_a_network_candidate_is_trained_from_its_vector_never_traced(
+        session_factory: sessionmaker[Session], settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_id, published = _es_run(session_factory, generations=1, every_k=1), Published()
+    monkeypatch.setattr(es_job, "evaluate_population", Recorder())
+    advance(session_factory, run_id, published)
+    job = _open_generation(session_factory, run_id)
+    assert job is not None
+    jobs_module.run_job(session_factory, settings, job.id, published)
+    trained: list[list[object]] = []
+
+    def evaluate_artifacts(settings: Settings, target: str, env: str, profile: str, protocol: str, plan: SeedPlan,
+                           artifacts: list[object], chosen: list[float | None], check_rules: bool = False
+                           ) -> tuple[list[EvaluationResult], None]:
+        trained.append(artifacts)
+        return [EvaluationResult(outcome=Outcome.refused, error="the trainer refused it") for _ in artifacts], None
+
+    def trace_many(settings: Settings, target: str, codes: list[str]) -> list[object]:
+        assert codes == [], "a network candidate is never traced"
+        return []
+
+    monkeypatch.setattr("service.runs.jobs.evaluate.evaluate_artifacts", evaluate_artifacts)
+    monkeypatch.setattr("service.runs.jobs.evaluate.trace_many", trace_many)
+    with session_scope(session_factory) as session:
+        candidate = session.scalar(select(Candidate).where(Candidate.run_id == run_id,
+                                                           Candidate.kind == CandidateKind.NETWORK))
+        evaluate = session.scalar(select(Job).where(Job.candidate_id == candidate.id))
+        mean = ESState.from_dict(session.get(ESGeneration, (run_id, 0)).state).mean
+    jobs_module.run_job(session_factory, settings, evaluate.id, published)
+    (vector,), = trained
+    assert isinstance(vector, np.ndarray) and np.array_equal(vector, np.asarray(mean, dtype=np.float32))
+    with session_scope(session_factory) as session:
+        candidate = session.get(Candidate, candidate.id)
+        assert candidate.status == CandidateStatus.FAILED and candidate.outcome == Outcome.refused
