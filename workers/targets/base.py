@@ -112,6 +112,9 @@ class Network:
     kernel: str
     parameter_count: int
     description: str
+    # The network as a standalone module in plain JAX, reading its flat vector from a module-level `PARAMETERS`
+    # (a list of floats) that an export appends: what a network candidate's `best.py` is made of.
+    source: str = ""
 
 
 @dataclass(frozen=True)

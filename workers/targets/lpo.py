@@ -37,6 +37,26 @@ def drift(ratio, advantage, epsilon):
 '''
 
 
+NETWORK_SOURCE = '''import jax
+import jax.numpy as jnp
+
+FEATURES, HIDDEN, OFFSET = 8, 128, 1e-4  # 1,152 parameters: W1 [8, 128] row-major, then W2 [128]
+
+
+def drift(ratio, advantage, epsilon):
+    """ES-LPO's drift: relu(net(x) - 1e-4 + relu(PPO's clip drift)), the network's weights in PARAMETERS."""
+    weights = jnp.asarray(PARAMETERS, jnp.float32)
+    hidden, output = weights[: FEATURES * HIDDEN].reshape(FEATURES, HIDDEN), weights[FEATURES * HIDDEN:]
+    ratio, advantage = jnp.asarray(ratio, jnp.float32), jnp.asarray(advantage, jnp.float32)
+    shifted, log_ratio = ratio - 1.0, jnp.log(ratio)
+    base = jnp.stack([shifted, shifted * shifted, log_ratio, log_ratio * log_ratio], axis=-1)
+    x = jnp.concatenate([base, base * advantage[..., None]], axis=-1)
+    net = jnp.tanh(x @ hidden) @ output
+    ppo = jax.nn.relu((ratio - jnp.clip(ratio, 1.0 - epsilon, 1.0 + epsilon)) * advantage)
+    return jax.nn.relu(net - OFFSET + ppo)
+'''
+
+
 TARGET = Target(
     name="lpo",
     component="drift function for Learned Policy Optimisation (it replaces PPO's clipping)",
@@ -76,5 +96,6 @@ TARGET = Target(
     network=Network(
         name="lpo_network", kernel="workers.targets.kernels.lpo_network", parameter_count=1152,
         description="the paper's MetaDrift (ES-LPO): Dense(128, no bias), tanh, Dense(1, no bias) on [r-1, (r-1)^2, "
-                    "log r, (log r)^2 and each times A], a residual on PPO's clip: relu(net - 1e-4 + relu(ppo))"),
+                    "log r, (log r)^2 and each times A], a residual on PPO's clip: relu(net - 1e-4 + relu(ppo))",
+        source=NETWORK_SOURCE),
 )
