@@ -9,8 +9,10 @@ per-seed normalised scores and their comparison with the anchor (`workers/statis
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -21,10 +23,12 @@ from service.settings import Settings
 from workers.anchor import Anchor, AnchorError, anchor_seeds, get_anchor
 from workers.evaluate import artifact_sha256, trace, train_batch
 from workers.results import Comparison, EnvResult, EvaluationResult, LearningRateChoice, SeedPlan, TraceResult
+from workers.rl.envs import get_config
 from workers.sandbox.host import SandboxLimits, require_isolation
 from workers.statistics import compare
 from workers.targets import TARGETS
 from workers.trainer.client import POOL, TrainerConfig
+from workers.trainer.parameters import encode_parameters
 from workers.trainer.protocol import TrainRequest
 from workers.vocabulary import LearningRateProtocol, Metric, Outcome, ScoreBasis
 
@@ -134,12 +138,32 @@ def anchor_for(settings: Settings, target: str, env: str, profile: str, rates: l
     return get_anchor(env, profile, seeds, rates, artifact_sha256(warm), settings.cache_dir, measure)
 
 
+Trainable = str | np.ndarray  # a traced artifact (base64), or a parameter vector of the target's network
+
+
+def train_request(target: str, env: str, profile: str, seeds: list[int], rates: list[float], batch: list[Trainable],
+                  check_rules: bool = False) -> TrainRequest:
+    """The trainer's request for a batch of artifacts, or of the target's network's parameter vectors (one kind)."""
+    vectors = [item for item in batch if isinstance(item, np.ndarray)]
+    if not vectors:
+        return TrainRequest(target=target, env=env, profile=profile, seeds=seeds, learning_rates=rates,
+                            artifacts=[item for item in batch if isinstance(item, str)], check_rules=check_rules)
+    network = TARGETS[target].network
+    if network is None:
+        raise ValueError(f"target {target!r} has no network to train parameters of")
+    if len(vectors) != len(batch):
+        raise ValueError("a batch trains artifacts or parameter vectors, not both")
+    if any(v.shape != (network.parameter_count,) for v in vectors):
+        raise ValueError(f"{network.name} takes vectors of {network.parameter_count} values")
+    return TrainRequest(target=target, env=env, profile=profile, seeds=seeds, learning_rates=rates,
+                        parameters=[encode_parameters(v) for v in vectors], network=network.name)
+
+
 def train_artifacts(settings: Settings, target: str, env: str, profile: str, seeds: list[int], rates: list[float],
-                    artifacts: list[str], anchor: Anchor, check_rules: bool = False) -> list[EvaluationResult]:
-    """Train a batch of artifacts in one program; one result per artifact, in order (with `check_rules`, the
-    trainer refuses artifacts that break the target's rules)."""
-    request = TrainRequest(target=target, env=env, profile=profile, seeds=seeds, learning_rates=rates,
-                           artifacts=artifacts, check_rules=check_rules)
+                    artifacts: list[Trainable], anchor: Anchor, check_rules: bool = False) -> list[EvaluationResult]:
+    """Train a batch of artifacts (or of network vectors) in one program; one result per item, in order (with
+    `check_rules`, the trainer refuses artifacts that break the target's rules)."""
+    request = train_request(target, env, profile, seeds, rates, artifacts, check_rules)
     with POOL.acquire(trainer_config(settings)) as trainer:
         return train_batch(trainer, request, anchor)
 
@@ -171,7 +195,7 @@ def anchor_row(settings: Settings, target: str, env: str, profile: str, protocol
 
 
 def evaluate_artifacts(settings: Settings, target: str, env: str, profile: str, protocol: str, plan: SeedPlan,
-                       artifacts: list[str], chosen: list[float | None], check_rules: bool = False
+                       artifacts: list[Trainable], chosen: list[float | None], check_rules: bool = False
                        ) -> tuple[list[EvaluationResult], Anchor]:
     """Train candidates on one environment under the learning-rate protocol; one result per artifact.
 
@@ -250,3 +274,52 @@ def score_artifact(settings: Settings, target: str, artifact: str, env: str, pro
         raise EvaluationFailed(evaluation.outcome.value, (evaluation.error or "no result").splitlines()[0])
     return ScoredResult(result=evaluation.result, anchor=anchor,
                         scored=env_score(evaluation.result, anchor, metric=metric))
+
+
+class PopulationScore(BaseModel):
+    """An ES generation's evaluation: each member's fitness, and what it cost."""
+
+    fitness: list[float]  # per member: mean normalised score over the environments (NaN: a member failed)
+    errors: dict[int, str]  # member -> why it has no score (its first failure)
+    env_steps: int  # members x seeds x the profile's steps, summed over the environments
+    trainer_seconds: float  # wall time spent in trainer requests
+
+
+def train_population(settings: Settings, target: str, env: str, profile: str, seeds: list[int], rate: float,
+                     vectors: np.ndarray, anchor: Anchor) -> list[EvaluationResult]:
+    """Train a population of the target's network (`vectors`: [members, parameters]) on one environment in one
+    program, every member on the same seeds (common random numbers); one result per member, in order. The
+    trainer decodes and checks each vector (`workers.trainer.parameters.decode_parameters`); a refused vector
+    is a refused result."""
+    if vectors.ndim != 2:
+        raise ValueError(f"a population is [members, parameters], got shape {vectors.shape}")
+    request = train_request(target, env, profile, seeds, [rate], list(vectors))
+    with POOL.acquire(trainer_config(settings)) as trainer:
+        return train_batch(trainer, request, anchor)
+
+
+def member_scores(results: list[EvaluationResult], anchor: Anchor, metric: Metric) -> list[float]:
+    """Each member's mean normalised score over its seeds against the anchor (NaN where it has no result)."""
+    return [float(np.mean(anchor.normalise(r.result.per_seed(metric), metric)[0])) if r.result is not None
+            else math.nan for r in results]
+
+
+def evaluate_population(settings: Settings, target: str, envs: list[str], profile: str, protocol: str,
+                        plan: SeedPlan, seeds: list[int], vectors: np.ndarray, metric: Metric) -> PopulationScore:
+    """Fitness as in the paper's ES-LPO, with the service's normaliser: each member's final return per seed
+    normalised against the run's anchor (the warm start = 1.0), averaged over seeds, then over the meta-train
+    environments. Every member trains at the warm start's rate under the run's protocol, on `seeds`."""
+    started = time.monotonic()
+    per_env: list[list[float]] = []
+    errors: dict[int, str] = {}
+    for env in envs:
+        anchor = anchor_of(settings, target, env, profile, protocol, plan)
+        results = train_population(settings, target, env, profile, seeds, anchor.best_lr, vectors, anchor)
+        for member, result in enumerate(results):
+            if result.result is None:
+                errors.setdefault(member, f"{env}: {result.outcome}: {result.error or 'no result'}")
+        per_env.append(member_scores(results, anchor, metric))
+    fitness = np.mean(np.asarray(per_env, dtype=np.float64), axis=0)  # NaN wherever a member failed anywhere
+    steps = sum(get_config(env, profile).env_steps for env in envs) * len(seeds) * len(vectors)
+    return PopulationScore(fitness=[float(f) for f in fitness], errors=errors, env_steps=steps,
+                           trainer_seconds=time.monotonic() - started)

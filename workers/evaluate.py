@@ -31,6 +31,7 @@ from workers.rl.scoring import (
 from workers.sandbox.host import SandboxLimits
 from workers.sandbox.isolate import trace_candidate
 from workers.trainer.client import TrainerFailed, TrainerProcess
+from workers.trainer.parameters import TRAINER_TRAINS_PARAMETERS, parameters_sha256
 from workers.trainer.protocol import TrainRequest, TrainResponse
 from workers.vocabulary import Outcome
 
@@ -83,8 +84,15 @@ def env_result(env: str, profile: str, seeds: list[int], learning_rates: list[fl
     )
 
 
+def _trained_sha256(request: TrainRequest, index: int) -> str | None:
+    """What candidate `index` trained: its artifact's or its parameter vector's SHA-256 (None: the warm start)."""
+    if request.parameters is not None:
+        return parameters_sha256(request.parameters[index])
+    return None if request.artifacts is None else artifact_sha256(request.artifacts[index])
+
+
 def _results(request: TrainRequest, response: TrainResponse, seconds: float) -> list[EvaluationResult]:
-    count = 1 if request.artifacts is None else len(request.artifacts)
+    count = request.candidates
     if response.error is not None:
         return [EvaluationResult(outcome=Outcome.error, error=f"the trainer failed: {response.error}", seconds=seconds)
                 for _ in range(count)]
@@ -111,7 +119,7 @@ def _results(request: TrainRequest, response: TrainResponse, seconds: float) -> 
                                         error="training produced NaN or Inf (in the loss, the parameters or the "
                                               "returns)"))
             continue
-        sha = None if request.artifacts is None else artifact_sha256(request.artifacts[index])
+        sha = _trained_sha256(request, index)
         try:
             result = env_result(request.env, request.profile, request.seeds, request.learning_rates, return_sum,
                                 episodes, diagnostics, response, sha)
@@ -131,25 +139,26 @@ def train_batch(trainer: TrainerProcess, request: TrainRequest, anchor: Anchor |
     after a crash), down to single candidates, which then fail alone.
     """
     started = time.monotonic()
-    count = 1 if request.artifacts is None else len(request.artifacts)
+    count = request.candidates
+    if request.parameters is not None and not TRAINER_TRAINS_PARAMETERS:
+        return [EvaluationResult(outcome=Outcome.refused, error="the trainer does not train parameter vectors yet "
+                                 "(docs/meta_learners.md, steps 3-4)", seconds=0.0) for _ in range(count)]
     lanes = count * len(request.seeds) * len(request.learning_rates)
     try:
         response = trainer.train(request, candidate_timeout(request.profile, anchor, lanes))
     except TrainerFailed as exc:
-        if count == 1 or request.artifacts is None:
+        if count == 1:
             return [EvaluationResult(outcome=exc.outcome, error=exc.message, seconds=time.monotonic() - started)]
         return _split(trainer, request, anchor)
-    if response.error is not None and count > 1 and request.artifacts is not None:
+    if response.error is not None and count > 1:
         return _split(trainer, request, anchor)
     return _results(request, response, time.monotonic() - started)
 
 
 def _split(trainer: TrainerProcess, request: TrainRequest, anchor: Anchor | None) -> list[EvaluationResult]:
-    assert request.artifacts is not None
-    half = math.ceil(len(request.artifacts) / 2)
-    first = request.model_copy(update={"artifacts": request.artifacts[:half]})
-    second = request.model_copy(update={"artifacts": request.artifacts[half:]})
-    return train_batch(trainer, first, anchor) + train_batch(trainer, second, anchor)
+    half = math.ceil(request.candidates / 2)
+    return (train_batch(trainer, request.subset(0, half), anchor)
+            + train_batch(trainer, request.subset(half, request.candidates), anchor))
 
 
 def evaluate_in_process(target: str, codes: list[str], env: str, profile: str, seeds: list[int],

@@ -41,6 +41,13 @@ class CandidateStatus(StrEnum):
 CANDIDATE_FINISHED_STATUSES = frozenset({CandidateStatus.EVALUATED, CandidateStatus.FAILED})
 
 
+class CandidateKind(StrEnum):
+    """What a candidate is: code (proposed, traced, verified) or a network's parameters (ES; project code)."""
+
+    CODE = "code"
+    NETWORK = "network"
+
+
 class EvalPhase(StrEnum):
     TRAIN = "train"  # meta-train environments, the run's fitness
     REEVAL = "reeval"  # the same environments on fresh seeds, in racing rounds: the verdict

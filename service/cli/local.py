@@ -122,13 +122,17 @@ def migrate() -> None:
 def run(
     spec_file: Annotated[Path | None, typer.Option("--spec", help="a run spec as YAML or JSON (the API's RunSpec); "
                                                    "flags win over it")] = None,
-    preset: Annotated[str | None, typer.Option(help="a named protocol (paper, quick); other flags win over it")] = None,
+    preset: Annotated[str | None, typer.Option(help="a named protocol (paper, quick, es-lpo); other flags win over "
+                                               "it")] = None,
     target: Annotated[str | None, typer.Option(help="lpo, optimizer or advantage [lpo]")] = None,
     env: Annotated[list[str] | None, typer.Option(help="meta-train environment; repeat for several")] = None,
     test_env: Annotated[list[str] | None, typer.Option(help="meta-test environment; repeat for several "
                                                        "[the target's]")] = None,
     profile: Annotated[str | None, typer.Option(help="full, quick or smoke [quick]")] = None,
-    proposer: Annotated[str | None, typer.Option(help="evolution or llm [evolution]")] = None,
+    proposer: Annotated[str | None, typer.Option(help="evolution, llm or es (black-box ES over the target's network) "
+                                                 "[evolution]")] = None,
+    generations: Annotated[int | None, typer.Option(help="ES generations (with --proposer es) [800]")] = None,
+    population: Annotated[int | None, typer.Option(help="ES population, even (with --proposer es) [64]")] = None,
     model: Annotated[list[str] | None, typer.Option(help="LLM model (with --proposer llm); repeat for an ensemble "
                                                     "that a bandit picks from per proposal")] = None,
     islands: Annotated[int | None, typer.Option(help="sub-populations with their own history, migrating their "
@@ -163,8 +167,11 @@ def run(
     from service.runs.runner import RunInterrupted, RunRefused, run_to_completion
     from service.runs.spec import RunSpec
 
-    if proposer not in (None, "evolution", "llm"):
-        fail(f"--proposer must be evolution or llm, got {proposer!r}")
+    if proposer not in (None, "evolution", "llm", "es"):
+        fail(f"--proposer must be evolution, llm or es, got {proposer!r}")
+    es_block = {k: v for k, v in (("generations", generations), ("population", population)) if v is not None}
+    if es_block and proposer != "es":
+        fail("--generations and --population need --proposer es")
     if proposer == "llm" and not model:
         fail("--proposer llm needs --model NAME (the model at DISCOVERY_OPENAI_BASE_URL)")
     given = {"preset": preset, "target": target, "profile": profile, "concurrency": concurrency, "seed": seed,
@@ -177,6 +184,7 @@ def run(
              "proposer": {"kind": proposer, "models": model, **{k: v for k, v in (
                  ("history", history), ("max_completion_tokens", max_completion_tokens),
                  ("reasoning_effort", reasoning_effort)) if v is not None}} if proposer == "llm"
+             else {"kind": "es", **({"es": es_block} if es_block else {})} if proposer == "es"
              else {"kind": "evolution"} if proposer == "evolution" else None}
     if proposer != "llm" and (history or max_completion_tokens or reasoning_effort):
         fail("--history, --max-completion-tokens and --reasoning-effort need --proposer llm")

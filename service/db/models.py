@@ -48,6 +48,7 @@ from workers.vocabulary import (
     CANDIDATE_FINISHED_STATUSES,
     RUN_FINAL_STATUSES,
     RUN_STOPPED_STATUSES,
+    CandidateKind,
     CandidateStatus,
     DeliveryStatus,
     EvalPhase,
@@ -218,6 +219,7 @@ class Candidate(Base):
     __tablename__ = "candidates"
     __table_args__ = (
         one_of("status", CandidateStatus),
+        one_of("kind", CandidateKind),
         one_of("outcome", Outcome),
         UniqueConstraint("run_id", "index"),
         UniqueConstraint("run_id", "ast_hash"),
@@ -262,6 +264,12 @@ class Candidate(Base):
     island: Mapped[int | None] = mapped_column(Integer)  # its sub-population (None: the warm start, shared by all)
     # Not trained on the environments after the first: it scored far below the run's median there.
     stopped_early: Mapped[bool] = mapped_column(Boolean, default=False)
+    # `network`: the ES mean of generation `es_generation`, a vector of the target's network (`parameters_sha256`);
+    # its `code` is a readable note, not code. `code`: everything else.
+    kind: Mapped[str] = mapped_column(String(16), default=CandidateKind.CODE, server_default=CandidateKind.CODE.value)
+    network: Mapped[str | None] = mapped_column(String(64))  # e.g. "lpo_network" (workers.targets.base.Network)
+    parameters_sha256: Mapped[str | None] = mapped_column(String(64), ForeignKey("parameter_vectors.sha256"))
+    es_generation: Mapped[int | None] = mapped_column(Integer)
     propose_seconds: Mapped[float | None] = mapped_column(Float)
     eval_seconds: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -364,6 +372,39 @@ class Artifact(Base):
     sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     target: Mapped[str] = mapped_column(String(64))
     data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ParameterVector(Base):
+    """A network candidate's parameters (float32, little-endian bytes), addressed by the SHA-256 of those bytes."""
+
+    __tablename__ = "parameter_vectors"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    network: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)  # values, not bytes
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ESGeneration(Base):
+    """One told generation of an ES run, written in the transaction that tells it (`service/runs/jobs/es.py`).
+
+    `state` is the strategy after telling this generation (`service.proposers.es.ESState`: what generation + 1
+    asks from); `fitness` the population's, per member (null: non-finite, a diverged training); `seeds` the
+    training seeds the whole population shared. The latest row is where a resumed run starts.
+    """
+
+    __tablename__ = "es_generations"
+
+    run_id: Mapped[str] = mapped_column(String(ID_LENGTH), ForeignKey("runs.id", ondelete="CASCADE"),
+                                        primary_key=True)
+    generation: Mapped[int] = mapped_column(Integer, primary_key=True)
+    state: Mapped[dict[str, Any]] = mapped_column()
+    fitness: Mapped[list[Any]] = mapped_column()
+    seeds: Mapped[list[Any]] = mapped_column(default=list)
+    env_steps: Mapped[int] = mapped_column(BigInteger)
+    trainer_seconds: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

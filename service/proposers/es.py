@@ -37,7 +37,7 @@ MIRROR_TOLERANCE = 1e-5  # how far a pair's midpoint may sit from the mean (memb
 class ESSettings(BaseModel):
     """The strategy's hyper-parameters (the paper's ES-LPO values are the defaults, but for the population)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     population: int = Field(default=64, ge=2, le=4096)  # even: antithetic pairs
     generations: int = Field(default=800, ge=1)

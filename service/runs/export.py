@@ -1,10 +1,11 @@
 """What leaves the service: a run's best algorithm as a standalone Python file (`GET /v1/runs/{id}/best.py`)
 and its evaluations as a table (`GET /v1/runs/{id}/export?format=csv|jsonl`, `discovery runs export`).
 
-In `best.py` only the candidate's own function is code; everything else (its name, the model's thought,
-scores) is data, written as `#` comments with every character that could end a comment or break the file
-(line breaks of any kind, NUL, other control characters) escaped. So a hostile name or thought cannot
-close a docstring, start a statement, or make the file fail to parse.
+In `best.py` only the candidate's own function is code (for a network candidate, the target's network in plain
+JAX and its parameters as a list of floats, which read back as the exact float32 vector that was trained);
+everything else (its name, the model's thought, scores) is data, written as `#` comments with every character
+that could end a comment or break the file (line breaks of any kind, NUL, other control characters) escaped. So
+a hostile name or thought cannot close a docstring, start a statement, or make the file fail to parse.
 
 The table has one row per candidate × environment × phase (and race round) × seed: the seed's return at
 the learning rate the candidate was scored at, its normalised score against the anchor, and where it came
@@ -20,13 +21,17 @@ import textwrap
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.db.models import Candidate, Evaluation, Run
+from service.db.models import Candidate, Evaluation, ParameterVector, Run
 from service.runs.provenance import provenance_text, trained_on_text
 from service.runs.spec import spec_of
 from workers.results import score_text
+from workers.targets import TARGETS
+from workers.targets.base import Network
+from workers.vocabulary import CandidateKind
 
 
 def comment_safe(text: str) -> str:
@@ -40,8 +45,18 @@ def comments(text: str, width: int | None = None) -> list[str]:
     return ["# " + line for line in (textwrap.wrap(safe, width) if width else [safe]) or [""]]
 
 
-def best_file(run: Run, best: Candidate, evaluations: list[Evaluation], verdict: str) -> str:
-    """The file: a commented header (provenance, scores with their intervals, the verdict), then the code."""
+def network_module(network: Network, vector: np.ndarray) -> str:
+    """The network's standalone source and its parameters: `PARAMETERS = [...]`, each float32 written as the
+    shortest float that reads back as it."""
+    values = [repr(float(x)) for x in np.asarray(vector, dtype=np.float32)]
+    rows = [", ".join(values[i:i + 8]) for i in range(0, len(values), 8)]
+    return (network.source + f"\n\n# {network.name}'s {len(values)} parameters (float32).\nPARAMETERS = [\n"
+            + "".join(f"    {row},\n" for row in rows) + "]\n")
+
+
+def best_file(run: Run, best: Candidate, evaluations: list[Evaluation], verdict: str, body: str | None = None) -> str:
+    """The file: a commented header (provenance, scores with their intervals, the verdict), then the code (or
+    `body`: a network candidate's module)."""
     verified = best.stats.get("verification")
     header = [
         *comments(f"{best.name}: discovered by Discovery run {run.id}."),
@@ -59,7 +74,7 @@ def best_file(run: Run, best: Candidate, evaluations: list[Evaluation], verdict:
             header += comments(f"  {e.phase} {e.env}: {scored}, return {e.final_return:.2f}")
     if best.thought:
         header += ["#", *comments("Idea: " + best.thought, width=100)]
-    return "\n".join(header) + "\n\n" + best.code
+    return "\n".join(header) + "\n\n" + (best.code if body is None else body)
 
 
 EXPORT_COLUMNS = ("run_id", "candidate_id", "candidate_index", "candidate_name", "reference", "phase", "round", "env",
@@ -107,7 +122,12 @@ def best_download(session: Session, run: Run, verdict: str) -> tuple[str, str] |
     if best is None:
         return None
     evaluations = list(session.scalars(select(Evaluation).where(Evaluation.candidate_id == best.id)))
-    return best_file(run, best, evaluations, verdict), f"{run.target}_{run.id[:8]}.py"
+    body = None
+    network = TARGETS[run.target].network
+    if best.kind == CandidateKind.NETWORK and best.parameters_sha256 and network is not None:
+        stored = session.get(ParameterVector, best.parameters_sha256)
+        body = network_module(network, np.frombuffer(stored.data, dtype="<f4"))
+    return best_file(run, best, evaluations, verdict, body), f"{run.target}_{run.id[:8]}.py"
 
 
 EXPORT_MEDIA_TYPES = {"csv": "text/csv", "jsonl": "application/x-ndjson"}

@@ -26,7 +26,7 @@ from service.db.models import Candidate, Job, Run, WebhookEndpoint
 from service.proposers import ast_hash
 from service.runs.events import emit
 from service.runs.provenance import provenance
-from service.runs.spec import Budget, Extension, RunSpec
+from service.runs.spec import Budget, ESProposerSpec, Extension, RunSpec, spec_of
 from service.webhooks import new_secret
 from workers.targets import TARGETS
 from workers.vocabulary import (
@@ -108,9 +108,14 @@ def create_run(session: Session, spec: RunSpec, owner_key_id: str | None = None,
 
 
 def budget_spent(run: Run, proposals: int) -> str | None:
-    """Why the search must stop proposing, or None while there is budget left."""
+    """Why the search must stop proposing, or None while there is budget left (an ES run's proposals are its
+    generations)."""
     budget = Budget.model_validate(run.budget)
-    if proposals >= budget.candidates:
+    proposer = spec_of(run).proposer
+    if isinstance(proposer, ESProposerSpec):
+        if proposals >= proposer.es.generations:
+            return "generations"
+    elif proposals >= budget.candidates:
         return "candidates"
     if budget.tokens is not None and run.tokens_used >= budget.tokens:
         return "tokens"
@@ -155,12 +160,14 @@ def _advance_locked(session: Session, run: Run) -> list[Job]:
     if run.status == RunStatus.RUNNING:
         in_flight = sum(1 for j in open_jobs if j.kind in SEARCH_JOBS)
         proposals = sum(1 for j in jobs if j.kind == JobKind.PROPOSE)
-        while in_flight < run.concurrency and budget_spent(run, proposals) is None:
+        room = _room(run, open_jobs, in_flight)
+        while room > 0 and budget_spent(run, proposals) is None:
             proposals += 1
             job = add_job(session, run, JobKind.PROPOSE, f"propose:{run.id}:{proposals}", proposal_index=proposals)
             if job:
                 new_jobs.append(job)
             in_flight += 1
+            room -= 1
         if in_flight == 0 and budget_spent(run, proposals) is not None:
             run.status = RunStatus.COMPLETING
             finalists = [c for c in (run.best_candidate_id, _warm_start_id(session, run)) if c]
@@ -176,6 +183,14 @@ def _advance_locked(session: Session, run: Run) -> list[Job]:
     if run.status == RunStatus.COMPLETING and not any(j.kind == JobKind.METATEST for j in open_jobs):
         finish_run(session, run, RunStatus.COMPLETED)
     return new_jobs
+
+
+def _room(run: Run, open_jobs: list[Job], in_flight: int) -> int:
+    """How many proposals may start now: up to `concurrency` search jobs in flight; an ES run's generations one at
+    a time (each asks from the state the one before told), beside its network candidates' evaluations."""
+    if spec_of(run).proposer.kind == "es":
+        return 0 if any(j.kind == JobKind.PROPOSE for j in open_jobs) else 1
+    return run.concurrency - in_flight
 
 
 def add_references(session: Session, run: Run) -> list[str]:

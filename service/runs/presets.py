@@ -3,7 +3,10 @@
 `paper` is the LLM-LPO protocol of Goldie et al. (2025): meta-train on Breakout-MinAtar at the full
 budget with 8 seeds and the published learning rate, 30 proposals from PPO's clip, meta-test on the
 four MinAtar games and CartPole with 16 fresh seeds. `quick` is the service's everyday default.
-The proposer is not part of a preset: pick `--proposer llm --model NAME` for the paper's method.
+The proposer is not part of a preset: pick `--proposer llm --model NAME` for the paper's method. `es-lpo` is the
+exception, as it names a method: the paper's ES-LPO (OpenES over the lpo network, population 64, 800 generations,
+sigma and learning rate 0.03 decaying x0.99 to 0.01 and 1e-3) under the `paper` protocol. A request's proposer of
+another kind replaces a preset's.
 """
 
 from __future__ import annotations
@@ -36,12 +39,25 @@ PRESETS: dict[str, dict[str, Any]] = {
         "budget": {"candidates": 12},
     },
 }
+PRESETS["es-lpo"] = {
+    **PRESETS["paper"],
+    "proposer": {"kind": "es", "every_k": 50, "seeds_per_member": 1,
+                 "es": {"population": 64, "generations": 800, "sigma_init": 0.03, "sigma_decay": 0.99,
+                        "sigma_limit": 0.01, "lr_init": 0.03, "lr_decay": 0.99, "lr_limit": 1e-3}},
+}
+
+
+def _same_kind(base: dict[str, Any], override: dict[str, Any]) -> bool:
+    """Whether `override` refines `base` (merged field by field) rather than replacing it: an object of another
+    `kind` (a proposer) replaces the one it overrides."""
+    return None in (base.get("kind"), override.get("kind")) or base.get("kind") == override.get("kind")
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     merged = copy.deepcopy(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+        inner = merged.get(key)
+        if isinstance(value, dict) and isinstance(inner, dict) and _same_kind(inner, value):
             merged[key] = _merge(merged[key], value)
         else:
             merged[key] = value

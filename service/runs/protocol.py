@@ -7,6 +7,8 @@ never measured on the seeds that chose the candidate or its rate.
 
 from __future__ import annotations
 
+import hashlib
+
 from service.db.models import Run
 from workers.results import SeedPlan
 from workers.rl.envs import get_config, get_env_spec
@@ -24,6 +26,19 @@ def learning_rates(env: str, profile: str, protocol: LearningRateProtocol | str)
 
 def _seeds(run: Run, purpose: str, count: int) -> list[int]:
     return [run.seed * 1000 + SEED_OFFSETS[purpose] + i for i in range(count)]
+
+
+ES_SEED_BASE = 2**30  # ES generations' seeds lie in [2^30, 2^31): apart from every seed above (run seeds < 10^6)
+
+
+def generation_seeds(run: Run, generation: int, count: int) -> list[int]:
+    """The seeds every member of an ES generation trains on (common random numbers): fresh each generation, a
+    function of the run's seed and the generation only, so a re-run generation trains on the same ones."""
+    def seed(i: int) -> int:
+        digest = hashlib.sha256(f"es:{run.seed}:{generation}:{i}".encode()).digest()
+        return ES_SEED_BASE + int.from_bytes(digest[:8], "big") % ES_SEED_BASE
+
+    return [seed(i) for i in range(count)]
 
 
 def race_rounds(verification_seeds: int) -> list[int]:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, mod
 
 from service.db.models import Run
 from service.proposers.base import MutationName
+from service.proposers.es import ESSettings
 from service.runs.presets import PRESETS, with_preset
 from workers.rl.envs import ENVIRONMENTS
 from workers.targets import TARGETS
@@ -120,7 +121,24 @@ class LLMProposerSpec(Strict):
         return self
 
 
-ProposerSpec = Annotated[EvolutionProposerSpec | LLMProposerSpec, Field(discriminator="kind")]
+class ESProposerSpec(Strict):
+    """The paper's black-box meta-learner: OpenES over the parameters of the target's network
+    (`docs/meta_learners.md`). Its budget is `es.generations`, one generation at a time (`budget.candidates` is
+    not used); the mean becomes a network candidate every `every_k` generations and at the end."""
+
+    kind: Literal["es"]
+    es: ESSettings = Field(default_factory=ESSettings,
+                           description="population (even: antithetic pairs), generations, sigma and learning-rate "
+                                       "schedules (default: the paper's ES-LPO values)")
+    every_k: int = Field(default=50, ge=1, le=100_000,
+                         description="generations between network candidates (the ES mean, evaluated, raced and "
+                                     "meta-tested like a code candidate); the last generation always makes one")
+    seeds_per_member: int = Field(default=1, ge=1, le=64,
+                                  description="training seeds per member per generation, shared by the whole "
+                                              "population (common random numbers), fresh each generation")
+
+
+ProposerSpec = Annotated[EvolutionProposerSpec | LLMProposerSpec | ESProposerSpec, Field(discriminator="kind")]
 
 
 class Budget(Strict):
@@ -216,6 +234,15 @@ class RunSpec(Strict):
             self.environments.train = list(TARGETS[self.target].default_train_envs)
         if not self.environments.test:
             self.environments.test = list(TARGETS[self.target].default_test_envs)
+        return self
+
+    @model_validator(mode="after")
+    def es_needs_a_network(self) -> RunSpec:
+        """ES searches the parameters of a network of the target's: a target without one cannot run it."""
+        if self.proposer.kind == "es" and TARGETS[self.target].network is None:
+            having = sorted(name for name, target in TARGETS.items() if target.network is not None)
+            raise ValueError(f"the es proposer searches a network's parameters, and target {self.target!r} has no "
+                             f"network: use a target that has one ({', '.join(having)})")
         return self
 
 

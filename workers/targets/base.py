@@ -103,6 +103,21 @@ class Reference:
 
 
 @dataclass(frozen=True)
+class Network:
+    """A network of the project's own whose parameters a meta-learner (ES) searches: project code, so only a float
+    vector of `parameter_count` values comes in (validated by `workers.trainer.parameters`). `kernel` holds its JAX
+    half (`PARAMETER_COUNT`, `network_drift`, `make_drift`), imported only by the trainer."""
+
+    name: str
+    kernel: str
+    parameter_count: int
+    description: str
+    # The network as a standalone module in plain JAX, reading its flat vector from a module-level `PARAMETERS`
+    # (a list of floats) that an export appends: what a network candidate's `best.py` is made of.
+    source: str = ""
+
+
+@dataclass(frozen=True)
 class Target:
     name: str
     component: str  # what the model designs, in the prompt's words ("a new <component>")
@@ -124,6 +139,7 @@ class Target:
     references: tuple[Reference, ...] = ()
     allowed_modules: frozenset[str] = JAX_MODULES  # what the static check lets a candidate import
     allowed_functions: frozenset[str] = JAX_FUNCTIONS  # what candidate code may name in those modules
+    network: Network | None = None  # the network an `es` run searches (None: the target has none, no ES)
 
     @property
     def signature(self) -> str:

@@ -7,7 +7,7 @@ the target's card (JAX-free); its probe, rules and modules are in `workers.targe
 
 from __future__ import annotations
 
-from workers.targets.base import Reference, Target, TargetInput
+from workers.targets.base import Network, Reference, Target, TargetInput
 
 WARM_START = '''import jax
 import jax.numpy as jnp
@@ -34,6 +34,26 @@ def drift(ratio, advantage, epsilon):
         jax.nn.relu(positive - alpha * jnp.tanh(positive / alpha)),
         jax.nn.relu(negative - beta * jnp.tanh(negative / beta)),
     )
+'''
+
+
+NETWORK_SOURCE = '''import jax
+import jax.numpy as jnp
+
+FEATURES, HIDDEN, OFFSET = 8, 128, 1e-4  # 1,152 parameters: W1 [8, 128] row-major, then W2 [128]
+
+
+def drift(ratio, advantage, epsilon):
+    """ES-LPO's drift: relu(net(x) - 1e-4 + relu(PPO's clip drift)), the network's weights in PARAMETERS."""
+    weights = jnp.asarray(PARAMETERS, jnp.float32)
+    hidden, output = weights[: FEATURES * HIDDEN].reshape(FEATURES, HIDDEN), weights[FEATURES * HIDDEN:]
+    ratio, advantage = jnp.asarray(ratio, jnp.float32), jnp.asarray(advantage, jnp.float32)
+    shifted, log_ratio = ratio - 1.0, jnp.log(ratio)
+    base = jnp.stack([shifted, shifted * shifted, log_ratio, log_ratio * log_ratio], axis=-1)
+    x = jnp.concatenate([base, base * advantage[..., None]], axis=-1)
+    net = jnp.tanh(x @ hidden) @ output
+    ppo = jax.nn.relu((ratio - jnp.clip(ratio, 1.0 - epsilon, 1.0 + epsilon)) * advantage)
+    return jax.nn.relu(net - OFFSET + ppo)
 '''
 
 
@@ -73,4 +93,9 @@ TARGET = Target(
                   "alpha tanh((r-1)A/alpha)); for A < 0, relu(log(r)A - beta tanh(log(r)A/beta)); alpha 2, beta 0.6",
                   DPO),
     ),
+    network=Network(
+        name="lpo_network", kernel="workers.targets.kernels.lpo_network", parameter_count=1152,
+        description="the paper's MetaDrift (ES-LPO): Dense(128, no bias), tanh, Dense(1, no bias) on [r-1, (r-1)^2, "
+                    "log r, (log r)^2 and each times A], a residual on PPO's clip: relu(net - 1e-4 + relu(ppo))",
+        source=NETWORK_SOURCE),
 )

@@ -11,11 +11,28 @@ refused as they are, not coerced into something that would pass. Numpy only (the
 
 from __future__ import annotations
 
+import base64
+import hashlib
+
 import numpy as np
 
 from workers.trainer.protocol import EncodedArray
 
 DEFAULT_BOUND = 1e3  # no sensible network of ours has a weight near it; ES moves a weight ~lr per generation
+# Whether the trainer's server reads `TrainRequest.parameters` (docs/meta_learners.md, "How an ES run will plug in",
+# steps 3-4: the parameterised drift slot, with PPO's refactor into steps and slots). Until it does, the worker
+# refuses such a request itself (`workers.evaluate.train_batch`), so no server trains the warm start in its place.
+TRAINER_TRAINS_PARAMETERS = False
+
+
+def encode_parameters(vector: np.ndarray) -> EncodedArray:
+    """A vector as it crosses to the trainer: float32 (little-endian, as `parameters_sha256` hashes it)."""
+    return EncodedArray.of(np.ascontiguousarray(vector, dtype="<f4").astype(np.float32, copy=False))
+
+
+def parameters_sha256(encoded: EncodedArray) -> str:
+    """The content address of a vector: the SHA-256 of its float32 bytes."""
+    return hashlib.sha256(base64.b64decode(encoded.data)).hexdigest()
 
 
 def _describe(value: object) -> str:

@@ -7,7 +7,7 @@ import os
 import struct
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 MAX_FRAME_BYTES = 256 * 1024 * 1024
 _HEADER = struct.Struct(">Q")
@@ -39,8 +39,35 @@ class TrainRequest(BaseModel):
     seeds: list[int]
     learning_rates: list[float]
     artifacts: list[str] | None = None  # base64 artifact bytes per candidate; None: the warm start itself
+    # Or, exclusive with artifacts: one parameter vector per candidate of a project network (`network`, e.g.
+    # "lpo_network"), each checked by `workers.trainer.parameters.decode_parameters` (ES members, network candidates).
+    parameters: list[EncodedArray] | None = None
+    network: str | None = None
     check_rules: bool = False  # also refuse artifacts that break the target's rules (a run's candidates)
     with_random_baseline: bool = False
+
+    @model_validator(mode="after")
+    def _one_kind_of_candidate(self) -> TrainRequest:
+        if self.parameters is not None and self.artifacts is not None:
+            raise ValueError("a request trains artifacts or parameter vectors, not both")
+        if (self.parameters is None) != (self.network is None):
+            raise ValueError("parameter vectors need the network they parameterise, and only they do")
+        if self.parameters is not None and not self.parameters:
+            raise ValueError("a request with parameters needs at least one vector")
+        return self
+
+    @property
+    def candidates(self) -> int:
+        """The candidates on the leading axis (the warm start alone when neither artifacts nor parameters)."""
+        batch = self.artifacts if self.artifacts is not None else self.parameters
+        return 1 if batch is None else len(batch)
+
+    def subset(self, start: int, stop: int) -> TrainRequest:
+        """The same request for candidates start..stop-1 (a batch split in halves)."""
+        if self.parameters is not None:
+            return self.model_copy(update={"parameters": self.parameters[start:stop]})
+        assert self.artifacts is not None
+        return self.model_copy(update={"artifacts": self.artifacts[start:stop]})
 
 
 class TrainResponse(BaseModel):

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.proposers import ProposerUnavailable
 from service.runs.jobs.claim import Heartbeat, claim_batch, fail_job, fail_run, worker_id
+from service.runs.jobs.es import GenerationFailed, is_es_run, run_generation
 from service.runs.jobs.evaluate import evaluate_jobs
 from service.runs.jobs.propose import propose
 from service.runs.orchestrator import Publish, advance
@@ -39,12 +40,12 @@ def run_job(factory: sessionmaker[Session], settings: Settings, job_id: str, pub
     with Heartbeat(factory, job_ids, owner):
         try:
             if kind == JobKind.PROPOSE:
-                propose(factory, settings, job_id)
+                (run_generation if is_es_run(factory, run_id) else propose)(factory, settings, job_id)
             else:
                 evaluate_jobs(factory, settings, job_ids)
         except ProposerUnavailable as exc:
             fail_run(factory, run_id, job_ids, f"the proposer is unavailable: {exc.reason}", exc.llm_calls)
-        except (AnchorError, IsolationUnavailable) as exc:
+        except (AnchorError, IsolationUnavailable, GenerationFailed) as exc:
             fail_run(factory, run_id, job_ids, str(exc), [])
         except Exception as exc:
             log.exception("jobs %s (%s) failed", job_ids, kind)

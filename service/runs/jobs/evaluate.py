@@ -3,7 +3,8 @@
 Each candidate is traced once (its artifact stored; re-evaluation and meta-test train the same bytes);
 results already recorded are not produced again (an evaluation row per candidate, environment, phase and
 round), and `service/runs/verdicts.py` records what the rows mean. With early stopping, a candidate far
-below the run's median on the first environment is not trained on the others (`_stop_if_hopeless`).
+below the run's median on the first environment is not trained on the others (`_stop_if_hopeless`). A network
+candidate (an ES mean) is not traced: its stored parameter vector is trained, in a batch of its own kind.
 """
 
 from __future__ import annotations
@@ -11,21 +12,22 @@ from __future__ import annotations
 import base64
 from statistics import median
 
+import numpy as np
 from pydantic import BaseModel
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import session_scope
-from service.db.models import Artifact, Candidate, Evaluation, Job, Run
+from service.db.models import Artifact, Candidate, Evaluation, Job, ParameterVector, Run
 from service.db.text import ERROR_CHARS, storable
-from service.evaluation import EnvScore, anchor_row, env_score, evaluate_artifacts, trace_many
+from service.evaluation import EnvScore, Trainable, anchor_row, env_score, evaluate_artifacts, trace_many
 from service.runs.jobs.propose import store_artifact
 from service.runs.protocol import seed_plan
 from service.runs.spec import EarlyStoppingSpec, spec_of
 from service.runs.verdicts import record_evaluation
 from service.settings import Settings
 from workers.results import EvaluationResult, SeedPlan
-from workers.vocabulary import CandidateStatus, EvalPhase, JobKind, Metric, Outcome
+from workers.vocabulary import CandidateKind, CandidateStatus, EvalPhase, JobKind, Metric, Outcome
 
 PHASE_OF = {JobKind.EVALUATE: EvalPhase.TRAIN, JobKind.REEVALUATE: EvalPhase.REEVAL, JobKind.METATEST: EvalPhase.TEST}
 
@@ -38,6 +40,7 @@ class _Pending(BaseModel):
     is_warm_start: bool
     code: str
     artifact_sha256: str | None
+    parameters_sha256: str | None = None  # a network candidate's vector (it is trained, not traced)
     envs: list[str]
     done: dict[str, str]  # env -> outcome of an evaluation already recorded
     rates: dict[str, float]  # env -> the learning rate the search chose (re-evaluation under `grid`)
@@ -60,6 +63,7 @@ def _load_batch(factory: sessionmaker[Session], job_ids: list[str]
             pending.append(_Pending(
                 job_id=job.id, candidate_id=candidate.id, is_warm_start=candidate.is_warm_start, code=candidate.code,
                 artifact_sha256=candidate.artifact_sha256,
+                parameters_sha256=candidate.parameters_sha256 if candidate.kind == CandidateKind.NETWORK else None,
                 done={e.env: e.outcome for e in rows if e.phase == phase and e.round == round_},
                 rates={e.env: e.best_lr for e in rows if e.phase == EvalPhase.TRAIN and e.best_lr is not None}
                 if phase == EvalPhase.REEVAL else {},
@@ -70,14 +74,18 @@ def _load_batch(factory: sessionmaker[Session], job_ids: list[str]
 
 
 def _artifacts_for(factory: sessionmaker[Session], settings: Settings, target: str, items: list[_Pending]
-                   ) -> list[tuple[str | None, EvaluationResult | None]]:
-    """Each candidate's artifact, or its failed trace as a result.
+                   ) -> list[tuple[Trainable | None, EvaluationResult | None]]:
+    """Each candidate's artifact (a network candidate's parameter vector), or its failed trace as a result.
 
     A candidate is traced once; its artifact is stored, and re-evaluation and meta-test train the same bytes.
     """
-    found: dict[str, str] = {}
+    found: dict[str, Trainable] = {}
     with session_scope(factory) as session:
         for item in items:
+            if item.parameters_sha256 is not None:
+                vector = session.get(ParameterVector, item.parameters_sha256)
+                found[item.candidate_id] = np.frombuffer(vector.data, dtype="<f4").astype(np.float32)
+                continue
             row = session.get(Artifact, item.artifact_sha256) if item.artifact_sha256 else None
             if row is not None:
                 found[item.candidate_id] = base64.b64encode(row.data).decode()
@@ -127,7 +135,7 @@ def evaluate_jobs(factory: sessionmaker[Session], settings: Settings, job_ids: l
     target, profile, protocol = run.target, run.profile, run.lr_protocol
     confidence, metric = run.confidence, Metric(run.metric)
     early_stopping = spec_of(run).search.early_stopping if len(run.train_envs) > 1 else None
-    artifacts: dict[str, str] = {}
+    artifacts: dict[str, Trainable] = {}
     is_anchor = phase == EvalPhase.TRAIN
     needed = [item for item in pending if not (item.is_warm_start and is_anchor)
               and any(e not in item.done for e in item.envs)
@@ -145,20 +153,26 @@ def evaluate_jobs(factory: sessionmaker[Session], settings: Settings, job_ids: l
             result, anchor = anchor_row(settings, target, env, profile, protocol, plan)
             _store(factory, item, env, phase, round_, anchor.seeds, result,
                    env_score(anchor.result, anchor, confidence, metric))
-        batch = [i for i in todo if i.candidate_id in artifacts]
-        if not batch:
-            continue
-        results, anchor = evaluate_artifacts(settings, target, env, profile, protocol, plan,
-                                             [artifacts[i.candidate_id] for i in batch],
-                                             [i.rates.get(env) for i in batch], check_rules=True)
-        for item, result in zip(batch, results, strict=True):
-            _store(factory, item, env, phase, round_, plan.score, result,
-                   env_score(result.result, anchor, confidence, metric) if result.result else None)
+        trainable = [i for i in todo if i.candidate_id in artifacts]
+        for batch in _by_kind(trainable):
+            results, anchor = evaluate_artifacts(settings, target, env, profile, protocol, plan,
+                                                 [artifacts[i.candidate_id] for i in batch],
+                                                 [i.rates.get(env) for i in batch], check_rules=True)
+            for item, result in zip(batch, results, strict=True):
+                _store(factory, item, env, phase, round_, plan.score, result,
+                       env_score(result.result, anchor, confidence, metric) if result.result else None)
         if phase == EvalPhase.TRAIN and early_stopping is not None and env == run.train_envs[0]:
-            for item in batch:
+            for item in trainable:
                 _stop_if_hopeless(factory, run.id, item, env, early_stopping)
     for item in pending:
         record_evaluation(factory, item.job_id, phase, round_)
+
+
+def _by_kind(items: list[_Pending]) -> list[list[_Pending]]:
+    """A batch as the trainer takes it: code candidates (artifacts) and network candidates (vectors) apart."""
+    code = [i for i in items if i.parameters_sha256 is None]
+    networks = [i for i in items if i.parameters_sha256 is not None]
+    return [group for group in (code, networks) if group]
 
 
 def _stop_if_hopeless(factory: sessionmaker[Session], run_id: str, item: _Pending, env: str,
