@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -13,7 +14,9 @@ ANCHOR_SEEDS = {"smoke": 64, "quick": 64, "full": 32}
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DISCOVERY_", env_file=".env", extra="ignore")
+    # DISCOVERY_ENV_FILE names another file of settings than ./.env (the tests point it at /dev/null).
+    model_config = SettingsConfigDict(env_prefix="DISCOVERY_", env_file=os.environ.get("DISCOVERY_ENV_FILE", ".env"),
+                                      extra="ignore")
 
     database_url: str = "sqlite:///./discovery.db"
     broker_url: str | None = None  # unset: the local executor (a thread pool in this process)

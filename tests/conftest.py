@@ -7,6 +7,8 @@
 - `sqlite_engine`, `postgres_engine`, `db_engine`: engines on databases migrated to head. The
   PostgreSQL one is shared by the session and emptied (TRUNCATE) after each test.
 - `session_factory`: a sessionmaker on `db_engine` (so tests using it run on both backends).
+- `cache_dir` (session): the one DISCOVERY_CACHE_DIR of the session (anchors, JAX compile cache).
+- `suite_redis` (session), `broker_url`, `private_redis`: redis-servers of the suite's own, on ports it chose.
 
 PostgreSQL is the local server (CI always has it); set TEST_POSTGRES_ADMIN_URL to use another one.
 """
@@ -15,23 +17,34 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 # Hermetic: the suite, and every process it starts, has a home of its own, set before any settings are read. A
-# user's caches and local identity (`make demo` leaves one in ~/.cache/discovery) are never read or written.
+# user's caches and local identity (`make demo` leaves one in ~/.cache/discovery) are never read or written, nor
+# their DISCOVERY_* variables or a .env in the working folder (an empty DISCOVERY_API_KEY= from .env.example, a
+# set DISCOVERY_SANDBOX_ISOLATION, would change what the tests test). The trainer runs on the CPU.
 os.environ["HOME"] = tempfile.mkdtemp(prefix="discovery-tests-home-")
 os.environ.pop("XDG_CACHE_HOME", None)
 
 import pytest  # noqa: E402
+import redis
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import make_engine, make_session_factory, upgrade_database
 from service.db.models import Base
+
+for _name in [name for name in os.environ if name.startswith("DISCOVERY_")]:
+    del os.environ[_name]
+os.environ.update(DISCOVERY_ENV_FILE=os.devnull, DISCOVERY_TRAINER_DEVICE="cpu")
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -162,3 +175,87 @@ def db_engine(request: pytest.FixtureRequest) -> Engine:
 def session_factory(db_engine: Engine) -> sessionmaker[Session]:
     """A sessionmaker on a migrated database, for each backend."""
     return make_session_factory(db_engine)
+
+
+# --- the cache and Redis ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One DISCOVERY_CACHE_DIR for the session (anchors and JAX compile cache), also set in os.environ."""
+    path = tmp_path_factory.mktemp("discovery-cache")
+    old = os.environ.get("DISCOVERY_CACHE_DIR")
+    os.environ["DISCOVERY_CACHE_DIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("DISCOVERY_CACHE_DIR", None)
+    else:
+        os.environ["DISCOVERY_CACHE_DIR"] = old
+
+
+@dataclass
+class PrivateRedis:
+    """A `redis-server` of the test's own on a free port, which the test may stop and start again."""
+
+    port: int
+    folder: Path
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=2)
+
+    def start(self) -> None:
+        """Start it (on the same port every time) and wait until it answers."""
+        subprocess.run(["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", str(self.port),
+                        "--save", "", "--appendonly", "no", "--dir", str(self.folder),
+                        "--pidfile", str(self.folder / "redis.pid"), "--logfile", str(self.folder / "redis.log")],
+                       check=True, capture_output=True)
+        began = time.monotonic()
+        while not self.answers():
+            if time.monotonic() - began > 20:
+                raise RuntimeError(f"redis-server on port {self.port} did not answer in 20 s: see {self.folder}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        subprocess.run(["redis-cli", "-p", str(self.port), "shutdown", "nosave"], capture_output=True, timeout=10)
+
+    def answers(self) -> bool:
+        try:
+            return bool(self.client().ping())
+        except redis.ConnectionError:
+            return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(free_port(), tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def suite_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedis]:
+    """A redis-server of this test process's own, on a port it chose: two suites on one host (or the xdist
+    workers of one) never share a broker, and the host's Redis is never written."""
+    server = PrivateRedis(free_port(), tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def broker_url(suite_redis: PrivateRedis) -> Iterator[str]:
+    """The test broker, flushed before and after the test."""
+    suite_redis.client().flushdb()
+    yield suite_redis.url
+    suite_redis.client().flushdb()

@@ -63,9 +63,10 @@ class PinnedTransport(httpx.HTTPTransport):
     """
 
     def __init__(self, address: str) -> None:
-        super().__init__(trust_env=False, retries=0)
+        super().__init__(trust_env=False, retries=0)  # no proxy from the environment: the address is pinned
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
+            # The CA bundle named by SSL_CERT_FILE or SSL_CERT_DIR when set (a private CA), else certifi's.
+            ssl_context=httpx.create_ssl_context(trust_env=True),
             max_connections=1,
             network_backend=_PinnedBackend(address),
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,12 +19,7 @@ from service.db import session_scope, upgrade_database
 from service.keys import create_key
 from service.runtime import Runtime, build_runtime
 from service.settings import Settings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import free_port
 
 
 @dataclass
@@ -72,13 +66,8 @@ def serve(settings: Settings) -> Iterator[ApiServer]:
 
 
 @pytest.fixture(scope="module")
-def api_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("api-cache")
-
-
-@pytest.fixture(scope="module")
-def api(postgres_database: Callable[[], str], api_cache: Path) -> Iterator[ApiServer]:
+def api(postgres_database: Callable[[], str], cache_dir: Path) -> Iterator[ApiServer]:
     """The API with the local executor on a fresh PostgreSQL database."""
-    settings = Settings(database_url=postgres_database(), broker_url=None, cache_dir=api_cache,
+    settings = Settings(database_url=postgres_database(), broker_url=None, cache_dir=cache_dir,
                         webhook_allowed_hosts="127.0.0.1")
     yield from serve(settings)

@@ -75,7 +75,7 @@ def celery_api(postgres_database: Callable[[], str], cache_dir: Path, broker_url
     database_url = postgres_database()
     settings = Settings(database_url=database_url, broker_url=broker_url, cache_dir=cache_dir,
                         webhook_allowed_hosts="127.0.0.1")
-    env = {**worker_env(database_url, cache_dir), "DISCOVERY_BROKER_URL": broker_url,
+    env = {**worker_env(database_url, cache_dir, broker_url),
            "DISCOVERY_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1"}
     for server in serve(settings):
         log = tmp_path / "worker.log"

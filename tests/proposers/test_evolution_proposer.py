@@ -178,7 +178,6 @@ def test_parents_come_from_the_population_by_tournament():
 
 
 def test_crossover_records_both_parents():
-    warm = get_target("lpo").warm_start
     other = """import jax.numpy as jnp
 
 
@@ -195,7 +194,7 @@ def drift(ratio, advantage, epsilon):
         assert check_source(proposal.code, target) == []
         load_function(proposal.code, target)
     assert all(set(p.parent_ids) <= {"warm", "other"} for p in proposals)
-    assert warm  # the warm start stays in the population
+    assert any("warm" in p.parent_ids for p in proposals), "the warm start left the population"
 
 
 def test_a_population_with_nothing_new_to_offer_raises_a_clear_reason():

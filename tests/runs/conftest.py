@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -34,80 +32,11 @@ from workers.targets import TARGETS
 from workers.vocabulary import RUN_FINAL_STATUSES
 
 REPO = Path(__file__).resolve().parents[2]
-# Databases 5, 6, ... of the CI Redis: one per xdist worker ("gw0", "gw1", ...; 5 when the suite is not parallel).
-REDIS_DB = 5 + int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
-BROKER_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
 
 
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """One DISCOVERY_CACHE_DIR for the session (anchors and JAX compile cache), also set in os.environ."""
-    path = tmp_path_factory.mktemp("discovery-cache")
-    old = os.environ.get("DISCOVERY_CACHE_DIR")
-    os.environ["DISCOVERY_CACHE_DIR"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("DISCOVERY_CACHE_DIR", None)
-    else:
-        os.environ["DISCOVERY_CACHE_DIR"] = old
 
 
-def redis_client() -> redis.Redis:
-    return redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB, socket_connect_timeout=2)
-
-
-@pytest.fixture
-def broker_url() -> Iterator[str]:
-    """The test broker (this xdist worker's database on the CI Redis), flushed before and after the test."""
-    redis_client().flushdb()
-    yield BROKER_URL
-    redis_client().flushdb()
-
-
-@dataclass
-class PrivateRedis:
-    """A `redis-server` of the test's own on a free port, which the test may stop and start again."""
-
-    port: int
-    folder: Path
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=2)
-
-    def start(self) -> None:
-        """Start it (on the same port every time) and wait until it answers."""
-        subprocess.run(["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", str(self.port),
-                        "--save", "", "--appendonly", "no", "--dir", str(self.folder),
-                        "--pidfile", str(self.folder / "redis.pid"), "--logfile", str(self.folder / "redis.log")],
-                       check=True, capture_output=True)
-        wait_for(self.answers, 20, f"redis-server on port {self.port}", interval=0.1)
-
-    def stop(self) -> None:
-        subprocess.run(["redis-cli", "-p", str(self.port), "shutdown", "nosave"], capture_output=True, timeout=10)
-
-    def answers(self) -> bool:
-        try:
-            return bool(self.client().ping())
-        except redis.ConnectionError:
-            return False
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = PrivateRedis(port, tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
-
-def worker_env(database_url: str, cache: Path, broker: str = BROKER_URL) -> dict[str, str]:
+def worker_env(database_url: str, cache: Path, broker: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DISCOVERY_")}
     env.update(DISCOVERY_DATABASE_URL=database_url, DISCOVERY_BROKER_URL=broker, DISCOVERY_CACHE_DIR=str(cache),
                PYTHONUNBUFFERED="1")
@@ -131,11 +60,11 @@ class WorkerProcess:
 
 
 @pytest.fixture
-def celery_worker(cache_dir: Path, tmp_path: Path) -> Iterator[Callable[[str], WorkerProcess]]:
+def celery_worker(cache_dir: Path, tmp_path: Path, broker_url: str) -> Iterator[Callable[..., WorkerProcess]]:
     """A factory: start `discovery worker --concurrency 1` on a database; every worker is killed at the end."""
     started: list[WorkerProcess] = []
 
-    def start(database_url: str, broker: str = BROKER_URL) -> WorkerProcess:
+    def start(database_url: str, broker: str = broker_url) -> WorkerProcess:
         log = tmp_path / f"worker-{len(started)}.log"
         with log.open("wb") as out:
             process = subprocess.Popen(

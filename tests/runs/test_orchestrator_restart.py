@@ -57,10 +57,12 @@ def test_killed_orchestrator_is_resumed_by_a_new_runtime(
         held = claimed_evaluation()
         assert held is not None, log.read_text()[-3000:]
         run_id, job_id, attempts = held
-        time.sleep(3)  # the sandbox is training
+        # Killed the moment the evaluation is seen claimed (a warm trainer could finish a smoke evaluation within
+        # any fixed wait); the job must still be the dead process's, or the test would prove nothing.
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
         killed_at = time.monotonic()
+        assert claimed_evaluation() == held, "the evaluation ended before the kill: nothing was interrupted"
 
         runtime = build_runtime(Settings(database_url=database_url, broker_url=None, cache_dir=cache_dir),
                                 local_workers=1, sweep_interval=2)

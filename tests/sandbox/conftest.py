@@ -66,7 +66,7 @@ def secrets(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 
 
 @pytest.fixture()
-def cache_dir(tmp_path: Path) -> Path:
+def planted_cache(tmp_path: Path) -> Path:
     path = tmp_path / "compile-cache"
     (path / "jax").mkdir(parents=True)
     (path / "jax" / "baseline-entry").write_text("compiled program of the warm start")
@@ -74,9 +74,9 @@ def cache_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture()
-def limits(cache_dir: Path) -> SandboxLimits:
+def limits(planted_cache: Path) -> SandboxLimits:
     return SandboxLimits(timeout_seconds=60, memory_mb=1024, cpu_seconds=120, max_output_bytes=8192,
-                         isolation="bwrap", cache_dir=cache_dir)
+                         isolation="bwrap", cache_dir=planted_cache)
 
 
 _ATTACKS: dict[str, bool] = {}

@@ -202,7 +202,7 @@ def _prepare(attack: Attack, tmp_path: Path, port: int) -> tuple[str, Path]:
 
 
 def _assert_contained(result: TraceResult, marker: Path, accepted_before: int, listener, secrets: dict[str, str],
-                      cache_dir: Path, limits: SandboxLimits) -> None:
+                      planted_cache: Path, limits: SandboxLimits) -> None:
     assert not marker.exists() and not marker.parent.exists(), "the attack wrote on the host"
     assert listener.accepted == accepted_before, "the attack reached the loopback listener"
     seen = "\n".join([result.stdout, result.stderr, result.error or ""])
@@ -211,8 +211,8 @@ def _assert_contained(result: TraceResult, marker: Path, accepted_before: int, l
     assert "ESCAPED" not in seen
     assert "root:x:0:0" not in seen
     assert not (Path(workers.__file__).resolve().parent / "pwned.py").exists()
-    assert sorted(p.name for p in (cache_dir / "jax").iterdir()) == ["baseline-entry"]
-    assert (cache_dir / "jax" / "baseline-entry").read_text() == "compiled program of the warm start"
+    assert sorted(p.name for p in (planted_cache / "jax").iterdir()) == ["baseline-entry"]
+    assert (planted_cache / "jax" / "baseline-entry").read_text() == "compiled program of the warm start"
     cut_note = 100
     assert len(result.stdout.encode()) <= limits.max_output_bytes + cut_note
     assert len(result.stderr.encode()) <= limits.max_output_bytes + cut_note
@@ -220,7 +220,7 @@ def _assert_contained(result: TraceResult, marker: Path, accepted_before: int, l
 
 
 @pytest.mark.parametrize("attack", ATTACKS, ids=[a.name for a in ATTACKS])
-def test_attack_is_contained(attack: Attack, tmp_path: Path, listener, secrets, cache_dir: Path,
+def test_attack_is_contained(attack: Attack, tmp_path: Path, listener, secrets, planted_cache: Path,
                              limits: SandboxLimits) -> None:
     limits = limits.model_copy(update={"timeout_seconds": attack.timeout, "cpu_seconds": attack.cpu_seconds})
     code, marker = _prepare(attack, tmp_path, listener.port)
@@ -237,7 +237,7 @@ def test_attack_is_contained(attack: Attack, tmp_path: Path, listener, secrets, 
         result = trace_candidate(request, limits)
 
     assert result.outcome == attack.outcome, (result.outcome, result.error, result.stderr[-2000:])
-    _assert_contained(result, marker, accepted_before, listener, secrets, cache_dir, limits)
+    _assert_contained(result, marker, accepted_before, listener, secrets, planted_cache, limits)
 
 
 def test_there_are_at_least_30_attacks() -> None:

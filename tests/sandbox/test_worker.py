@@ -203,12 +203,9 @@ def _children_of(pid: int) -> list[int]:
 
 def _own_sandbox_cgroups() -> list[Path]:
     """The per-evaluation cgroups this process created and did not remove (other workers may run)."""
-    dirs = []
-    for controller in ("memory", "pids", "cpu"):
-        parent = CGROUP_ROOT / controller / GROUP
-        if parent.is_dir():
-            dirs += [p for p in parent.glob(f"{os.getpid()}-*") if p.is_dir()]
-    return dirs
+    # cgroup v2: one tree (/sys/fs/cgroup/discovery-sandbox); v1: one per controller.
+    parents = [CGROUP_ROOT / GROUP] + [CGROUP_ROOT / controller / GROUP for controller in ("memory", "pids", "cpu")]
+    return [p for parent in parents if parent.is_dir() for p in parent.glob(f"{os.getpid()}-*") if p.is_dir()]
 
 
 def test_fifty_evaluations_in_a_row_leak_nothing() -> None:

@@ -9,6 +9,7 @@ artifacts/screenshots/ in the repository; the folder is printed at the end of th
 from __future__ import annotations
 
 import math
+import os
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,7 +32,6 @@ from workers.vocabulary import Task
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 TRAIN_ENVS = ["CartPole-v1", "Acrobot-v1"]
 TEST_ENVS = ["Breakout-MinAtar", "SpaceInvaders-MinAtar"]
 # (random-policy return, warm-start return) per environment, roughly the real ones (CartPole at the
@@ -251,19 +251,15 @@ def build_run(factory, owner_key_id: str, key: str, *, proposer: str = "llm", ca
     return built
 
 
-_taken: list[Path] = []
-
-
 @pytest.fixture(scope="session")
-def screenshots() -> Path:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    _taken.append(SCREENSHOTS)
-    return SCREENSHOTS
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if _taken:
-        terminalreporter.write_line(f"web UI screenshots: {SCREENSHOTS}")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the page tests save their screenshots: TEST_SCREENSHOTS_DIR to keep them, else the session's temporary
+    folder (the suite writes nothing into the checkout)."""
+    kept = os.environ.get("TEST_SCREENSHOTS_DIR")
+    if not kept:
+        return tmp_path_factory.mktemp("screenshots")
+    Path(kept).mkdir(parents=True, exist_ok=True)
+    return Path(kept)
 
 
 @pytest.fixture(scope="module")
