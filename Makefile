@@ -28,8 +28,9 @@ bwrap:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; \
 	  else echo "the sandbox needs bubblewrap; install it with: sudo apt-get install bubblewrap" >&2; exit 1; fi; }
 
+DEMO_SIZE ?= --profile quick --candidates 6
 demo: $(STAMP) bwrap
-	$(BIN)/discovery run --target lpo --env CartPole-v1 --test-env Acrobot-v1 --profile quick --candidates 6
+	$(BIN)/discovery run --target lpo --env CartPole-v1 --test-env Acrobot-v1 $(DEMO_SIZE)
 
 test: $(DEV_STAMP)
 	$(BIN)/ruff check .

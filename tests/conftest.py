@@ -42,9 +42,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.db import make_engine, make_session_factory, upgrade_database
 from service.db.models import Base
 
+SUITE_SETTINGS = {"DISCOVERY_ENV_FILE": os.devnull, "DISCOVERY_TRAINER_DEVICE": "cpu"}
 for _name in [name for name in os.environ if name.startswith("DISCOVERY_")]:
     del os.environ[_name]
-os.environ.update(DISCOVERY_ENV_FILE=os.devnull, DISCOVERY_TRAINER_DEVICE="cpu")
+os.environ.update(SUITE_SETTINGS)
+
+
+def process_env() -> dict[str, str]:
+    """The environment of a process a test starts: this one's, with no DISCOVERY_* setting but the suite's own (the
+    test adds what it sets)."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("DISCOVERY_")}, **SUITE_SETTINGS}
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

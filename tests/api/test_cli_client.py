@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 from tests.api.conftest import ApiServer
 from tests.api.test_api_basics import SMALL_RUN
+from tests.conftest import process_env
 
 
 def discovery(api: ApiServer, key: str | None, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DISCOVERY_")}
+    env = process_env()
     env.update(DISCOVERY_API_URL=api.url, COLUMNS="200")
     if key:
         env["DISCOVERY_API_KEY"] = key
@@ -49,7 +49,7 @@ def test_cli_errors_are_one_line_with_exit_codes_scripts_can_use(api: ApiServer)
     assert no_key.returncode == 2 and "DISCOVERY_API_KEY" in no_key.stderr
     wrong_key = discovery(api, "dsk_wrong", "runs", "list")
     assert wrong_key.returncode == 2 and "401" in wrong_key.stderr
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DISCOVERY_")}
+    env = process_env()
     env.update(DISCOVERY_API_URL="http://127.0.0.1:9", DISCOVERY_API_KEY=key)
     down = subprocess.run([sys.executable, "-m", "service.cli", "runs", "list"], env=env, capture_output=True,
                           text=True, timeout=60)

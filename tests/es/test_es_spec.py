@@ -4,7 +4,6 @@ target without a network refused, and `discovery run --proposer es`."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from service.runs.spec import ESProposerSpec, RunSpec
+from tests.conftest import process_env
 from tests.runs.conftest import REPO
 from workers.targets import TARGETS
 
@@ -58,7 +58,7 @@ def test_the_cards_parameter_count_is_the_kernels() -> None:
 
 
 def test_the_cli_runs_es(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DISCOVERY_")}
+    env = process_env()
     env.update(DISCOVERY_DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite'}", DISCOVERY_CACHE_DIR=str(tmp_path))
     command = [sys.executable, "-m", "service.cli", "run", "--dry-run"]
     done = subprocess.run([*command, "--proposer", "es", "--generations", "3", "--population", "4"], cwd=REPO,

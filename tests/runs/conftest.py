@@ -28,6 +28,7 @@ from service.keys import create_key
 from service.runs.runner import start_run
 from service.runs.spec import RunSpec
 from service.runtime import Runtime
+from tests.conftest import process_env
 from workers.targets import TARGETS
 from workers.vocabulary import RUN_FINAL_STATUSES
 
@@ -37,7 +38,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def worker_env(database_url: str, cache: Path, broker: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DISCOVERY_")}
+    env = process_env()
     env.update(DISCOVERY_DATABASE_URL=database_url, DISCOVERY_BROKER_URL=broker, DISCOVERY_CACHE_DIR=str(cache),
                PYTHONUNBUFFERED="1")
     return env
@@ -158,7 +159,7 @@ def run_as_new_key(runtime: Runtime, spec: RunSpec, timeout: float) -> tuple[str
 
 def cli(api_url: str, key: str, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """`discovery ARGS` against the API at `api_url` as `key`, with nothing of the user's environment."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DISCOVERY_")}
+    env = process_env()
     env.update(DISCOVERY_API_URL=api_url, DISCOVERY_API_KEY=key, DISCOVERY_CACHE_DIR=str(home))
     return subprocess.run([sys.executable, "-m", "service.cli", *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=60)

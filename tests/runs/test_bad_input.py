@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from service.runs.runner import RunRefused, start_run
 from service.runs.spec import RunSpec
 from service.runtime import build_runtime
 from service.settings import Settings
+from tests.conftest import process_env
 from tests.runs.conftest import REPO, count_rows
 
 
@@ -61,7 +61,7 @@ def test_start_run_refuses_an_llm_proposer_without_endpoint(sqlite_url: str, cac
     (["--proposer", "llm"], "error: --proposer llm needs --model NAME"),
 ])
 def test_discovery_run_bad_input_exits_2_with_one_line(args: list[str], message: str, tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DISCOVERY_")}
+    env = process_env()
     env.update(DISCOVERY_DATABASE_URL=f"sqlite:///{tmp_path / 'never.db'}", DISCOVERY_CACHE_DIR=str(tmp_path))
     done = subprocess.run([sys.executable, "-m", "service.cli", "run", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=60)

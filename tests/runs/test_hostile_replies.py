@@ -5,7 +5,6 @@ tokens are counted, and every CLI command prints the text as it is."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from service.db.text import THOUGHT_CHARS, storable
 from service.runs.spec import RunSpec
 from service.runtime import Runtime
 from tests.api.conftest import uvicorn_in_thread
+from tests.conftest import process_env
 from tests.proposers.scripted_llm import ScriptedLLM, completion
 from tests.runs.conftest import REPO, cache_dir, cli, run_as_new_key  # noqa: F401
 from tests.runs.test_llm_run import SQUARED, WIDER_CLIP, llm, runtime  # noqa: F401
@@ -60,7 +60,7 @@ def test_a_hostile_reply_is_stored_cleaned_and_printed_as_it_is(runtime: Runtime
 
 
 def test_an_unknown_proposer_is_refused_in_one_line(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DISCOVERY_")}
+    env = process_env()
     env.update(DISCOVERY_CACHE_DIR=str(tmp_path), DISCOVERY_DATABASE_URL=f"sqlite:///{tmp_path / 'x.db'}")
     for name in ("banana", "es"):
         done = subprocess.run([sys.executable, "-m", "service.cli", "run", "--proposer", name, "--dry-run"],

@@ -5,7 +5,6 @@ resume, and nothing but `discovery runs resume` moves it: not a runtime starting
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from service.db import make_engine, make_session_factory, session_scope
 from service.db.models import Candidate, Event, Job, Run
 from service.runtime import build_runtime
 from service.settings import Settings
+from tests.conftest import process_env
 from tests.runs.conftest import REPO, assert_complete_and_consistent, read_report, wait_for
 
 CANDIDATES = 1
@@ -76,7 +76,7 @@ def start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
 @pytest.mark.timeout(1500)
 def test_an_interrupted_run_waits_for_runs_resume(tmp_path: Path, cache_dir: Path) -> None:
     database_url = f"sqlite:///{tmp_path / 'discovery.db'}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DISCOVERY_")}
+    env = process_env()
     env.update(DISCOVERY_DATABASE_URL=database_url, DISCOVERY_CACHE_DIR=str(cache_dir), PYTHONUNBUFFERED="1",
                COLUMNS="200")
     engine = make_engine(database_url)

@@ -19,6 +19,7 @@ from service.db.models import Candidate, Job
 from service.runs.jobs.claim import LEASE_SECONDS
 from service.runtime import build_runtime
 from service.settings import Settings
+from tests.conftest import process_env
 from tests.runs.conftest import REPO, assert_complete_and_consistent, read_report, wait_for, wait_for_final
 
 CANDIDATES = 1
@@ -40,7 +41,7 @@ def test_killed_orchestrator_is_resumed_by_a_new_runtime(
             ).first()
             return (row[0], row[1], row[2]) if row else None
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DISCOVERY_")}
+    env = process_env()
     env.update(DISCOVERY_DATABASE_URL=database_url, DISCOVERY_CACHE_DIR=str(cache_dir))
     log = tmp_path / "run.log"
     with log.open("wb") as out:

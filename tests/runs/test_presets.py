@@ -4,7 +4,6 @@ plans keep the seeds that choose a learning rate apart from the seeds that are s
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import yaml
 from service.db.models import Run
 from service.runs.protocol import seed_plan
 from service.runs.spec import RunSpec
+from tests.conftest import process_env
 from tests.runs.conftest import REPO
 from workers.vocabulary import EvalPhase
 
@@ -43,7 +43,7 @@ def test_the_quick_preset_is_the_default_and_still_meta_tests() -> None:
 
 
 def test_dry_run_prints_the_resolved_spec_and_starts_nothing(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DISCOVERY_")}
+    env = process_env()
     database = tmp_path / "db.sqlite"
     env.update(DISCOVERY_DATABASE_URL=f"sqlite:///{database}", DISCOVERY_CACHE_DIR=str(tmp_path / "cache"))
     done = subprocess.run([sys.executable, "-m", "service.cli", "run", "--preset", "paper", "--seeds-per-eval", "3",
@@ -59,7 +59,7 @@ def test_dry_run_prints_the_resolved_spec_and_starts_nothing(tmp_path: Path) -> 
 
 
 def _dry_run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DISCOVERY_")}
+    env = process_env()
     env.update(DISCOVERY_DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite'}", DISCOVERY_CACHE_DIR=str(tmp_path / "c"))
     return subprocess.run([sys.executable, "-m", "service.cli", "run", *args, "--dry-run"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=120)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -13,13 +12,14 @@ import pytest
 
 from service.db import make_engine, make_session_factory
 from service.keys import find_key
+from tests.conftest import process_env
 from tests.runs.conftest import REPO, assert_complete_and_consistent, read_report
 
 CANDIDATES = 2
 
 
 def test_discovery_run_completes_and_meta_tests_the_best(sqlite_url: str, cache_dir: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DISCOVERY_")}
+    env = process_env()
     env.update(DISCOVERY_DATABASE_URL=sqlite_url, DISCOVERY_CACHE_DIR=str(cache_dir))
     began = time.monotonic()
     done = subprocess.run(
@@ -90,7 +90,7 @@ def test_discovery_run_completes_and_meta_tests_the_best(sqlite_url: str, cache_
 
 
 def test_discovery_run_with_an_unknown_key_is_refused_in_one_line(sqlite_url: str, cache_dir: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DISCOVERY_")}
+    env = process_env()
     env.update(DISCOVERY_DATABASE_URL=sqlite_url, DISCOVERY_CACHE_DIR=str(cache_dir), DISCOVERY_API_KEY="dsk_nobody")
     done = subprocess.run([sys.executable, "-m", "service.cli", "run", "--profile", "smoke", "--candidates", "1"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120)

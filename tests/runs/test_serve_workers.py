@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.conftest import process_env
 from tests.runs.conftest import REPO
 
 
@@ -23,7 +24,7 @@ def _free_port() -> int:
 
 
 def _env(**values: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DISCOVERY_")}
+    env = process_env()
     return {**env, **values}
 
 

@@ -7,7 +7,6 @@ and a run in which nothing beats the warm start says so on every face (API, best
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ from service.runs.runner import start_run
 from service.runs.spec import RunSpec
 from service.runtime import Runtime
 from tests.api.conftest import uvicorn_in_thread
+from tests.conftest import process_env
 from tests.proposers.scripted_llm import ScriptedLLM
 from tests.runs.conftest import REPO, cache_dir, cli, run_as_new_key, wait_for_final  # noqa: F401
 from tests.runs.test_llm_run import llm, reply, runtime  # noqa: F401
@@ -125,7 +125,7 @@ def test_a_run_that_beats_nothing_says_so_on_every_face(runtime: Runtime, llm: S
 
 
 def test_verdict_fields_reach_the_json_of_discovery_evaluate(tmp_path: Path, cache_dir: Path) -> None:  # noqa: F811
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DISCOVERY_")}
+    env = process_env()
     env.update(DISCOVERY_CACHE_DIR=str(cache_dir))
     done = subprocess.run([sys.executable, "-m", "service.cli", "evaluate", "--env", ENV, "--profile", PROFILE,
                            "--seeds", "7200,7201", "--json"], cwd=REPO, env=env, capture_output=True, text=True,
