@@ -16,7 +16,9 @@ from pydantic import AliasChoices, AliasPath, BaseModel, ConfigDict, Field
 class View(BaseModel):
     """A read model: validates from ORM objects and result rows by attribute."""
 
-    model_config = ConfigDict(from_attributes=True)
+    # Every field is in every response (a default is what a missing stored value reads as), so the OpenAPI
+    # document marks them all required.
+    model_config = ConfigDict(from_attributes=True, json_schema_serialization_defaults_required=True)
 
 
 def stored(name: str, *paths: tuple[str, ...]) -> AliasChoices:
