@@ -62,7 +62,7 @@ def test_a_hostile_reply_is_stored_cleaned_and_printed_as_it_is(runtime: Runtime
 def test_an_unknown_proposer_is_refused_in_one_line(tmp_path: Path) -> None:
     env = process_env()
     env.update(DISCOVERY_CACHE_DIR=str(tmp_path), DISCOVERY_DATABASE_URL=f"sqlite:///{tmp_path / 'x.db'}")
-    for name in ("banana", "es"):
+    for name in ("banana", "openai"):
         done = subprocess.run([sys.executable, "-m", "service.cli", "run", "--proposer", name, "--dry-run"],
                               cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
         assert done.returncode == 2 and name in done.stderr, (done.stdout, done.stderr)

@@ -51,11 +51,13 @@ def first_proposal(factory: Any, other_than: str | None = None) -> str | None:
 
 
 def interrupt_after_first_proposal(process: subprocess.Popen[bytes], factory: Any, log: Path,
-                                   other_than: str | None = None) -> str:
-    """SIGINT (Ctrl-C) once the process's run has recorded its first proposal; the run's id."""
+                                   other_than: str | None = None, not_before: float = 0.0) -> str:
+    """SIGINT (Ctrl-C) once the process's run has recorded its first proposal, and not before the monotonic time
+    `not_before`; the run's id."""
     try:
         wait_for(lambda: first_proposal(factory, other_than) is not None or process.poll() is not None, 400,
                  "the first proposal")
+        wait_for(lambda: time.monotonic() >= not_before or process.poll() is not None, 60, "the time to interrupt")
         run_id = first_proposal(factory, other_than)
         assert run_id is not None and process.poll() is None, log.read_text()[-3000:]
         process.send_signal(signal.SIGINT)
@@ -104,8 +106,9 @@ def test_an_interrupted_run_waits_for_runs_resume(tmp_path: Path, cache_dir: Pat
     # pending job) leave the interrupted run alone while the new run gets going. Ctrl-C'd in turn.
     began = time.monotonic()
     other = start(env, tmp_path / "other.log")
-    other_id = interrupt_after_first_proposal(other, factory, tmp_path / "other.log", other_than=run_id)
-    assert time.monotonic() - began > 11  # two sweeps at least
+    # Interrupted no sooner than 11 s after its start: two of its sweeps at least.
+    other_id = interrupt_after_first_proposal(other, factory, tmp_path / "other.log", other_than=run_id,
+                                              not_before=began + 11)
     print(f"the other run's first proposal after {time.monotonic() - began:.0f} s")
     assert other_id != run_id and jobs_of(factory, run_id) == held
     with session_scope(factory) as session:
