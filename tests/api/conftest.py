@@ -13,10 +13,13 @@ import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from sqlalchemy import select
 
 from service.api.app import create_app
 from service.db import session_scope, upgrade_database
+from service.db.models import Run
 from service.keys import create_key
+from service.runs.orchestrator import cancel
 from service.runtime import Runtime, build_runtime
 from service.settings import Settings
 from tests.conftest import free_port
@@ -62,7 +65,16 @@ def serve(settings: Settings) -> Iterator[ApiServer]:
         with uvicorn_in_thread(create_app(runtime)) as url:
             yield ApiServer(url=url, runtime=runtime)
     finally:
+        stop_every_run(runtime)
         runtime.executor.close()
+
+
+def stop_every_run(runtime: Runtime) -> None:
+    """Cancel what the tests left running, so closing waits for in-flight work only, not whole runs."""
+    with session_scope(runtime.factory) as session:
+        running = session.scalars(select(Run.id).where(~Run.ended)).all()
+    for run_id in running:
+        cancel(runtime.factory, run_id)
 
 
 @pytest.fixture(scope="module")

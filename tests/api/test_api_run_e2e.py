@@ -24,7 +24,7 @@ from service.settings import Settings
 from tests.api.conftest import ApiServer, serve
 from tests.api.export_checks import check_the_export_has_a_row_per_seed_of_every_evaluation_stored
 from tests.api.wandb_checks import check_the_wandb_bridge_logs_every_evaluated_candidate
-from tests.runs.conftest import REPO, WorkerProcess, broker_url, cache_dir, worker_env  # noqa: F401
+from tests.runs.conftest import REPO, WorkerProcess, worker_env
 
 
 class Receiver:
@@ -119,7 +119,7 @@ def test_a_whole_run_over_http_with_celery_and_a_signed_webhook(
     created = client.post("/v1/runs", json={
         "target": "lpo", "environments": {"train": ["CartPole-v1"], "test": ["Acrobot-v1"]}, "profile": "smoke",
         "proposer": {"kind": "evolution"}, "budget": {"candidates": 3}, "concurrency": 2, "seed": 0,
-        "seeds_per_eval": 1, "metatest_seeds": 1,
+        "seeds_per_eval": 1, "metatest_seeds": 1, "verification_seeds": 2,
         "webhook": {"url": receiver.url, "events": ["run.completed", "candidate.new_best"]},
     })
     assert created.status_code == 201, created.text

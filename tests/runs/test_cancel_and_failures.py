@@ -21,7 +21,7 @@ from workers.vocabulary import JobKind, JobStatus, RunStatus
 
 SPEC = {"target": "lpo", "profile": "smoke", "environments": {"train": ["CartPole-v1"], "test": ["CartPole-v1"]},
         "proposer": {"kind": "evolution"}, "budget": {"candidates": 6}, "concurrency": 1, "seeds_per_eval": 1,
-        "metatest_seeds": 1}
+        "metatest_seeds": 1, "verification_seeds": 2}
 
 
 def make_runtime(tmp_path: Path, cache_dir: Path, **settings: object) -> Runtime:

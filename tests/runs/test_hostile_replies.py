@@ -20,7 +20,7 @@ from service.runtime import Runtime
 from tests.api.conftest import uvicorn_in_thread
 from tests.conftest import process_env
 from tests.proposers.scripted_llm import ScriptedLLM, completion
-from tests.runs.conftest import REPO, cache_dir, cli, run_as_new_key  # noqa: F401
+from tests.runs.conftest import REPO, cli, run_as_new_key
 from tests.runs.test_llm_run import SQUARED, WIDER_CLIP, llm, runtime  # noqa: F401
 
 MARKUP_NAME = "[/] [bold red]not bold[/bold red] [link=https://evil.example]x"

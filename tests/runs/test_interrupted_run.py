@@ -24,7 +24,7 @@ from tests.runs.conftest import REPO, assert_complete_and_consistent, read_repor
 
 CANDIDATES = 1
 SMOKE = ["--target", "lpo", "--env", "CartPole-v1", "--profile", "smoke", "--concurrency", "1", "--seed", "0",
-         "--seeds-per-eval", "1", "--test-env", "CartPole-v1", "--metatest-seeds", "1"]
+         "--seeds-per-eval", "1", "--test-env", "CartPole-v1", "--metatest-seeds", "1", "--verification-seeds", "2"]
 
 
 def discovery(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:

@@ -22,7 +22,7 @@ from service.runs.spec import Extension, RunSpec
 from service.runtime import Runtime, build_runtime
 from service.settings import Settings
 from tests.proposers.scripted_llm import ScriptedLLM, completion, failure, handler
-from tests.runs.conftest import cache_dir, wait_for_final  # noqa: F401
+from tests.runs.conftest import wait_for_final
 from workers.results import score_text
 from workers.targets import get_target
 
@@ -69,7 +69,7 @@ def runtime(tmp_path: Path, llm: ScriptedLLM, cache_dir: Path) -> Iterator[Runti
 def llm_spec(candidates: int, tokens: int | None = None, history: str = "bounded") -> RunSpec:
     return RunSpec.model_validate({
         "target": "lpo", "profile": "smoke", "environments": {"train": ["CartPole-v1"], "test": ["CartPole-v1"]},
-        "concurrency": 1, "seeds_per_eval": 1, "metatest_seeds": 1,
+        "concurrency": 1, "seeds_per_eval": 1, "metatest_seeds": 1, "verification_seeds": 2,  # one short race
         "budget": {"candidates": candidates, "tokens": tokens},
         "proposer": {"kind": "llm", "model": "scripted-model", "temperature": 0.7, "history": history},
     })

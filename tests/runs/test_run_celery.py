@@ -22,8 +22,8 @@ from service.runs.runner import start_run
 from service.runs.spec import RunSpec
 from service.runtime import Runtime, build_runtime
 from service.settings import Settings
+from tests.conftest import PrivateRedis
 from tests.runs.conftest import (
-    PrivateRedis,
     WorkerProcess,
     assert_complete_and_consistent,
     read_report,
@@ -36,6 +36,7 @@ from tests.runs.conftest import (
 def small_spec(candidates: int = 2, test_envs: list[str] | None = None) -> RunSpec:
     return RunSpec.model_validate({
         "target": "lpo", "profile": "smoke", "seed": 0, "seeds_per_eval": 1, "metatest_seeds": 1, "concurrency": 1,
+        "verification_seeds": 2,  # one short race
         "budget": {"candidates": candidates},
         "environments": {"train": ["CartPole-v1"], "test": test_envs or ["CartPole-v1"]},
     })

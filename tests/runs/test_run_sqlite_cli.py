@@ -25,7 +25,8 @@ def test_discovery_run_completes_and_meta_tests_the_best(sqlite_url: str, cache_
     done = subprocess.run(
         [sys.executable, "-m", "service.cli", "run", "--target", "lpo", "--env", "CartPole-v1",
          "--profile", "smoke", "--candidates", str(CANDIDATES), "--concurrency", "1", "--seed", "0",
-         "--seeds-per-eval", "1", "--metatest-seeds", "2", "--learning-rate", "grid", "--json"],
+         "--seeds-per-eval", "1", "--metatest-seeds", "2", "--verification-seeds", "2", "--learning-rate", "grid",
+         "--json"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
     )
     print(f"discovery run took {time.monotonic() - began:.1f} s")

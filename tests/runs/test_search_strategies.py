@@ -19,7 +19,7 @@ from service.runs.runner import start_run
 from service.runs.spec import Extension, RunSpec, spec_of
 from service.runtime import Runtime
 from tests.proposers.scripted_llm import ScriptedLLM, completion
-from tests.runs.conftest import cache_dir, wait_for_final  # noqa: F401
+from tests.runs.conftest import wait_for_final
 from tests.runs.test_llm_run import llm, runtime  # noqa: F401
 from workers.targets import TARGETS
 
@@ -57,8 +57,8 @@ def ensemble_spec(candidates: int) -> RunSpec:
 def spec(candidates: int, **extra: object) -> RunSpec:
     return RunSpec.model_validate({
         "target": "lpo", "profile": "smoke", "environments": {"train": ["CartPole-v1"], "test": ["CartPole-v1"]},
-        "concurrency": 1, "seeds_per_eval": 1, "metatest_seeds": 1, "budget": {"candidates": candidates},
-        "proposer": {"kind": "llm", "models": ["careful", "reckless"]}, **extra,
+        "concurrency": 1, "seeds_per_eval": 1, "metatest_seeds": 1, "verification_seeds": 2,  # one short race
+        "budget": {"candidates": candidates}, "proposer": {"kind": "llm", "models": ["careful", "reckless"]}, **extra,
     })
 
 

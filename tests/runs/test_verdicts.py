@@ -25,7 +25,7 @@ from service.runtime import Runtime
 from tests.api.conftest import uvicorn_in_thread
 from tests.conftest import process_env
 from tests.proposers.scripted_llm import ScriptedLLM
-from tests.runs.conftest import REPO, cache_dir, cli, run_as_new_key, wait_for_final  # noqa: F401
+from tests.runs.conftest import REPO, cli, run_as_new_key, wait_for_final
 from tests.runs.test_llm_run import llm, reply, runtime  # noqa: F401
 from workers.rl.envs import get_env_spec
 from workers.statistics import compare
