@@ -52,7 +52,10 @@ def candidates_page(session: Session, key: ApiKey, run_id: str, *, status: str |
     # An empty page of the key's run, or no run of the key's: only then is it worth telling apart.
     run_owned = bool(rows) or session.scalar(select(Run.id).where(Run.id == run_id, Run.owner_key_id == key.id)) \
         is not None
-    return CandidatesPage([CandidateSummary.model_validate(row) for row in rows[:limit]], next_position, run_owned)
+    # Validated from plain dicts: a result row answers every field it lacks (an alias tried first) with an
+    # exception, which cost a read of 50 candidates some 3 ms of CPU.
+    items = [CandidateSummary.model_validate(row._asdict()) for row in rows[:limit]]
+    return CandidatesPage(items, next_position, run_owned)
 
 
 @dataclass

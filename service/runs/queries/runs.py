@@ -38,7 +38,7 @@ def comparison_fields(stats: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _cell(row: Any) -> MetaTestCell | None:
-    return None if row is None else MetaTestCell.model_validate(row)
+    return None if row is None else MetaTestCell.model_validate(row._asdict())
 
 
 def discovery_of(run: Run) -> Discovery:
@@ -137,7 +137,7 @@ def runs_page(session: Session, owner_key_id: str, status: str | None, target: s
         created_at, run_id = after
         query = query.where(or_(Run.created_at < created_at, and_(Run.created_at == created_at, Run.id < run_id)))
     rows = session.execute(query.order_by(Run.created_at.desc(), Run.id.desc()).limit(limit + 1)).all()
-    return [RunListItem.model_validate(row) for row in rows[:limit]], len(rows) > limit
+    return [RunListItem.model_validate(row._asdict()) for row in rows[:limit]], len(rows) > limit
 
 
 def recent_runs(session: Session, key: ApiKey, limit: int) -> list[tuple[Run, int]]:
