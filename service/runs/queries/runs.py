@@ -69,13 +69,15 @@ RUN_META_TESTS = select(Evaluation.candidate_id, Evaluation.env, Evaluation.norm
                         ).join(Candidate).where(Candidate.run_id == _RUN, Evaluation.phase == EvalPhase.TEST)
 
 
+_TRAINED = func.count().label("evaluations")
+RUN_DEVICES = (select(Evaluation.platform, Evaluation.device, _TRAINED).join(Candidate)
+               .where(Candidate.run_id == _RUN, Evaluation.platform.is_not(None))
+               .group_by(Evaluation.platform, Evaluation.device).order_by(_TRAINED.desc()))
+
+
 def trained_on(session: Session, run_id: str) -> list[TrainedOn]:
     """The platforms and devices the trainer ran the run's evaluations on, most evaluations first."""
-    count = func.count()
-    rows = session.execute(select(Evaluation.platform, Evaluation.device, count).join(Candidate)
-                           .where(Candidate.run_id == run_id, Evaluation.platform.is_not(None))
-                           .group_by(Evaluation.platform, Evaluation.device).order_by(count.desc())).all()
-    return [TrainedOn(platform=platform, device=device, evaluations=n) for platform, device, n in rows]
+    return [TrainedOn.model_validate(row._asdict()) for row in session.execute(RUN_DEVICES, {"run_id": run_id})]
 
 
 def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> RunOut:
