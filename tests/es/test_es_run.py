@@ -1,7 +1,8 @@
 """One ES generation on CartPole-v1's smoke profile, end to end through the service's LocalExecutor and the real,
 sandboxed trainer: the warm start is traced and anchors the scores, the population (4 members, 1 seed each) trains
 as parameter vectors in one program, the generation's row has a finite fitness per member and its environment
-steps, and the mean becomes a network candidate that is trained from its vector, scored and meta-tested."""
+steps, and the mean becomes a network candidate that is trained from its vector and scored. Then hostile vectors
+sent to the same sandboxed trainer are refused and reported, never trained."""
 
 from __future__ import annotations
 
@@ -9,17 +10,21 @@ import math
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import select
 
 from service.db import session_scope, upgrade_database
 from service.db.models import Candidate, ESGeneration
+from service.evaluation import trainer_config
 from service.runs.runner import start_run
 from service.runs.spec import RunSpec
 from service.runtime import Runtime, build_runtime
 from service.settings import Settings
 from tests.runs.conftest import cache_dir, read_report, wait_for_final  # noqa: F401
 from workers.rl.envs import get_config
+from workers.trainer.client import POOL
+from workers.trainer.protocol import EncodedArray, TrainRequest
 from workers.vocabulary import CandidateKind
 
 POPULATION = 4
@@ -60,3 +65,14 @@ def test_one_es_generation_on_cartpole_smoke_end_to_end(runtime: Runtime) -> Non
     trained = [e for e in report.evaluations if e.candidate_id == network_id]
     assert {e.phase for e in trained} >= {"train"}, report.describe()
     assert all(e.outcome == "ok" and e.artifact_sha256 == vector_sha for e in trained), report.describe()
+
+    nan = np.zeros(1152, np.float32)
+    nan[0] = np.nan
+    hostile = [EncodedArray.of(nan), EncodedArray.of(np.zeros(1151, np.float32)), EncodedArray.of(np.zeros(1152))]
+    request = TrainRequest(target="lpo", env="CartPole-v1", profile="smoke", seeds=[0], learning_rates=[2.5e-4],
+                           parameters=hostile, network="lpo_network")
+    with POOL.acquire(trainer_config(runtime.settings)) as trainer:  # the sandboxed trainer the run used
+        response = trainer.train(request, 120.0)
+    assert response.error is None and response.trained == [] and response.return_sum is None
+    reasons = [response.refused.get(index, "") for index in range(len(hostile))]
+    assert "finite" in reasons[0] and "[1151]" in reasons[1] and "float64" in reasons[2], response.refused
