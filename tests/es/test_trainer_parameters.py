@@ -1,7 +1,14 @@
 """The trainer trains a network's parameter vectors (`TrainRequest.parameters`): every vector goes through the gate
 (`workers.trainer.parameters.decode_parameters`) and a refused one is reported in `refused`, never trained; the
 population trains member-major in one program with each lane's own vector, compiled once for every later
-generation; a zero vector in the population trains exactly as the warm start."""
+generation; a zero vector in the population trains exactly as the warm start.
+
+Exactly, bit for bit on the CPU, where no training sample puts PPO's drift in (0, 1e-4], the network's dead zone
+(`workers.targets.kernels.lpo_network`): there the zero network's gradient is PPO's minus that sample's, and PPO's
+training, being chaotic, goes its own way afterwards. At 3e-4 on seeds 0 and 1 (as in
+`test_zero_network_trains_as_ppo.py`) no sample does; at CartPole's published 1e-3 one does, near update 4 (the
+same network without the offset then still trains bit for bit as PPO).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +17,6 @@ import base64
 import numpy as np
 import pytest
 
-from workers.rl.envs import get_env_spec
 from workers.targets.kernels.lpo_network import PARAMETER_COUNT
 from workers.trainer import server
 from workers.trainer.parameters import encode_parameters
@@ -18,10 +24,11 @@ from workers.trainer.protocol import EncodedArray, TrainRequest, TrainResponse
 
 ENV, PROFILE = "CartPole-v1", "smoke"
 SEEDS = [0, 1]
+LEARNING_RATE = 3e-4  # where no sample falls in the dead zone (see above)
 
 
 def _request(parameters: list[EncodedArray], network: str = "lpo_network") -> TrainRequest:
-    return TrainRequest(target="lpo", env=ENV, profile=PROFILE, seeds=SEEDS, learning_rates=[get_env_spec(ENV).lr],
+    return TrainRequest(target="lpo", env=ENV, profile=PROFILE, seeds=SEEDS, learning_rates=[LEARNING_RATE],
                         parameters=parameters, network=network)
 
 
@@ -75,11 +82,11 @@ def test_a_population_trains_in_one_program_and_its_zero_member_as_the_warm_star
     assert response.finite is not None and response.finite.decode().all()
 
     warm = server.handle(TrainRequest(target="lpo", env=ENV, profile=PROFILE, seeds=SEEDS,
-                                      learning_rates=[get_env_spec(ENV).lr]))
+                                      learning_rates=[LEARNING_RATE]))
     got, expected = _returns(response, 0), _returns(warm, 0)
     assert expected[1].sum() > 0
     np.testing.assert_array_equal(got[1], expected[1])  # the same episodes, update by update
-    np.testing.assert_allclose(got[0], expected[0], rtol=1e-5)
+    np.testing.assert_array_equal(got[0], expected[0])  # and the same returns
     assert not np.array_equal(_returns(response, 1)[0], got[0])  # the noisy member trains as itself
 
     misses = server.network_program.cache_info().misses
