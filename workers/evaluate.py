@@ -31,7 +31,7 @@ from workers.rl.scoring import (
 from workers.sandbox.host import SandboxLimits
 from workers.sandbox.isolate import trace_candidate
 from workers.trainer.client import TrainerFailed, TrainerProcess
-from workers.trainer.parameters import TRAINER_TRAINS_PARAMETERS, parameters_sha256
+from workers.trainer.parameters import parameters_sha256
 from workers.trainer.protocol import TrainRequest, TrainResponse
 from workers.vocabulary import Outcome
 
@@ -105,7 +105,8 @@ def _results(request: TrainRequest, response: TrainResponse, seconds: float) -> 
                   response.diagnostics.decode())
     for index in range(count):
         if index in response.refused:
-            out.append(EvaluationResult(outcome=Outcome.refused, error=f"the trainer refused the artifact: "
+            what = "parameter vector" if request.parameters is not None else "artifact"
+            out.append(EvaluationResult(outcome=Outcome.refused, error=f"the trainer refused the {what}: "
                                         f"{response.refused[index]}", seconds=seconds))
             continue
         if index not in position or arrays is None:
@@ -132,17 +133,15 @@ def _results(request: TrainRequest, response: TrainResponse, seconds: float) -> 
 
 
 def train_batch(trainer: TrainerProcess, request: TrainRequest, anchor: Anchor | None) -> list[EvaluationResult]:
-    """Train the request's artifacts (or, with none, the warm start) as one batch; split and retry on failure.
+    """Train the request's artifacts or parameter vectors (or, with neither, the warm start) as one batch; split
+    and retry on failure.
 
-    One result per artifact, in order. A batch that times out, exhausts memory, kills the trainer or makes
+    One result per artifact or vector, in order. A batch that times out, exhausts memory, kills the trainer or makes
     it fail (a verified module that XLA cannot run) is split in halves, each retried (on a fresh trainer
     after a crash), down to single candidates, which then fail alone.
     """
     started = time.monotonic()
     count = request.candidates
-    if request.parameters is not None and not TRAINER_TRAINS_PARAMETERS:
-        return [EvaluationResult(outcome=Outcome.refused, error="the trainer does not train parameter vectors yet "
-                                 "(docs/meta_learners.md, steps 3-4)", seconds=0.0) for _ in range(count)]
     lanes = count * len(request.seeds) * len(request.learning_rates)
     try:
         response = trainer.train(request, candidate_timeout(request.profile, anchor, lanes))

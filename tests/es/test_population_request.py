@@ -1,6 +1,6 @@
 """The service side of training a population, without a trainer: `TrainRequest.parameters` (exclusive with
-artifacts, with its network), the vectors' encoding and content address, the worker's refusal while the trainer
-does not train parameters, the fitness (per-seed scores against the anchor, averaged over seeds and environments,
+artifacts, with its network), the vectors' encoding and content address, what the worker reads of a trainer's
+refusal, the fitness (per-seed scores against the anchor, averaged over seeds and environments,
 NaN for a member that failed anywhere) and the generation's cost, and the generation's seeds."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from workers.evaluate import train_batch
 from workers.results import EnvResult, EvaluationResult, SeedPlan
 from workers.rl.envs import get_config
 from workers.trainer.parameters import decode_parameters, encode_parameters, parameters_sha256
-from workers.trainer.protocol import TrainRequest
+from workers.trainer.protocol import TrainRequest, TrainResponse
 from workers.vocabulary import EvalPhase, Metric, Outcome
 
 SIZE = 1152
@@ -53,11 +53,25 @@ def test_a_vector_is_addressed_by_its_float32_bytes() -> None:
         parameters_sha256(encode_parameters(vector))  # the ES mean (float64) is sent and stored as float32
 
 
-def test_the_worker_refuses_parameters_while_the_trainer_cannot_train_them() -> None:
+class _Trainer:
+    """A trainer that refuses the second vector and trains nothing (what the worker reads back)."""
+
+    def __init__(self) -> None:
+        self.requests: list[TrainRequest] = []
+
+    def train(self, request: TrainRequest, timeout: float) -> TrainResponse:
+        self.requests.append(request)
+        return TrainResponse(refused={1: "network parameters must be finite: value 7 is nan"})
+
+
+def test_the_worker_sends_the_vectors_and_reports_a_refused_one() -> None:
     request = TrainRequest(**BASE, parameters=[encode_parameters(v) for v in _vectors(2)], network="lpo_network")
-    results = train_batch(None, request, None)  # type: ignore[arg-type]  # no trainer is reached
-    assert [r.outcome for r in results] == [Outcome.refused, Outcome.refused]
-    assert "does not train parameter vectors yet" in (results[0].error or "")
+    trainer = _Trainer()
+    results = train_batch(trainer, request, None)  # type: ignore[arg-type]
+    assert trainer.requests == [request]
+    assert [r.outcome for r in results] == [Outcome.error, Outcome.refused]
+    assert results[1].error == "the trainer refused the parameter vector: network parameters must be finite: " \
+        "value 7 is nan"
 
 
 class _Anchor:

@@ -9,15 +9,17 @@ flattens the data, then `update_epoch` shuffles it into minibatches `update_epoc
 `make_train` returns `train(params, key, lr)`: one whole training run as a pure function.
 `make_lanes_train` vmaps it over flat *lanes* and jits it: one lane per candidate × learning rate ×
 seed, laid out candidate-major (`lane_inputs`), so one compile serves a whole batch of candidates on one
-environment. The plug-ins (`workers.rl.plugins.Plugins`, one slot per target) are JAX functions traced
-into the loop: the project's own warm starts, or a candidate's verified exported modules
-(`workers.trainer.lanes`), with no Python callback.
+environment; with `per_lane`, a slot is filled from each lane's own data (an ES population's parameter
+vectors, `workers.trainer.lanes.network_lane_plugins`), so a whole population trains in one program compiled
+once. The plug-ins (`workers.rl.plugins.Plugins`, one slot per target) are JAX functions traced into the loop:
+the project's own warm starts, a candidate's verified exported modules (`workers.trainer.lanes`), or a project
+network at a lane's parameter vector, with no Python callback.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 import gymnax
@@ -343,9 +345,26 @@ def make_train(env_name: str, config: PPOConfig, plugins: Plugins) -> Callable[.
     return train_one
 
 
-def make_lanes_train(env_name: str, config: PPOConfig, plugins: Plugins) -> Callable[..., TrainOutput]:
-    """`f(params[lane], keys[lane], lrs[lane]) -> TrainOutput` with a leading lane axis, jitted."""
-    return jax.jit(jax.vmap(make_train(env_name, config, plugins)))
+# Fills slots from one lane's own data (inside the lane vmap): `per_lane(plugins, data_of_this_lane) -> Plugins`.
+LanePlugins = Callable[[Plugins, jax.Array], Plugins]
+
+
+def make_lanes_train(env_name: str, config: PPOConfig, plugins: Plugins, per_lane: LanePlugins | None = None
+                     ) -> Callable[..., TrainOutput]:
+    """`f(params[lane], keys[lane], lrs[lane]) -> TrainOutput` with a leading lane axis, jitted.
+
+    With `per_lane`, `f(params[lane], keys[lane], lrs[lane], data[lane])`: each lane's plug-ins are
+    `per_lane(plugins, data_of_this_lane)`, built inside the one vmap, so lanes that differ only in their data (an
+    ES population's parameter vectors) train in one program, compiled once for every value of the data. Without
+    it, the program is exactly the plain one (code candidates and the warm start are untouched)."""
+    if per_lane is None:
+        return jax.jit(jax.vmap(make_train(env_name, config, plugins)))
+    setup = make_setup(env_name, config, plugins)
+
+    def train_one(params: Any, key: jax.Array, lr: jax.Array, data: jax.Array) -> TrainOutput:
+        return train(replace(setup, plugins=per_lane(setup.plugins, data)), params, key, lr)
+
+    return jax.jit(jax.vmap(train_one))
 
 
 def lane_inputs(env_name: str, config: PPOConfig, candidates: int, learning_rates: list[float], seeds: list[int]

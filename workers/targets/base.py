@@ -106,7 +106,8 @@ class Reference:
 class Network:
     """A network of the project's own whose parameters a meta-learner (ES) searches: project code, so only a float
     vector of `parameter_count` values comes in (validated by `workers.trainer.parameters`). `kernel` holds its JAX
-    half (`PARAMETER_COUNT`, `network_drift`, `make_drift`), imported only by the trainer."""
+    half (`PARAMETER_COUNT`, `network_drift`, and `make_plugin(vector)`: the target's plug-in at one vector, which the
+    trainer calls per lane inside its training program), imported only by the trainer."""
 
     name: str
     kernel: str

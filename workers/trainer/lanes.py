@@ -5,10 +5,16 @@ axis, and here every call gets a custom batching rule (`jax.custom_batching.cust
 the trainer's one `vmap` over all lanes, candidate k's module receives exactly its own rows
 (lanes are laid out candidate-major) in one call. Lanes never see another candidate's values, so a
 NaN or garbage from one candidate stays in that candidate's lanes.
+
+A network candidate (an ES member) needs none of this: its code is the project's (the target's network kernel)
+and only its parameter vector differs from lane to lane, so `network_lane_plugins` fills the slot inside the lane
+vmap from each lane's own vector (`workers.rl.ppo.make_lanes_train`'s `per_lane`); vmap batches the network over
+the lanes, and a lane reads its own vector only.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +23,8 @@ import jax.numpy as jnp
 from jax import export
 from jax.custom_batching import custom_vmap
 
+from workers.rl.plugins import Plugins
+from workers.rl.ppo import LanePlugins
 from workers.targets import Target
 from workers.targets.base import ModuleSpec
 
@@ -60,3 +68,16 @@ def candidate_plugin(target: Target, modules: list[dict[str, export.Exported]], 
     calls = {spec.name: _lane_call(spec, [m[spec.name] for m in modules], lanes_per_candidate)
              for spec in target.modules}
     return target.assemble(calls)
+
+
+def network_lane_plugins(target: Target) -> LanePlugins:
+    """`per_lane(plugins, vector)`: the target's slot filled with its network at this lane's parameter vector (the
+    kernel's `make_plugin`, e.g. `lpo_network.make_drift`: `network_drift(vector, r, A, eps)`)."""
+    if target.network is None:
+        raise ValueError(f"target {target.name!r} has no network")
+    make_plugin = importlib.import_module(target.network.kernel).make_plugin
+
+    def per_lane(plugins: Plugins, vector: jax.Array) -> Plugins:
+        return plugins._replace(**{target.plugin_field: make_plugin(vector)})
+
+    return per_lane

@@ -19,10 +19,6 @@ import numpy as np
 from workers.trainer.protocol import EncodedArray
 
 DEFAULT_BOUND = 1e3  # no sensible network of ours has a weight near it; ES moves a weight ~lr per generation
-# Whether the trainer's server reads `TrainRequest.parameters` (docs/meta_learners.md, "How an ES run will plug in",
-# steps 3-4: the parameterised drift slot, with PPO's refactor into steps and slots). Until it does, the worker
-# refuses such a request itself (`workers.evaluate.train_batch`), so no server trains the warm start in its place.
-TRAINER_TRAINS_PARAMETERS = False
 
 
 def encode_parameters(vector: np.ndarray) -> EncodedArray:

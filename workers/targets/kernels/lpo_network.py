@@ -81,3 +81,6 @@ def make_drift(vector: jax.Array) -> Callable[[jax.Array, jax.Array, jax.Array],
         return network_drift(vector, ratio, advantage, epsilon)
 
     return drift
+
+
+make_plugin = make_drift  # what the trainer calls for one lane's vector (`workers.trainer.lanes.network_lane_plugins`)
