@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from service.db.models import ApiKey, Candidate, Evaluation, Event, Job, Run, WebhookEndpoint, is_proposal
 from service.runs.orchestrator import SEARCH_JOBS, discovery_message
+from service.runs.queries.cost import run_cost
 from service.runs.queries.stats import island_stats, model_stats, operator_stats
 from service.runs.spec import spec_of
 from service.runs.views import (
@@ -26,7 +27,7 @@ from service.runs.views import (
     WebhookOut,
 )
 from workers.targets import TARGETS
-from workers.vocabulary import EvalPhase, JobStatus
+from workers.vocabulary import CandidateKind, EvalPhase, JobStatus
 
 
 def comparison_fields(stats: dict[str, Any] | None) -> dict[str, Any]:
@@ -61,6 +62,7 @@ RUN_FIGURES = select(
     select(Candidate.index).where(Candidate.id == _BEST).scalar_subquery(),
     select(Candidate.name).where(Candidate.id == _BEST).scalar_subquery(),
     select(Candidate.stats).where(Candidate.id == _BEST).scalar_subquery(),
+    select(Candidate.kind).where(Candidate.id == _BEST).scalar_subquery(),
     _ENDPOINT.with_only_columns(WebhookEndpoint.url).scalar_subquery(),
     _ENDPOINT.with_only_columns(WebhookEndpoint.events).scalar_subquery(),
 )
@@ -83,8 +85,8 @@ def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> Ru
     search's breakdowns where the run has them."""
     ids = {"run_id": run.id, "best_id": run.best_candidate_id}
     spec = spec_of(run)
-    done, in_flight, warm_id, best_index, best_name, best_stats, endpoint_url, endpoint_events = session.execute(
-        RUN_FIGURES, ids).one()
+    done, in_flight, warm_id, best_index, best_name, best_stats, best_kind, endpoint_url, endpoint_events = \
+        session.execute(RUN_FIGURES, ids).one()
     tests = session.execute(RUN_META_TESTS, ids).all()
     by_key = {(e.candidate_id, e.env): e for e in tests}
     references = {e.reference: e.candidate_id for e in tests if e.reference is not None}
@@ -104,13 +106,15 @@ def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> Ru
         spent=Spent(candidates=done or 0, tokens=run.tokens_used, cost_usd=run.cost_usd,
                     duplicates_skipped=run.duplicates_skipped, seconds=seconds),
         best=BestCandidate(candidate_id=run.best_candidate_id, index=best_index, name=best_name,
-                           score=run.best_score, **comparison_fields((best_stats or {}).get("verification")))
+                           score=run.best_score, **comparison_fields((best_stats or {}).get("verification")),
+                           kind=best_kind, readable=best_kind == CandidateKind.CODE)
         if run.best_candidate_id and best_name is not None else None,
         meta_test=[MetaTestRow(env=env, best=_cell(by_key.get((run.best_candidate_id, env))),
                                warm_start=_cell(by_key.get((warm_id, env))),
                                references={name: _cell(by_key.get((references.get(name), env)))
                                            for name in reference_names})
                    for env in run.test_envs],
+        cost=run_cost(session, run.id),
         operators=operator_stats(session, run, spec), search=run.search, models=model_stats(session, run, spec),
         islands=island_stats(session, run, spec),
         error=run.error, provenance=run.config.get("provenance"), trained_on=trained_on(session, run.id),
