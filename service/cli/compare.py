@@ -61,6 +61,7 @@ def comparison_table(runs: list[dict[str, Any]]) -> Table:
                     for run in runs]),
         ("verified score", [scored_text(b["score"], b["score_ci"], b["verdict"], b["seeds"]) if b else "-"
                             for b in best]),
+        ("best made by", [b.get("made_by") or "-" if b else "-" for b in best]),
         ("best is", [readable_text(b) for b in best]),
     ]
     envs = list(dict.fromkeys(row["env"] for run in runs for row in run["meta_test"]))

@@ -77,6 +77,8 @@ class BestCandidate(View):
     kind: str = Field(default="code", description="`code`, or `network`: an ES mean's (or a student's) parameters")
     readable: bool = Field(default=True, description="whether the best is code a person can read (a network's "
                            "parameter vector is not)")
+    made_by: str | None = Field(default=None, description="what made it: the run's proposer (`llm`, `evolution`, "
+                                "`es`), or `distilled` for a student network (a network that no ES generation made)")
 
 
 class Discovery(View):

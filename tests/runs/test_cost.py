@@ -88,6 +88,7 @@ def test_a_runs_cost_is_its_rows_and_generations_by_phase(session_factory: sessi
         for shown in (summaries[candidate_id], details[candidate_id]):
             assert (shown.env_steps, shown.trainer_seconds) == pytest.approx(expected)
     assert out.best is not None and out.best.kind == "network" and not out.best.readable
+    assert out.best.made_by == "distilled"  # a network no ES generation made: a student
     assert summaries[ids[1]].kind == "network" and summaries[ids[2]].kind == "code"
 
 

@@ -48,6 +48,11 @@ def discovery_of(run: Run) -> Discovery:
                      verification_seeds=run.verification_seeds, message=discovery_message(run))
 
 
+def made_by(proposer: str, kind: str, es_generation: int | None) -> str:
+    """What made a run's candidate: the run's proposer, or `distilled` for a network no ES generation made."""
+    return "distilled" if kind == CandidateKind.NETWORK and es_generation is None else proposer
+
+
 # run_out's two statements, built once (bound per call): building them per request cost more CPU than running them.
 _RUN = bindparam("run_id")
 _BEST = bindparam("best_id")
@@ -63,6 +68,7 @@ RUN_FIGURES = select(
     select(Candidate.name).where(Candidate.id == _BEST).scalar_subquery(),
     select(Candidate.stats).where(Candidate.id == _BEST).scalar_subquery(),
     select(Candidate.kind).where(Candidate.id == _BEST).scalar_subquery(),
+    select(Candidate.es_generation).where(Candidate.id == _BEST).scalar_subquery(),
     _ENDPOINT.with_only_columns(WebhookEndpoint.url).scalar_subquery(),
     _ENDPOINT.with_only_columns(WebhookEndpoint.events).scalar_subquery(),
 )
@@ -85,8 +91,8 @@ def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> Ru
     search's breakdowns where the run has them."""
     ids = {"run_id": run.id, "best_id": run.best_candidate_id}
     spec = spec_of(run)
-    done, in_flight, warm_id, best_index, best_name, best_stats, best_kind, endpoint_url, endpoint_events = \
-        session.execute(RUN_FIGURES, ids).one()
+    (done, in_flight, warm_id, best_index, best_name, best_stats, best_kind, best_generation, endpoint_url,
+     endpoint_events) = session.execute(RUN_FIGURES, ids).one()
     tests = session.execute(RUN_META_TESTS, ids).all()
     by_key = {(e.candidate_id, e.env): e for e in tests}
     references = {e.reference: e.candidate_id for e in tests if e.reference is not None}
@@ -107,7 +113,8 @@ def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> Ru
                     duplicates_skipped=run.duplicates_skipped, seconds=seconds),
         best=BestCandidate(candidate_id=run.best_candidate_id, index=best_index, name=best_name,
                            score=run.best_score, **comparison_fields((best_stats or {}).get("verification")),
-                           kind=best_kind, readable=best_kind == CandidateKind.CODE)
+                           kind=best_kind, readable=best_kind == CandidateKind.CODE,
+                           made_by=made_by(spec.proposer.kind, best_kind, best_generation))
         if run.best_candidate_id and best_name is not None else None,
         meta_test=[MetaTestRow(env=env, best=_cell(by_key.get((run.best_candidate_id, env))),
                                warm_start=_cell(by_key.get((warm_id, env))),
