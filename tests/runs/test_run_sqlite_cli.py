@@ -82,6 +82,8 @@ def test_discovery_run_completes_and_meta_tests_the_best(sqlite_url: str, cache_
         assert e.best_lr == train.best_lr and not set(e.seeds) & (set(train.seeds) | search)
 
     assert_cost_adds_up(report, env, result["run_id"])
+    assert result["cost"]["total"]["env_steps"] == sum(e.env_steps or 0 for e in report.evaluations)
+    assert "cost: " in done.stderr and "environment steps" in done.stderr
 
     # Events in order: started, proposals and evaluations, completed last.
     types = report.event_types
