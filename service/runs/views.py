@@ -78,7 +78,8 @@ class BestCandidate(View):
     readable: bool = Field(default=True, description="whether the best is code a person can read (a network's "
                            "parameter vector is not)")
     made_by: str | None = Field(default=None, description="what made it: the run's proposer (`llm`, `evolution`, "
-                                "`es`), or `distilled` for a student network (a network that no ES generation made)")
+                                "`es`), `distilled` for a student network (a network that no ES generation "
+                                "made), or `warm start`")
 
 
 class Discovery(View):

@@ -7,7 +7,7 @@ generations (`es_generations`): nothing is stored twice. Rows recorded before mi
 
 from __future__ import annotations
 
-from sqlalchemy import Float, ScalarSelect, func, literal, select, union_all
+from sqlalchemy import ScalarSelect, bindparam, func, literal, select, union_all
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import Label
 
@@ -28,19 +28,21 @@ CANDIDATE_COST = (_candidate_sum(Evaluation.env_steps, "env_steps"),
                   _candidate_sum(Evaluation.trainer_seconds, "trainer_seconds"))
 
 
+_RUN = bindparam("run_id")
+_EVALUATIONS = select(Evaluation.phase.label("phase"), Evaluation.env_steps.label("steps"),
+                      Evaluation.trainer_seconds.label("seconds")).join(Candidate).where(Candidate.run_id == _RUN)
+_GENERATIONS = select(literal(EvalPhase.TRAIN.value).label("phase"), ESGeneration.env_steps.label("steps"),
+                      ESGeneration.trainer_seconds.label("seconds")).where(ESGeneration.run_id == _RUN)
+_ROWS = union_all(_EVALUATIONS, _GENERATIONS).subquery()
+# Built once, bound per call (as run_out's statements): a run's steps and seconds per phase.
+RUN_COST = select(_ROWS.c.phase, func.sum(_ROWS.c.steps), func.sum(_ROWS.c.seconds)).group_by(_ROWS.c.phase)
+
+
 def run_cost(session: Session, run_id: str) -> RunCost:
     """The run's cost by phase: its candidates' evaluations (references and the anchor included) and, in the
     search, its ES generations."""
-    evaluations = select(Evaluation.phase.label("phase"), Evaluation.env_steps.label("steps"),
-                         Evaluation.trainer_seconds.label("seconds")
-                         ).join(Candidate).where(Candidate.run_id == run_id)
-    generations = select(literal(EvalPhase.TRAIN.value).label("phase"), ESGeneration.env_steps.label("steps"),
-                         ESGeneration.trainer_seconds.cast(Float).label("seconds")
-                         ).where(ESGeneration.run_id == run_id)
-    rows = union_all(evaluations, generations).subquery()
     sums = {phase: PhaseCost(env_steps=int(steps or 0), trainer_seconds=float(seconds or 0.0))
-            for phase, steps, seconds in session.execute(
-                select(rows.c.phase, func.sum(rows.c.steps), func.sum(rows.c.seconds)).group_by(rows.c.phase))}
+            for phase, steps, seconds in session.execute(RUN_COST, {"run_id": run_id})}
     none = PhaseCost(env_steps=0, trainer_seconds=0.0)
     search, verification, meta_test = (sums.get(phase, none) for phase in (EvalPhase.TRAIN, EvalPhase.REEVAL,
                                                                             EvalPhase.TEST))

@@ -114,7 +114,8 @@ def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> Ru
         best=BestCandidate(candidate_id=run.best_candidate_id, index=best_index, name=best_name,
                            score=run.best_score, **comparison_fields((best_stats or {}).get("verification")),
                            kind=best_kind, readable=best_kind == CandidateKind.CODE,
-                           made_by=made_by(spec.proposer.kind, best_kind, best_generation))
+                           made_by="warm start" if run.best_candidate_id == warm_id
+                           else made_by(spec.proposer.kind, best_kind, best_generation))
         if run.best_candidate_id and best_name is not None else None,
         meta_test=[MetaTestRow(env=env, best=_cell(by_key.get((run.best_candidate_id, env))),
                                warm_start=_cell(by_key.get((warm_id, env))),
