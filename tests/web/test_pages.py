@@ -285,7 +285,7 @@ def test_the_comparison_page_sets_runs_side_by_side(alice_page: Page, web: WebSe
                                    .where(Candidate.run_id == built.id))
         row = page.locator("#compare-summary tbody tr", has_text=built.id[:8])
         expect(row.locator("td.steps")).to_have_text(f"{int(steps):,}")
-        expect(row.locator("td.readable")).to_have_text("readable code")
+        expect(row.locator("td.readable")).to_have_text("yes")
     expect(page.locator("#compare-summary thead")).to_contain_text("Env steps")
     expect(page.locator(f"input[name=run][value='{world.llm.id}']")).to_be_checked()
     shoot(page, screenshots, "compare")
