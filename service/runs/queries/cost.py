@@ -7,7 +7,10 @@ generations (`es_generations`): nothing is stored twice. Rows recorded before mi
 
 from __future__ import annotations
 
-from sqlalchemy import ScalarSelect, bindparam, func, literal, select, union_all
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import BindParameter, ScalarSelect, bindparam, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import Label
 
@@ -28,25 +31,44 @@ CANDIDATE_COST = (_candidate_sum(Evaluation.env_steps, "env_steps"),
                   _candidate_sum(Evaluation.trainer_seconds, "trainer_seconds"))
 
 
+PHASES = (EvalPhase.TRAIN, EvalPhase.REEVAL, EvalPhase.TEST)
+
+
+def cost_columns(run_id: BindParameter[str]) -> list[ScalarSelect[object]]:
+    """The run's cost as scalar subqueries, for a statement that reads other figures beside it (`run_out`'s): steps
+    and seconds per phase of its evaluations, then its ES generations' steps and seconds (`cost_of` reads them)."""
+    columns: list[ScalarSelect[object]] = []
+    for phase in PHASES:
+        rows = select().select_from(Evaluation).join(Candidate).where(Candidate.run_id == run_id,
+                                                                       Evaluation.phase == phase)
+        columns += [rows.with_only_columns(func.sum(Evaluation.env_steps)).scalar_subquery(),
+                    rows.with_only_columns(func.sum(Evaluation.trainer_seconds)).scalar_subquery()]
+    generations = select().select_from(ESGeneration).where(ESGeneration.run_id == run_id)
+    return columns + [generations.with_only_columns(func.sum(ESGeneration.env_steps)).scalar_subquery(),
+                      generations.with_only_columns(func.sum(ESGeneration.trainer_seconds)).scalar_subquery()]
+
+
+COST_VALUES = 2 * len(PHASES) + 2  # what `cost_columns` reads
+
+
+def cost_of(values: Sequence[Any]) -> RunCost:
+    """RunCost from the values of `cost_columns` (None: nothing recorded, 0); the generations count in the search."""
+    numbers = [value or 0 for value in values]
+    parts = [PhaseCost(env_steps=int(numbers[2 * i]), trainer_seconds=float(numbers[2 * i + 1]))
+             for i in range(len(PHASES))]
+    parts[0] = PhaseCost(env_steps=parts[0].env_steps + int(numbers[-2]),
+                         trainer_seconds=parts[0].trainer_seconds + float(numbers[-1]))
+    search, verification, meta_test = parts
+    return RunCost(search=search, verification=verification, meta_test=meta_test,
+                   total=PhaseCost(env_steps=sum(p.env_steps for p in parts),
+                                   trainer_seconds=sum(p.trainer_seconds for p in parts)))
+
+
 _RUN = bindparam("run_id")
-_EVALUATIONS = select(Evaluation.phase.label("phase"), Evaluation.env_steps.label("steps"),
-                      Evaluation.trainer_seconds.label("seconds")).join(Candidate).where(Candidate.run_id == _RUN)
-_GENERATIONS = select(literal(EvalPhase.TRAIN.value).label("phase"), ESGeneration.env_steps.label("steps"),
-                      ESGeneration.trainer_seconds.label("seconds")).where(ESGeneration.run_id == _RUN)
-_ROWS = union_all(_EVALUATIONS, _GENERATIONS).subquery()
-# Built once, bound per call (as run_out's statements): a run's steps and seconds per phase.
-RUN_COST = select(_ROWS.c.phase, func.sum(_ROWS.c.steps), func.sum(_ROWS.c.seconds)).group_by(_ROWS.c.phase)
+RUN_COST = select(*cost_columns(_RUN))  # built once, bound per call
 
 
 def run_cost(session: Session, run_id: str) -> RunCost:
     """The run's cost by phase: its candidates' evaluations (references and the anchor included) and, in the
     search, its ES generations."""
-    sums = {phase: PhaseCost(env_steps=int(steps or 0), trainer_seconds=float(seconds or 0.0))
-            for phase, steps, seconds in session.execute(RUN_COST, {"run_id": run_id})}
-    none = PhaseCost(env_steps=0, trainer_seconds=0.0)
-    search, verification, meta_test = (sums.get(phase, none) for phase in (EvalPhase.TRAIN, EvalPhase.REEVAL,
-                                                                            EvalPhase.TEST))
-    parts = (search, verification, meta_test)
-    return RunCost(search=search, verification=verification, meta_test=meta_test,
-                   total=PhaseCost(env_steps=sum(p.env_steps for p in parts),
-                                   trainer_seconds=sum(p.trainer_seconds for p in parts)))
+    return cost_of(session.execute(RUN_COST, {"run_id": run_id}).one())

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from service.db.models import ApiKey, Candidate, Evaluation, Event, Job, Run, WebhookEndpoint, is_proposal
 from service.runs.orchestrator import SEARCH_JOBS, discovery_message
-from service.runs.queries.cost import run_cost
+from service.runs.queries.cost import COST_VALUES, cost_columns, cost_of
 from service.runs.queries.stats import island_stats, model_stats, operator_stats
 from service.runs.spec import spec_of
 from service.runs.views import (
@@ -53,7 +53,7 @@ def made_by(proposer: str, kind: str, es_generation: int | None) -> str:
     return "distilled" if kind == CandidateKind.NETWORK and es_generation is None else proposer
 
 
-# run_out's two statements, built once (bound per call): building them per request cost more CPU than running them.
+# run_out's statements, built once (bound per call): building them per request cost more CPU than running them.
 _RUN = bindparam("run_id")
 _BEST = bindparam("best_id")
 _ENDPOINT = select(WebhookEndpoint.url, WebhookEndpoint.events).where(WebhookEndpoint.run_id == _RUN).limit(1)
@@ -71,6 +71,7 @@ RUN_FIGURES = select(
     select(Candidate.es_generation).where(Candidate.id == _BEST).scalar_subquery(),
     _ENDPOINT.with_only_columns(WebhookEndpoint.url).scalar_subquery(),
     _ENDPOINT.with_only_columns(WebhookEndpoint.events).scalar_subquery(),
+    *cost_columns(_RUN),
 )
 RUN_META_TESTS = select(Evaluation.candidate_id, Evaluation.env, Evaluation.normalised_score, Evaluation.score_basis,
                         Evaluation.final_return, Evaluation.outcome, Evaluation.stats, Candidate.reference
@@ -91,8 +92,9 @@ def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> Ru
     search's breakdowns where the run has them."""
     ids = {"run_id": run.id, "best_id": run.best_candidate_id}
     spec = spec_of(run)
+    figures = session.execute(RUN_FIGURES, ids).one()
     (done, in_flight, warm_id, best_index, best_name, best_stats, best_kind, best_generation, endpoint_url,
-     endpoint_events) = session.execute(RUN_FIGURES, ids).one()
+     endpoint_events) = figures[:-COST_VALUES]
     tests = session.execute(RUN_META_TESTS, ids).all()
     by_key = {(e.candidate_id, e.env): e for e in tests}
     references = {e.reference: e.candidate_id for e in tests if e.reference is not None}
@@ -122,7 +124,7 @@ def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> Ru
                                references={name: _cell(by_key.get((references.get(name), env)))
                                            for name in reference_names})
                    for env in run.test_envs],
-        cost=run_cost(session, run.id),
+        cost=cost_of(figures[-COST_VALUES:]),
         operators=operator_stats(session, run, spec), search=run.search, models=model_stats(session, run, spec),
         islands=island_stats(session, run, spec),
         error=run.error, provenance=run.config.get("provenance"), trained_on=trained_on(session, run.id),
