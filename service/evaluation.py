@@ -186,12 +186,22 @@ def anchor_row(settings: Settings, target: str, env: str, profile: str, protocol
     """The warm start's search evaluation: the anchor itself, with how the grid chose its rate."""
     anchor = anchor_of(settings, target, env, profile, protocol, plan)
     result = anchor.result.model_copy()
+    steps, seconds = trained_cost(result)
     grid = learning_rates(env, profile, protocol)
     if plan.choose is not None and len(grid) > 1:
         chooser = anchor_for(settings, target, env, profile, grid, plan.choose)
         result.lr_choice = LearningRateChoice(seeds=plan.choose, learning_rates=grid,
                                               mean_returns=chooser.mean_returns, chosen=anchor.best_lr)
-    return EvaluationResult(outcome=Outcome.ok, result=result), anchor
+        chose_steps, chose_seconds = trained_cost(chooser.result)
+        steps, seconds = steps + chose_steps, seconds + chose_seconds
+    return EvaluationResult(outcome=Outcome.ok, result=result, env_steps=steps, trainer_seconds=seconds), anchor
+
+
+def trained_cost(result: EnvResult) -> tuple[int, float]:
+    """What a result trained alone cost (the anchor's: one artifact per program): environment steps over its lanes,
+    and its compile and train seconds."""
+    lanes = len(result.seeds) * len(result.learning_rates)
+    return lanes * result.env_steps, result.compile_seconds + result.train_seconds
 
 
 def evaluate_artifacts(settings: Settings, target: str, env: str, profile: str, protocol: str, plan: SeedPlan,
@@ -209,6 +219,7 @@ def evaluate_artifacts(settings: Settings, target: str, env: str, profile: str, 
                                  for rate in chosen]
     results: list[EvaluationResult | None] = [None] * len(artifacts)
     choices: dict[int, LearningRateChoice] = {}
+    chose_at: dict[int, EvaluationResult] = {}  # what choosing the rate cost, added to the result that is scored
     to_choose = [i for i, rate in enumerate(rates) if rate is None]
     if to_choose:
         if plan.choose is None:
@@ -220,7 +231,7 @@ def evaluate_artifacts(settings: Settings, target: str, env: str, profile: str, 
             if result.result is None:
                 results[i] = result
                 continue
-            rates[i] = result.result.best_lr
+            rates[i], chose_at[i] = result.result.best_lr, result
             choices[i] = LearningRateChoice(seeds=plan.choose, learning_rates=grid,
                                             mean_returns=[sum(row) / len(row) for row in result.result.returns],
                                             chosen=result.result.best_lr)
@@ -230,6 +241,9 @@ def evaluate_artifacts(settings: Settings, target: str, env: str, profile: str, 
                                                     [artifacts[i] for i in group], anchor, check_rules), strict=True):
             if result.result is not None and i in choices:
                 result.result.lr_choice = choices[i]
+            if i in chose_at:
+                result.env_steps += chose_at[i].env_steps
+                result.trainer_seconds += chose_at[i].trainer_seconds
             results[i] = result
     assert all(r is not None for r in results)
     return results, anchor  # type: ignore[return-value]

@@ -103,33 +103,36 @@ def _results(request: TrainRequest, response: TrainResponse, seconds: float) -> 
         assert response.return_sum and response.episodes and response.finite and response.diagnostics
         arrays = (response.return_sum.decode(), response.episodes.decode(), response.finite.decode(),
                   response.diagnostics.decode())
+    # What each trained candidate cost: its lanes' environment steps, its share of the one program's seconds.
+    steps = len(request.seeds) * len(request.learning_rates) * get_config(request.env, request.profile).env_steps
+    share = (response.compile_seconds + response.train_seconds) / max(1, len(response.trained))
     for index in range(count):
         if index in response.refused:
             what = "parameter vector" if request.parameters is not None else "artifact"
             out.append(EvaluationResult(outcome=Outcome.refused, error=f"the trainer refused the {what}: "
                                         f"{response.refused[index]}", seconds=seconds))
-            continue
-        if index not in position or arrays is None:
+        elif index not in position or arrays is None:
             out.append(EvaluationResult(outcome=Outcome.error, error="the trainer returned nothing for it",
                                         seconds=seconds))
-            continue
-        k = position[index]
-        return_sum, episodes, finite, diagnostics = (a[k] for a in arrays)
-        if not bool(np.all(finite)):
-            out.append(EvaluationResult(outcome=Outcome.nan, seconds=seconds,
-                                        error="training produced NaN or Inf (in the loss, the parameters or the "
-                                              "returns)"))
-            continue
-        sha = _trained_sha256(request, index)
-        try:
-            result = env_result(request.env, request.profile, request.seeds, request.learning_rates, return_sum,
-                                episodes, diagnostics, response, sha)
-        except ImpossibleResult as exc:
-            out.append(EvaluationResult(outcome=Outcome.error, error=f"impossible training result: {exc}",
-                                        seconds=seconds))
-            continue
-        out.append(EvaluationResult(outcome=Outcome.ok, result=result, seconds=seconds))
+        else:
+            result = _trained(request, response, tuple(a[position[index]] for a in arrays), index, seconds)
+            out.append(result.model_copy(update={"env_steps": steps, "trainer_seconds": share}))
     return out
+
+
+def _trained(request: TrainRequest, response: TrainResponse, arrays: tuple[np.ndarray, ...], index: int,
+             seconds: float) -> EvaluationResult:
+    """One trained candidate's raw arrays as its result: returns and curves, or why they cannot be scored."""
+    return_sum, episodes, finite, diagnostics = arrays
+    if not bool(np.all(finite)):
+        return EvaluationResult(outcome=Outcome.nan, seconds=seconds,
+                                error="training produced NaN or Inf (in the loss, the parameters or the returns)")
+    try:
+        result = env_result(request.env, request.profile, request.seeds, request.learning_rates, return_sum,
+                            episodes, diagnostics, response, _trained_sha256(request, index))
+    except ImpossibleResult as exc:
+        return EvaluationResult(outcome=Outcome.error, error=f"impossible training result: {exc}", seconds=seconds)
+    return EvaluationResult(outcome=Outcome.ok, result=result, seconds=seconds)
 
 
 def train_batch(trainer: TrainerProcess, request: TrainRequest, anchor: Anchor | None) -> list[EvaluationResult]:

@@ -129,3 +129,8 @@ class EvaluationResult(BaseModel):
     error: str | None = None
     result: EnvResult | None = None
     seconds: float = 0.0
+    # What training it cost: environment steps (seeds x learning rates x the profile's steps per lane, over every
+    # request it took part in) and its share of the trainer's compile and train seconds (a program trained with
+    # other candidates is split between them). 0: not trained (a failed trace, a refusal, a crashed batch).
+    env_steps: int = 0
+    trainer_seconds: float = 0.0

@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from service.cli import local_runs
 from service.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, JsonFlag, api_call, console, fail, score_text, scored_text
+from service.cli.compare import comparison_table, cost_text, readable_text
 from service.runs.provenance import provenance_text, trained_on_text
 
 runs_app = typer.Typer(help="Runs on a Discovery server (DISCOVERY_API_URL, DISCOVERY_API_KEY); without "
@@ -45,12 +46,24 @@ def runs_list(
     console.print(table)
 
 
+def _run_json(run_id: str) -> dict[str, Any]:
+    return api_call("GET", f"/v1/runs/{run_id}") if local_runs.api_configured() else local_runs.run(run_id)
+
+
 @runs_app.command("show")
-def runs_show(run_id: Annotated[str, typer.Argument(help="run id")],
+def runs_show(run_ids: Annotated[list[str], typer.Argument(help="run id; several: side by side")],
               as_json: JsonFlag = False,
               ) -> None:
-    """A run's status, progress, budget spent, best candidate, meta-test table and evolution's operators."""
-    r = api_call("GET", f"/v1/runs/{run_id}") if local_runs.api_configured() else local_runs.run(run_id)
+    """A run's status, progress, budget and cost spent, best candidate, meta-test table and evolution's operators;
+    several runs side by side (proposer, verified score, meta-test, environment steps, wall time, readable best)."""
+    if len(run_ids) > 1:
+        shown = [_run_json(run_id) for run_id in run_ids]
+        if as_json:
+            print(json.dumps(shown))
+        else:
+            console.print(comparison_table(shown))
+        return
+    r = _run_json(run_ids[0])
     if as_json:
         print(json.dumps(r))
         return
@@ -63,10 +76,12 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="run id")],
     console.print(f"candidates {p['candidates_done']}/{p['candidates_budget']} (in flight {p['in_flight']}), "
                   f"tokens {spent['tokens']}, cost ${spent['cost_usd']:.4f}, duplicates skipped "
                   f"{spent['duplicates_skipped']}")
+    console.print(cost_text(r))
     if r["best"]:
         b = r["best"]
         console.print(f"best: #{b['index']} {b['name']} ({b['candidate_id']}), verified score "
-                      f"{scored_text(b['score'], b['score_ci'], b['verdict'], b['seeds'])}", markup=False)
+                      f"{scored_text(b['score'], b['score_ci'], b['verdict'], b['seeds'])}, {readable_text(b)}",
+                      markup=False)
     console.print(f"verdict: {r['discovery']['message']}", markup=False)
     if r["meta_test"]:
         references = list(r["meta_test"][0]["references"])

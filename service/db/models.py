@@ -346,8 +346,12 @@ class Evaluation(Base):
     stats: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     outcome: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)
-    compile_seconds: Mapped[float | None] = mapped_column(Float)
+    compile_seconds: Mapped[float | None] = mapped_column(Float)  # of the whole program (shared by its batch)
     train_seconds: Mapped[float | None] = mapped_column(Float)
+    # What this row cost (workers.results.EvaluationResult): environment steps over every lane it trained (the
+    # grid's choosing seeds included) and its share of the trainer's seconds. None: recorded before 0010.
+    env_steps: Mapped[int | None] = mapped_column(BigInteger)
+    trainer_seconds: Mapped[float | None] = mapped_column(Float)
     artifact_sha256: Mapped[str | None] = mapped_column(String(64))  # the artifact that was trained
     # Where the trainer ran it: JAX's platform ("cpu", "cuda") and device ("TFRT_CPU_0", "cuda:0"); None: not
     # trained (a failed trace) or recorded before the trainer reported it.

@@ -24,9 +24,10 @@ from service.db import make_engine, make_session_factory, session_scope, upgrade
 from service.db.models import Candidate, Evaluation, Run
 from service.keys import UnknownKey, cli_owner
 from service.runs.orchestrator import advance, create_run, interrupt, resume
+from service.runs.queries.cost import run_cost
 from service.runs.queries.runs import discovery_of
 from service.runs.spec import RunSpec, spec_of
-from service.runs.views import Discovery
+from service.runs.views import Discovery, RunCost
 from service.runtime import Runtime, build_runtime
 from service.settings import Settings
 from service.webhooks import UnsafeWebhookURL, check_webhook_url
@@ -232,6 +233,14 @@ def print_report(runtime: Runtime, run_id: str, console: Console) -> None:
                           f"{score_text(best.verified_score, best.stats.get('verification'))}", markup=False)
             console.print(Syntax(best.code, "python"))
         console.print(f"verdict: {discovery_of(run).message}", markup=False)
+        console.print(cost_text(run_cost(session, run_id)), markup=False)
+
+
+def cost_text(cost: RunCost) -> str:
+    """A run's cost on one line: environment steps and trainer seconds, in total and per phase."""
+    parts = ", ".join(f"{name} {part.env_steps:,} ({part.trainer_seconds:.0f} s)" for name, part in (
+        ("search", cost.search), ("verification", cost.verification), ("meta-test", cost.meta_test)))
+    return f"cost: {cost.total.env_steps:,} environment steps, trainer {cost.total.trainer_seconds:.0f} s ({parts})"
 
 
 class LeaderboardRow(BaseModel):
@@ -253,6 +262,7 @@ class RunResult(BaseModel):
     best_candidate_id: str | None
     best_score: float | None
     discovery: Discovery
+    cost: RunCost  # environment steps and trainer seconds per phase and in total
     candidates: list[LeaderboardRow]
 
 
@@ -268,7 +278,7 @@ def run_result(settings: Settings, run_id: str) -> RunResult:
                                                 c.index))
             return RunResult(
                 run_id=run.id, status=run.status, error=run.error, best_candidate_id=run.best_candidate_id,
-                best_score=run.best_score, discovery=discovery_of(run),
+                best_score=run.best_score, discovery=discovery_of(run), cost=run_cost(session, run_id),
                 candidates=[LeaderboardRow(candidate_id=c.id, index=c.index, name=c.name, outcome=c.outcome,
                                            score=c.score, verified_score=c.verified_score, verdict=c.verdict)
                             for c in board])

@@ -40,6 +40,25 @@ class Spent(View):
     seconds: float | None
 
 
+class PhaseCost(View):
+    """What one phase of a run consumed, on the axis every meta-learner shares."""
+
+    env_steps: int = Field(description="environment steps: seeds x learning rates x the profile's steps, over every "
+                           "evaluation (and, for an es run's search, every generation's population)")
+    trainer_seconds: float = Field(description="the trainer's compile and train seconds (a program trained with "
+                                   "other candidates is split between them)")
+
+
+class RunCost(View):
+    """A run's cost by phase and in total (the LLM's tokens and dollars are in `spent`)."""
+
+    search: PhaseCost = Field(description="meta-train: the search evaluations (the anchor included) and an es run's "
+                              "generations")
+    verification: PhaseCost = Field(description="the races on fresh verification seeds")
+    meta_test: PhaseCost = Field(description="the held-out environments: the best, the warm start, the references")
+    total: PhaseCost
+
+
 CI_TEXT = "95% (the run's `confidence`) interval of the score, the anchor's own uncertainty included"
 P_IMPROVEMENT_TEXT = "P(a seed of it beats a seed of the warm start's anchor)"
 VERDICT_TEXT = "against the warm start on seeds that did not select it: `better`, `worse` or `inconclusive`"
@@ -57,6 +76,12 @@ class BestCandidate(View):
     p_improvement: float | None = P_IMPROVEMENT
     verdict: str | None = VERDICT
     seeds: int | None = Field(default=None, description="verification seeds per environment behind the verdict")
+    kind: str = Field(default="code", description="`code`, or `network`: an ES mean's (or a student's) parameters")
+    readable: bool = Field(default=True, description="whether the best is code a person can read (a network's "
+                           "parameter vector is not)")
+    made_by: str | None = Field(default=None, description="what made it: the run's proposer (`llm`, `evolution`, "
+                                "`es`), `distilled` for a student network (a network that no ES generation "
+                                "made), or `warm start`")
 
 
 class Discovery(View):
@@ -165,6 +190,7 @@ class RunOut(View):
     best: BestCandidate | None
     discovery: Discovery
     meta_test: list[MetaTestRow]
+    cost: RunCost = Field(description="environment steps and trainer seconds per phase and in total")
     operators: list[OperatorStats] = Field(description="evolution: each operator's children and their scores")
     search: dict[str, Any] = Field(description="islands, migration_interval, early_stopping")
     models: list[ModelStats] = Field(description="llm: each model of the ensemble, the bandit's view of it")
@@ -226,6 +252,9 @@ class CandidateSummary(View):
     island: int | None = Field(description="the island it belongs to (none: the warm start, shared by all)")
     stopped_early: bool = Field(description="not trained past the first environment: it scored far below the "
                                 "run's median there (its score covers the environments it was trained on)")
+    kind: str = Field(default="code", description="`code`, or `network`: a parameter vector, not readable code")
+    env_steps: int = Field(default=0, description="environment steps its evaluations trained, every phase")
+    trainer_seconds: float = Field(default=0.0, description="its share of the trainer's seconds, every phase")
     created_at: datetime
     evaluated_at: datetime | None
 
@@ -255,6 +284,9 @@ class EvaluationOut(View):
     error: str | None
     compile_seconds: float | None
     train_seconds: float | None
+    env_steps: int | None = Field(None, description="environment steps this evaluation trained (null: recorded "
+                                  "before they were)")
+    trainer_seconds: float | None = Field(None, description="its share of the trainer's compile and train seconds")
     platform: str | None = None  # where the trainer ran it ("cpu", "cuda"); None: not trained or not recorded
     device: str | None = None  # "TFRT_CPU_0", "cuda:0"
 

@@ -13,7 +13,8 @@ import pytest
 from service.db import make_engine, make_session_factory
 from service.keys import find_key
 from tests.conftest import process_env
-from tests.runs.conftest import REPO, assert_complete_and_consistent, read_report
+from tests.runs.conftest import REPO, RunReport, assert_complete_and_consistent, read_report
+from workers.rl.envs import get_config
 
 CANDIDATES = 2
 
@@ -81,6 +82,10 @@ def test_discovery_run_completes_and_meta_tests_the_best(sqlite_url: str, cache_
         train = report.evaluations_of(e.candidate_id, "train")[0]
         assert e.best_lr == train.best_lr and not set(e.seeds) & (set(train.seeds) | search)
 
+    assert_cost_adds_up(report, env, result["run_id"])
+    assert result["cost"]["total"]["env_steps"] == sum(e.env_steps or 0 for e in report.evaluations)
+    assert "cost: " in done.stderr and "environment steps" in done.stderr
+
     # Events in order: started, proposals and evaluations, completed last.
     types = report.event_types
     assert types[0] == "run.started" and types[-1] == "run.completed"
@@ -88,6 +93,32 @@ def test_discovery_run_completes_and_meta_tests_the_best(sqlite_url: str, cache_
     verified = [c for c in report.candidates if c.verdict is not None]
     assert types.count("candidate.evaluated") == CANDIDATES + 1 + len(verified)
     assert types.index("candidate.new_best") < types.index("candidate.proposed")  # the warm start sets the scale
+
+
+def assert_cost_adds_up(report: RunReport, env: dict[str, str], run_id: str) -> None:
+    """Every trained row cost its lanes (the grid's choosing lanes included) times the profile's steps per lane,
+    and `runs show` adds the rows up, per candidate and per phase."""
+    for e in report.evaluations:
+        if e.outcome != "ok":
+            continue
+        choice = (e.curves or {}).get("lr_choice")
+        lanes = len(e.seeds) * len(e.learning_rates) + (len(choice["seeds"]) * len(choice["learning_rates"])
+                                                         if choice else 0)
+        assert e.env_steps == lanes * get_config(e.env, "smoke").env_steps, (e.phase, e.env, e.env_steps)
+        assert e.trainer_seconds is not None and e.trainer_seconds > 0
+    shown = subprocess.run([sys.executable, "-m", "service.cli", "runs", "show", run_id, "--json"], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    cost = json.loads(shown.stdout)["cost"]
+    for key, phase in (("search", "train"), ("verification", "reeval"), ("meta_test", "test")):
+        rows = [e for e in report.evaluations if e.phase == phase]
+        assert cost[key]["env_steps"] == sum(e.env_steps or 0 for e in rows), key
+        assert cost[key]["env_steps"] > 0 or key == "verification"  # a run may have no contender to race
+        assert cost[key]["trainer_seconds"] == pytest.approx(sum(e.trainer_seconds or 0.0 for e in rows))
+    assert cost["total"]["env_steps"] == sum(e.env_steps or 0 for e in report.evaluations)
+    side = subprocess.run([sys.executable, "-m", "service.cli", "runs", "show", run_id, run_id], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert side.returncode == 0 and "env steps" in side.stdout and "readable code" in side.stdout, side.stdout
 
 
 def test_discovery_run_with_an_unknown_key_is_refused_in_one_line(sqlite_url: str, cache_dir: Path) -> None:

@@ -39,6 +39,7 @@ TEST_ENVS = ["Breakout-MinAtar", "SpaceInvaders-MinAtar"]
 REFERENCE = {"CartPole-v1": (22.0, 300.0), "Acrobot-v1": (-500.0, -90.0), "Breakout-MinAtar": (0.5, 12.0),
              "SpaceInvaders-MinAtar": (2.8, 60.0)}
 LRS = [3e-4, 1e-3, 3e-3]
+STEPS_PER_LANE = 16_384  # what a recorded evaluation cost: learning rates x 2 seeds x this
 POINTS = 24
 EVIL = "<script>window.__pwned = 1</script>"
 
@@ -138,7 +139,8 @@ def evaluation(candidate_id: str, env: str, phase: str, score: float | None, rng
                       best_lr=LRS[best],
                       final_return=round(final, 3), normalised_score=round(score, 4), score_basis=basis, outcome="ok",
                       stats={"scores": [score, score], "comparison": comparison(round(score, 4), 2, 0.3)},
-                      compile_seconds=4.2 + rng.random(), train_seconds=38.0 + 10 * rng.random())
+                      compile_seconds=4.2 + rng.random(), train_seconds=38.0 + 10 * rng.random(),
+                      env_steps=len(LRS) * 2 * STEPS_PER_LANE, trainer_seconds=round(20.0 + 5 * rng.random(), 3))
 
 
 def build_run(factory, owner_key_id: str, key: str, *, proposer: str = "llm", candidates: int = 12,  # noqa: ANN001

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 from playwright.sync_api import Browser, Page, expect
+from sqlalchemy import func, select
 
 from service.db import session_scope, utcnow
 from service.db.models import Candidate, Evaluation, Event, Run
@@ -254,7 +255,8 @@ def test_a_key_sees_only_its_own_runs(browser: Browser, web: WebServer, world: W
     page.context.close()
 
 
-def test_the_comparison_page_sets_runs_side_by_side(alice_page: Page, world: World, screenshots: Path) -> None:
+def test_the_comparison_page_sets_runs_side_by_side(alice_page: Page, web: WebServer, world: World,
+                                                    screenshots: Path) -> None:
     page = alice_page
     page.check(f"input[name=run][value='{world.llm.id}']")
     page.check(f"input[name=run][value='{world.evolution.id}']")
@@ -276,6 +278,15 @@ def test_the_comparison_page_sets_runs_side_by_side(alice_page: Page, world: Wor
     assert first_row.nth(0).inner_text() == TEST_ENVS[0]
     assert first_row.count() == 1 + 2 * 3
     assert first_row.nth(3).inner_text().startswith("DPO ")  # the run's reference algorithm, same seeds
+    # Cost on one axis: each run's environment steps are what its evaluation rows recorded.
+    for built in (world.llm, world.evolution):
+        with session_scope(web.runtime.factory) as session:
+            steps = session.scalar(select(func.sum(Evaluation.env_steps)).join(Candidate)
+                                   .where(Candidate.run_id == built.id))
+        row = page.locator("#compare-summary tbody tr", has_text=built.id[:8])
+        expect(row.locator("td.steps")).to_have_text(f"{int(steps):,}")
+        expect(row.locator("td.readable")).to_have_text("yes")
+    expect(page.locator("#compare-summary thead")).to_contain_text("Env steps")
     expect(page.locator(f"input[name=run][value='{world.llm.id}']")).to_be_checked()
     shoot(page, screenshots, "compare")
 

@@ -121,6 +121,7 @@ def _store(factory: sessionmaker[Session], item: _Pending, env: str, phase: Eval
             compile_seconds=r.compile_seconds if r else None,
             train_seconds=r.train_seconds if r else None, artifact_sha256=r.artifact_sha256 if r else None,
             platform=r.platform if r else None, device=r.device if r else None,
+            env_steps=result.env_steps, trainer_seconds=result.trainer_seconds,
         ))
     item.done[env] = result.outcome
 

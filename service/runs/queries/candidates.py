@@ -11,6 +11,7 @@ from sqlalchemy import Row, String, cast, func, select
 from sqlalchemy.orm import Session
 
 from service.db.models import ApiKey, Candidate, Evaluation, LlmCall, Run, is_proposal
+from service.runs.queries.cost import CANDIDATE_COST
 from service.runs.views import CandidateDetail, CandidateSummary, EvaluationOut, LlmCallOut
 
 # What a candidate list shows: loaded as columns, not whole rows (code and thought stay in the database).
@@ -18,8 +19,8 @@ SUMMARY_COLUMNS = (Candidate.id, Candidate.run_id, Candidate.index, Candidate.na
                    Candidate.reference, Candidate.status, Candidate.outcome, Candidate.score, Candidate.verified_score,
                    Candidate.verdict, Candidate.stats,
                    Candidate.parent_ids, Candidate.error, Candidate.duplicate_of, Candidate.operator,
-                   Candidate.model, Candidate.island, Candidate.stopped_early, Candidate.created_at,
-                   Candidate.evaluated_at)
+                   Candidate.model, Candidate.island, Candidate.stopped_early, Candidate.kind, *CANDIDATE_COST,
+                   Candidate.created_at, Candidate.evaluated_at)
 
 
 @dataclass
@@ -91,10 +92,14 @@ def candidate_detail(session: Session, c: Candidate) -> CandidateDetail:
     """The candidate in full: code, thought, lineage, evaluations and the LLM call that made it."""
     family = lineage(session, c)
     call = session.get(LlmCall, c.llm_call_id) if c.llm_call_id else None
+    rows = evaluations_of(session, c)
+    cost = {"env_steps": sum(e.env_steps or 0 for e in rows), "trainer_seconds": sum(e.trainer_seconds or 0.0
+                                                                                       for e in rows)}
     return CandidateDetail(
-        **CandidateSummary.model_validate(c).model_dump(), code=c.code, thought=c.thought, ast_hash=c.ast_hash,
+        **{**CandidateSummary.model_validate(c).model_dump(), **cost},
+        code=c.code, thought=c.thought, ast_hash=c.ast_hash,
         diff=family.diff, children=[child.id for child in family.children],
-        evaluations=[EvaluationOut.model_validate(e) for e in evaluations_of(session, c)],
+        evaluations=[EvaluationOut.model_validate(e) for e in rows],
         llm_call=LlmCallOut.model_validate(call) if call else None,
     )
 

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from service.db.models import ApiKey, Candidate, Evaluation, Event, Job, Run, WebhookEndpoint, is_proposal
 from service.runs.orchestrator import SEARCH_JOBS, discovery_message
+from service.runs.queries.cost import COST_VALUES, cost_columns, cost_of
 from service.runs.queries.stats import island_stats, model_stats, operator_stats
 from service.runs.spec import spec_of
 from service.runs.views import (
@@ -26,7 +27,7 @@ from service.runs.views import (
     WebhookOut,
 )
 from workers.targets import TARGETS
-from workers.vocabulary import EvalPhase, JobStatus
+from workers.vocabulary import CandidateKind, EvalPhase, JobStatus
 
 
 def comparison_fields(stats: dict[str, Any] | None) -> dict[str, Any]:
@@ -47,7 +48,12 @@ def discovery_of(run: Run) -> Discovery:
                      verification_seeds=run.verification_seeds, message=discovery_message(run))
 
 
-# run_out's two statements, built once (bound per call): building them per request cost more CPU than running them.
+def made_by(proposer: str, kind: str, es_generation: int | None) -> str:
+    """What made a run's candidate: the run's proposer, or `distilled` for a network no ES generation made."""
+    return "distilled" if kind == CandidateKind.NETWORK and es_generation is None else proposer
+
+
+# run_out's statements, built once (bound per call): building them per request cost more CPU than running them.
 _RUN = bindparam("run_id")
 _BEST = bindparam("best_id")
 _ENDPOINT = select(WebhookEndpoint.url, WebhookEndpoint.events).where(WebhookEndpoint.run_id == _RUN).limit(1)
@@ -61,8 +67,11 @@ RUN_FIGURES = select(
     select(Candidate.index).where(Candidate.id == _BEST).scalar_subquery(),
     select(Candidate.name).where(Candidate.id == _BEST).scalar_subquery(),
     select(Candidate.stats).where(Candidate.id == _BEST).scalar_subquery(),
+    select(Candidate.kind).where(Candidate.id == _BEST).scalar_subquery(),
+    select(Candidate.es_generation).where(Candidate.id == _BEST).scalar_subquery(),
     _ENDPOINT.with_only_columns(WebhookEndpoint.url).scalar_subquery(),
     _ENDPOINT.with_only_columns(WebhookEndpoint.events).scalar_subquery(),
+    *cost_columns(_RUN),
 )
 RUN_META_TESTS = select(Evaluation.candidate_id, Evaluation.env, Evaluation.normalised_score, Evaluation.score_basis,
                         Evaluation.final_return, Evaluation.outcome, Evaluation.stats, Candidate.reference
@@ -85,8 +94,9 @@ def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> Ru
     search's breakdowns where the run has them."""
     ids = {"run_id": run.id, "best_id": run.best_candidate_id}
     spec = spec_of(run)
-    done, in_flight, warm_id, best_index, best_name, best_stats, endpoint_url, endpoint_events = session.execute(
-        RUN_FIGURES, ids).one()
+    figures = session.execute(RUN_FIGURES, ids).one()
+    (done, in_flight, warm_id, best_index, best_name, best_stats, best_kind, best_generation, endpoint_url,
+     endpoint_events) = figures[:-COST_VALUES]
     tests = session.execute(RUN_META_TESTS, ids).all()
     by_key = {(e.candidate_id, e.env): e for e in tests}
     references = {e.reference: e.candidate_id for e in tests if e.reference is not None}
@@ -106,13 +116,17 @@ def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> Ru
         spent=Spent(candidates=done or 0, tokens=run.tokens_used, cost_usd=run.cost_usd,
                     duplicates_skipped=run.duplicates_skipped, seconds=seconds),
         best=BestCandidate(candidate_id=run.best_candidate_id, index=best_index, name=best_name,
-                           score=run.best_score, **comparison_fields((best_stats or {}).get("verification")))
+                           score=run.best_score, **comparison_fields((best_stats or {}).get("verification")),
+                           kind=best_kind, readable=best_kind == CandidateKind.CODE,
+                           made_by="warm start" if run.best_candidate_id == warm_id
+                           else made_by(spec.proposer.kind, best_kind, best_generation))
         if run.best_candidate_id and best_name is not None else None,
         meta_test=[MetaTestRow(env=env, best=_cell(by_key.get((run.best_candidate_id, env))),
                                warm_start=_cell(by_key.get((warm_id, env))),
                                references={name: _cell(by_key.get((references.get(name), env)))
                                            for name in reference_names})
                    for env in run.test_envs],
+        cost=cost_of(figures[-COST_VALUES:]),
         operators=operator_stats(session, run, spec), search=run.search, models=model_stats(session, run, spec),
         islands=island_stats(session, run, spec),
         error=run.error, provenance=run.config.get("provenance"), trained_on=trained_on(session, run.id),
