@@ -1,6 +1,6 @@
 """The commands that read and steer runs on a Discovery server (DISCOVERY_API_URL, DISCOVERY_API_KEY):
-`runs list/show/resume/extend/cancel/export/wandb` and `candidates show`. Without DISCOVERY_API_URL, `runs list`,
-`runs show` and `runs resume` work on this machine's database instead (`local_runs.py`)."""
+`runs list/show/resume/extend/distill/cancel/export/wandb` and `candidates show`. Without DISCOVERY_API_URL,
+`runs list`, `runs show` and `runs resume` work on this machine's database instead (`local_runs.py`)."""
 
 from __future__ import annotations
 
@@ -147,6 +147,25 @@ def runs_extend(run_id: Annotated[str, typer.Argument(help="run id")],
         return
     p = r["progress"]
     console.print(f"run {r['id']}: {r['status']}, candidates {p['candidates_done']}/{p['candidates_budget']}")
+
+
+@runs_app.command("distill")
+def runs_distill(run_id: Annotated[str, typer.Argument(help="run id")],
+                 candidate_id: Annotated[str, typer.Argument(help="the teacher: a scored candidate of the run")],
+                 width: Annotated[int, typer.Option(help="the student's hidden units (128: ES's network)")] = 128,
+                 steps: Annotated[int | None, typer.Option(help="Adam steps of the fit")] = None,
+                 grid: Annotated[int | None, typer.Option(help="grid samples per axis (the paper's: 1024)")] = None,
+                 formula: Annotated[bool, typer.Option("--formula", help="a symbolic student (not built yet)")] = False,
+                 as_json: JsonFlag = False) -> None:
+    """Distil a scored candidate into a student network fitted to its gradient map; the student is a candidate of
+    the run (its parent: the teacher), evaluated like any other."""
+    student = {"kind": "formula"} if formula else {
+        "kind": "network", "width": width, **({"steps": steps} if steps else {}), **({"grid": grid} if grid else {})}
+    r = api_call("POST", f"/v1/runs/{run_id}/distill", json={"candidate_id": candidate_id, "student": student})
+    if as_json:
+        print(json.dumps(r))
+        return
+    console.print(f"student #{r['index']} {r['id']} ({r['network']}): {r['status']}, parent {candidate_id}")
 
 
 @runs_app.command("cancel")
