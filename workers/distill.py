@@ -22,7 +22,7 @@ import logging
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from workers.results import FitReport, FitSpec, GridSpec, TraceRequest
+from workers.results import FitReport, FitSpec, GridSpec, TraceRequest, TraceResult
 from workers.sandbox.host import SandboxLimits
 from workers.sandbox.isolate import run_tracer
 from workers.sandbox.static_check import check_source, format_issues
@@ -47,26 +47,35 @@ class Distilled(BaseModel):
 
 
 def decode_values(encoded: EncodedArray | None, size: int, bound: float) -> np.ndarray:
-    """A float32 vector of exactly `size` finite values within +-bound, checked before and after decoding."""
+    """A float32 vector of exactly `size` finite values within +-bound, checked before and after decoding. The
+    messages are this module's own: nothing the child wrote (not even its dtype's name) is echoed."""
     if encoded is None:
         raise ValueError("no values came back")
     if encoded.dtype != "float32" or encoded.shape != [size]:
-        raise ValueError(f"the values must be float32 of shape [{size}], got {encoded.dtype} of shape {encoded.shape}")
+        raise ValueError(f"the values must be float32 of shape [{size}]")
     if len(encoded.data) != 4 * ((4 * size + 2) // 3):
         raise ValueError(f"the values must be exactly {4 * size} bytes, base64-encoded")
-    values = encoded.decode().astype(np.float32)
+    try:
+        values = encoded.decode().astype(np.float32)
+    except ValueError:
+        raise ValueError("the values are not valid base64") from None
     if values.shape != (size,) or not np.isfinite(values).all() or np.abs(values).max(initial=0.0) > bound:
         raise ValueError(f"the values must be {size} finite numbers within +-{bound:g}")
     return values
 
 
 def teacher_grid(target: str, code: str, grid: GridSpec, limits: SandboxLimits) -> Distilled:
-    """A code teacher's gradient map, computed in the sandbox: the static check here, then a fresh tracer child.
-    Of a failed child only the outcome is kept (its error text is logged, never returned)."""
+    """A code teacher's gradient map, computed in the sandbox: the static check here, then a fresh tracer child."""
     issues = check_source(code, get_target(target))
     if issues:
         return Distilled(outcome=Outcome.invalid, error=f"the teacher's code is refused: {format_issues(issues)}")
-    result = run_tracer(TraceRequest(target=target, code=code, grid=grid), limits)
+    return keep_grid(run_tracer(TraceRequest(target=target, code=code, grid=grid), limits), grid)
+
+
+def keep_grid(result: TraceResult, grid: GridSpec) -> Distilled:
+    """What the parent keeps of a grid child's answer: the map, if it is exactly the grid's float32 values, all
+    finite and within `MAP_BOUND`; otherwise the outcome and words of this process's own (the child's error,
+    output and every other field are dropped; its error is logged)."""
     if result.outcome != Outcome.ok:
         log.info("a teacher's grid ended %s: %s", result.outcome, (result.error or "")[:300])
         return Distilled(outcome=result.outcome, error="the teacher's gradient map could not be computed in the "
