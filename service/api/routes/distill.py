@@ -15,7 +15,7 @@ router = APIRouter(prefix="/v1", tags=["runs"], responses={401: {"model": Proble
 
 
 @router.post("/runs/{run_id}/distill", response_model=StudentOut, status_code=202,
-             responses={200: {"model": StudentOut, "description": "this student was asked for before: the same one"},
+             responses={200: {"description": "this student was asked for before: the same one (a `StudentOut`)"},
                         404: {"model": Problem}, 409: {"model": Problem}, 422: {"model": Problem},
                         501: {"model": Problem}})
 def distill_candidate(run_id: str, body: DistillRequest, key: KeyDep, session: SessionDep, runtime: RuntimeDep,
