@@ -155,17 +155,19 @@ def runs_distill(run_id: Annotated[str, typer.Argument(help="run id")],
                  width: Annotated[int, typer.Option(help="the student's hidden units (128: ES's network)")] = 128,
                  steps: Annotated[int | None, typer.Option(help="Adam steps of the fit")] = None,
                  grid: Annotated[int | None, typer.Option(help="grid samples per axis (the paper's: 1024)")] = None,
-                 formula: Annotated[bool, typer.Option("--formula", help="a symbolic student (not built yet)")] = False,
+                 formula: Annotated[bool, typer.Option("--formula", help="a symbolic student: an expression evolved "
+                                                       "to match the teacher's map, evaluated as code")] = False,
                  as_json: JsonFlag = False) -> None:
-    """Distil a scored candidate into a student network fitted to its gradient map; the student is a candidate of
-    the run (its parent: the teacher), evaluated like any other."""
+    """Distil a scored candidate into a student network fitted to its gradient map (or, with --formula, into an
+    expression); the student is a candidate of the run (its parent: the teacher), evaluated like any other."""
     student = {"kind": "formula"} if formula else {
         "kind": "network", "width": width, **({"steps": steps} if steps else {}), **({"grid": grid} if grid else {})}
     r = api_call("POST", f"/v1/runs/{run_id}/distill", json={"candidate_id": candidate_id, "student": student})
     if as_json:
         print(json.dumps(r))
         return
-    console.print(f"student #{r['index']} {r['id']} ({r['network']}): {r['status']}, parent {candidate_id}")
+    console.print(f"student #{r['index']} {r['id']} ({r['network'] or 'a formula'}): {r['status']}, "
+                  f"parent {candidate_id}")
 
 
 @runs_app.command("cancel")

@@ -5,7 +5,8 @@ student (a `network` candidate whose vector is not fitted yet, the teacher its p
 `STUDENT_INDEX_BASE` so it never takes a proposal's number) and its `distill` job; a completed run goes back to
 running, as an extension by no proposals would, so the student is evaluated, raced and meta-tested like any
 candidate. The job (`service/runs/jobs/distill.py`) fits it and adds its `evaluate` job. Asking again for the same
-teacher and student gives back the same student. The symbolic student (`formula`) is not built yet.
+teacher and student gives back the same student. A `formula` student is a code candidate whose code the job finds
+(`service/proposers/symbolic.py`); until then its code is a note.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from service.runs.events import emit
 from service.runs.orchestrator import add_job, lock_run, run_summary
 from workers.results import DEFAULT_STEPS, MAX_GRID
 from workers.targets import TARGETS
+from workers.targets.base import Network
 from workers.vocabulary import CandidateKind, CandidateStatus, EventType, JobKind, RunStatus
 
 STUDENT_INDEX_BASE = 100_000  # students are #100001, #100002, ... in their run (proposals stay below 1,000)
@@ -44,9 +46,14 @@ class NetworkStudent(BaseModel):
 
 
 class FormulaStudent(BaseModel):
-    """A symbolic student (a formula, through the untrusted path as code): not built yet."""
+    """A symbolic student: an expression evolved from the warm start by our AST mutations (`children` of them),
+    each scored by the MSE of its gradient map against the teacher's on a `grid` x `grid` grid in the sandbox; the
+    best becomes code, probed, checked and evaluated like a proposal (`service/proposers/symbolic.py`)."""
 
     kind: Literal["formula"]
+    children: int = Field(16, ge=1, le=200)
+    grid: int = Field(64, ge=16, le=256)
+    seed: int = Field(0, ge=0, lt=2**31)
 
 
 class DistillRequest(BaseModel):
@@ -58,7 +65,7 @@ class DistillRequest(BaseModel):
 
 
 class DistillRefused(Exception):
-    """The request cannot be served: `status` is the HTTP status it answers with (404, 409, 422, 501)."""
+    """The request cannot be served: `status` is the HTTP status it answers with (404, 409, 422)."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -98,11 +105,23 @@ def student_note(network: str, width: int, teacher: Candidate) -> str:
             "writes the network and its parameters as a standalone file.\n")
 
 
+def _student(run: Run, teacher: Candidate, spec: NetworkStudent | FormulaStudent, sized: Network | None
+             ) -> Candidate:
+    """The student's row before it is fitted (a network) or found (a formula: code, once the search is done)."""
+    common = {"run_id": run.id, "parent_ids": [teacher.id], "status": CandidateStatus.PENDING, "operator": "distill",
+              "island": teacher.island}
+    if sized is not None and isinstance(spec, NetworkStudent):
+        return Candidate(**common, kind=CandidateKind.NETWORK, network=sized.name,
+                         name=f"student of #{teacher.index} ({spec.width} units)"[:200],
+                         thought=f"{sized.name} fitted to the gradient map of #{teacher.index} {teacher.name}.",
+                         code=student_note(sized.name, spec.width, teacher))
+    return Candidate(**common, kind=CandidateKind.CODE, name=f"formula of #{teacher.index}"[:200],
+                     thought=f"An expression evolved to match the gradient map of #{teacher.index} {teacher.name}.",
+                     code=f"# A formula student of #{teacher.index} ({teacher.name}): being searched.\n")
+
+
 def request_distillation(factory: sessionmaker[Session], run_id: str, request: DistillRequest) -> tuple[str, bool]:
     """(the student's id, whether it is new), or DistillRefused with the status that says why not."""
-    if isinstance(request.student, FormulaStudent):
-        raise DistillRefused(501, "symbolic distillation (a formula student) is not built yet; a network student is "
-                                  "(student: {\"kind\": \"network\", \"width\": N})")
     student_spec = request.student
     with session_scope(factory) as session:
         run = lock_run(session, run_id)
@@ -119,14 +138,11 @@ def request_distillation(factory: sessionmaker[Session], run_id: str, request: D
         if existing is not None:
             return existing, False
         _check_run(run)
-        sized = network.sized(student_spec.width)
-        student = Candidate(
-            run_id=run.id, index=_next_index(session, run.id), kind=CandidateKind.NETWORK, network=sized.name,
-            name=f"student of #{teacher.index} ({student_spec.width} units)"[:200],
-            thought=f"{sized.name} fitted to the gradient map of #{teacher.index} {teacher.name}.",
-            code=student_note(sized.name, student_spec.width, teacher), parent_ids=[teacher.id],
-            ast_hash=hashlib.sha256(f"distill:{digest}".encode()).hexdigest(), status=CandidateStatus.PENDING,
-            operator="distill", island=teacher.island, stats={"distillation": spec})
+        student = _student(run, teacher, student_spec, network.sized(student_spec.width)
+                           if isinstance(student_spec, NetworkStudent) else None)
+        student.index = _next_index(session, run.id)
+        student.ast_hash = hashlib.sha256(f"distill:{digest}".encode()).hexdigest()
+        student.stats = {"distillation": spec}
         session.add(student)
         session.flush()
         add_job(session, run, JobKind.DISTILL, dedupe, candidate_id=student.id)

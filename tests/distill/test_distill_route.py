@@ -1,8 +1,8 @@
 """POST /v1/runs/{id}/distill over real HTTP: a scored teacher gets a student (a network candidate of the run, the
 teacher its parent, with its `distill` job published), asking again gives the same student, a completed run runs
 again for it, and bad input is refused with a problem: 404 (run, candidate, another key's run), 409 (a teacher with
-no score, a run that cannot evaluate a student), 422 (a malformed body), 501 (a formula student). The executor
-records what it is handed and runs nothing."""
+no score, a run that cannot evaluate a student), 422 (a malformed body). The executor records what it is handed and
+runs nothing."""
 
 from __future__ import annotations
 
@@ -79,9 +79,15 @@ def test_a_scored_teacher_gets_a_student_of_the_run(server: ApiServer) -> None:
         other = client.post(f"/v1/runs/{run_id}/distill", json={"candidate_id": warm_id})  # width 128: ES's network
         assert other.status_code == 202 and other.json()["network"] == "lpo_network"
         assert other.json()["index"] == student["index"] + 1
+        formula = client.post(f"/v1/runs/{run_id}/distill", json={"candidate_id": warm_id,
+                                                                  "student": {"kind": "formula", "children": 4}})
+        assert formula.status_code == 202, formula.text
+        assert formula.json()["kind"] == CandidateKind.CODE and formula.json()["network"] is None
+        assert formula.json()["parent_ids"] == [warm_id] and "being searched" in client.get(
+            f"/v1/candidates/{formula.json()['id']}").json()["code"]
     with session_scope(server.runtime.factory) as session:
         jobs = session.scalars(select(Job).where(Job.run_id == run_id, Job.kind == JobKind.DISTILL)).all()
-        assert sorted(j.candidate_id for j in jobs) == sorted([student["id"], other.json()["id"]])
+        assert sorted(j.candidate_id for j in jobs) == sorted([student["id"], other.json()["id"], formula.json()["id"]])
     assert {(t.id, t.kind) for t in executor.published} >= {(j.id, TaskKind.DISTILL) for j in jobs}
 
 
@@ -119,7 +125,7 @@ def test_bad_input_is_refused_with_a_problem(server: ApiServer) -> None:
                      {"candidate_id": warm_id, "student": {"kind": "network", "grid": 8}},
                      {"candidate_id": warm_id, "student": {"kind": "tree"}}, [warm_id]):
             _problem(client.post(url, json=body), 422)
-        _problem(client.post(url, json={"candidate_id": warm_id, "student": {"kind": "formula"}}), 501, "not built")
+        _problem(client.post(url, json={"candidate_id": warm_id, "student": {"kind": "formula", "children": 0}}), 422)
     with server.client(stranger) as client:
         _problem(client.post(url, json={"candidate_id": warm_id}), 404, "no run")
     with session_scope(server.runtime.factory) as session:

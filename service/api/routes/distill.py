@@ -16,16 +16,16 @@ router = APIRouter(prefix="/v1", tags=["runs"], responses={401: {"model": Proble
 
 @router.post("/runs/{run_id}/distill", response_model=StudentOut, status_code=202,
              responses={200: {"description": "this student was asked for before: the same one (a `StudentOut`)"},
-                        404: {"model": Problem}, 409: {"model": Problem}, 422: {"model": Problem},
-                        501: {"model": Problem}})
+                        404: {"model": Problem}, 409: {"model": Problem}, 422: {"model": Problem}})
 def distill_candidate(run_id: str, body: DistillRequest, key: KeyDep, session: SessionDep, runtime: RuntimeDep,
                       response: Response) -> StudentOut:
-    """Distil the run's scored candidate `candidate_id` (code or network) into a student network of `width` hidden
-    units, fitted to the teacher's gradient map (the ratio-gradient of PPO's policy loss with its drift) on a grid;
-    a code teacher's map is computed in the sandbox. The student is a candidate of the run with the teacher as its
-    parent, evaluated, raced and meta-tested like any other (a completed run runs again until it is). 404: no such
-    run or candidate; 409: the teacher has no score yet, or the run cannot evaluate a student now; 422: a bad
-    request, or a target with no network; 501: a `formula` student (not built yet)."""
+    """Distil the run's scored candidate `candidate_id` (code or network) into a student: a network of `width`
+    hidden units fitted to the teacher's gradient map (the ratio-gradient of PPO's policy loss with its drift) on a
+    grid, or a `formula` evolved from the warm start to match that map, which then takes the untrusted path of a
+    proposal. A code teacher's map is computed in the sandbox. The student is a candidate of the run with the
+    teacher as its parent, evaluated, raced and meta-tested like any other (a completed run runs again until it
+    is). 404: no such run or candidate; 409: the teacher has no score yet, or the run cannot evaluate a student
+    now; 422: a bad request, or a target with no network."""
     found(owned_run(session, key, run_id), "run", run_id)
     try:
         student_id, created = request_distillation(runtime.factory, run_id, body)

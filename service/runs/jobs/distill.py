@@ -1,5 +1,7 @@
 """The `distill` job: fit a student (`service/runs/distill.py` recorded it) to its teacher, then evaluate it.
 
+(A `formula` student's search and its untrusted path are in `formula.py`; this module dispatches to it.)
+
 The teacher's gradient map comes from the sandbox for a code teacher (`workers.distill.teacher_grid`: the tracer
 child evaluates the candidate on the grid and only the numbers are kept); a network teacher's vector goes to the
 fit as it is stored (its map is computed from the project's own network). The fit runs in a fresh sandboxed child
@@ -11,17 +13,20 @@ report, adds the student's `evaluate` job and marks this job done. A failure fai
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import session_scope, utcnow
 from service.db.models import Candidate, Job, ParameterVector, Run
 from service.db.text import ERROR_CHARS, storable
 from service.evaluation import tracer_limits
-from service.runs.distill import NetworkStudent
+from service.runs.distill import FormulaStudent, NetworkStudent
 from service.runs.events import emit
 from service.runs.jobs.es import store_vector
+from service.runs.jobs.formula import find_formula, record_formula
 from service.runs.orchestrator import add_job, lock_run
 from service.settings import Settings
 from workers.distill import Distilled, fit_student, teacher_grid
@@ -40,10 +45,11 @@ class _Work(BaseModel):
     run_id: str
     target: str
     student_id: str
-    network: str
-    spec: NetworkStudent
+    network: str | None
+    spec: Annotated[NetworkStudent | FormulaStudent, Field(discriminator="kind")]
     teacher_code: str | None = None
     teacher_vector: list[float] | None = None
+    teacher_network: str | None = None
     teacher_width: int | None = None
 
 
@@ -51,13 +57,12 @@ def _load(session: Session, job: Job) -> _Work:
     run, student = session.get(Run, job.run_id), session.get(Candidate, job.candidate_id)
     spec = dict((student.stats or {}).get("distillation") or {})
     teacher = session.get(Candidate, spec.pop("teacher_id"))
-    work = _Work(run_id=run.id, target=run.target, student_id=student.id, network=student.network,
-                 spec=NetworkStudent.model_validate(spec))
+    work = _Work(run_id=run.id, target=run.target, student_id=student.id, network=student.network, spec=spec)
     if teacher.kind == CandidateKind.NETWORK:
         stored = session.get(ParameterVector, teacher.parameters_sha256)
         sized = TARGETS[run.target].network.resolve(teacher.network or stored.network)
         work.teacher_vector = np.frombuffer(stored.data, dtype="<f4").astype(float).tolist()
-        work.teacher_width = sized.hidden
+        work.teacher_network, work.teacher_width = sized.name, sized.hidden
     else:
         work.teacher_code = teacher.code
     return work
@@ -73,6 +78,7 @@ def fit_limits(settings: Settings) -> SandboxLimits:
 def distill(settings: Settings, work: _Work) -> Distilled:
     """The teacher's map (a code teacher's, in the sandbox) and the student fitted to it."""
     spec = work.spec
+    assert isinstance(spec, NetworkStudent)
     grid = GridSpec(advantages=spec.grid, ratios=spec.grid)
     fit = FitSpec(width=spec.width, steps=spec.steps, learning_rate=spec.learning_rate,
                   final_learning_rate=spec.final_learning_rate, seed=spec.seed, grid=grid)
@@ -100,10 +106,13 @@ def run_distillation(factory: sessionmaker[Session], settings: Settings, job_id:
     with session_scope(factory) as session:
         job = session.get(Job, job_id)
         student = session.get(Candidate, job.candidate_id)
-        if student.status != CandidateStatus.PENDING or student.parameters_sha256 is not None:
-            job.status, job.finished_at = JobStatus.DONE, utcnow()
+        if student.status != CandidateStatus.PENDING or student.parameters_sha256 or student.artifact_sha256:
+            _done(session, job_id)
             return
         work = _load(session, job)
+    if isinstance(work.spec, FormulaStudent):
+        _run_formula(factory, settings, job_id, work)
+        return
     done = distill(settings, work)
     with session_scope(factory) as session:
         run = lock_run(session, work.run_id)
@@ -119,7 +128,31 @@ def run_distillation(factory: sessionmaker[Session], settings: Settings, job_id:
             student.status, student.outcome = CandidateStatus.FAILED, done.outcome
             student.error = storable(done.error or str(done.outcome), ERROR_CHARS, keep_tail=True)
             student.evaluated_at = utcnow()
-            emit(session, run.id, EventType.CANDIDATE_EVALUATED, {"candidate_id": student.id, "index": student.index,
-                                                                   "outcome": student.outcome, "score": None})
-        job = session.get(Job, job_id)
-        job.status, job.finished_at = JobStatus.DONE, utcnow()
+            _failed(session, run, student)
+        _done(session, job_id)
+
+
+def _failed(session: Session, run: Run, student: Candidate) -> None:
+    emit(session, run.id, EventType.CANDIDATE_EVALUATED, {"candidate_id": student.id, "index": student.index,
+                                                           "outcome": student.outcome, "score": None})
+
+
+def _done(session: Session, job_id: str) -> None:
+    job = session.get(Job, job_id)
+    job.status, job.finished_at = JobStatus.DONE, utcnow()
+
+
+def _run_formula(factory: sessionmaker[Session], settings: Settings, job_id: str, work: _Work) -> None:
+    """Search the formula student's expression and record it (with its `evaluate` job), or fail it."""
+    assert isinstance(work.spec, FormulaStudent)
+    vector = np.asarray(work.teacher_vector, dtype=np.float32) if work.teacher_vector is not None else None
+    found = find_formula(settings, work.target, work.spec, work.teacher_code, vector, work.teacher_network)
+    with session_scope(factory) as session:
+        run = lock_run(session, work.run_id)
+        student = session.get(Candidate, work.student_id)
+        if record_formula(session, run, student, found):
+            if not run.ended:
+                add_job(session, run, JobKind.EVALUATE, f"evaluate:{student.id}", candidate_id=student.id)
+        else:
+            _failed(session, run, student)
+        _done(session, job_id)
