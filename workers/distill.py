@@ -94,7 +94,7 @@ def fit_student(target: str, spec: FitSpec, parameter_count: int, limits: Sandbo
         return Distilled(outcome=result.outcome if result.outcome != Outcome.ok else Outcome.error,
                          error=f"the student could not be fitted: {result.error or 'no report'}")
     try:
-        vector = decode_parameters(result.values, parameter_count, DEFAULT_BOUND) if result.values else None
+        vector = None if result.values is None else decode_parameters(result.values, parameter_count, DEFAULT_BOUND)
     except ValueError as exc:
         return Distilled(outcome=Outcome.error, error=f"the fitted student was refused: {exc}")
     if vector is None:
