@@ -90,7 +90,7 @@ def test_a_forged_map_of_the_right_shape_is_only_numbers(limits: SandboxLimits) 
     result = run_tracer(TraceRequest(target="lpo", code=_forge({"outcome": "ok", "error": MARKER,
                                                                 "values": _array(forged)}), grid=GRID), limits)
     kept = keep_grid(result, GRID)
-    assert kept.outcome == Outcome.ok and kept.error is None and MARKER not in kept.model_dump_json()
+    assert kept.outcome == Outcome.ok and kept.error is None and MARKER not in kept.model_dump_json(exclude={"values"})
     np.testing.assert_array_equal(kept.values, forged)
 
 
