@@ -80,16 +80,16 @@ def distill(settings: Settings, work: _Work) -> Distilled:
     spec = work.spec
     assert isinstance(spec, NetworkStudent)
     grid = GridSpec(advantages=spec.grid, ratios=spec.grid)
-    fit = FitSpec(width=spec.width, steps=spec.steps, learning_rate=spec.learning_rate,
-                  final_learning_rate=spec.final_learning_rate, seed=spec.seed, grid=grid)
     if work.teacher_code is not None:
         mapped = teacher_grid(work.target, work.teacher_code, grid, tracer_limits(settings))
         if mapped.outcome != Outcome.ok or mapped.values is None:
             return mapped
-        fit.teacher_map = encode_parameters(mapped.values)
+        teacher = {"teacher_map": encode_parameters(mapped.values)}
     else:
-        fit.teacher_parameters = encode_parameters(np.asarray(work.teacher_vector, dtype=np.float32))
-        fit.teacher_width = work.teacher_width
+        teacher = {"teacher_parameters": encode_parameters(np.asarray(work.teacher_vector, dtype=np.float32)),
+                   "teacher_width": work.teacher_width}
+    fit = FitSpec(width=spec.width, steps=spec.steps, learning_rate=spec.learning_rate,
+                  final_learning_rate=spec.final_learning_rate, seed=spec.seed, grid=grid, **teacher)
     sized = TARGETS[work.target].network.resolve(work.network)
     return fit_student(work.target, fit, sized.parameter_count, fit_limits(settings))
 
