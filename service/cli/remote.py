@@ -155,13 +155,16 @@ def runs_distill(run_id: Annotated[str, typer.Argument(help="run id")],
                  width: Annotated[int, typer.Option(help="the student's hidden units (128: ES's network)")] = 128,
                  steps: Annotated[int | None, typer.Option(help="Adam steps of the fit")] = None,
                  grid: Annotated[int | None, typer.Option(help="grid samples per axis (the paper's: 1024)")] = None,
+                 learning_rate: Annotated[float | None, typer.Option(help="Adam's first rate [1e-4]")] = None,
+                 final_learning_rate: Annotated[float | None, typer.Option(help="Adam's last rate [1e-5]")] = None,
                  formula: Annotated[bool, typer.Option("--formula", help="a symbolic student: an expression evolved "
                                                        "to match the teacher's map, evaluated as code")] = False,
                  as_json: JsonFlag = False) -> None:
     """Distil a scored candidate into a student network fitted to its gradient map (or, with --formula, into an
     expression); the student is a candidate of the run (its parent: the teacher), evaluated like any other."""
+    options = {"steps": steps, "grid": grid, "learning_rate": learning_rate, "final_learning_rate": final_learning_rate}
     student = {"kind": "formula"} if formula else {
-        "kind": "network", "width": width, **({"steps": steps} if steps else {}), **({"grid": grid} if grid else {})}
+        "kind": "network", "width": width, **{k: v for k, v in options.items() if v is not None}}
     r = api_call("POST", f"/v1/runs/{run_id}/distill", json={"candidate_id": candidate_id, "student": student})
     if as_json:
         print(json.dumps(r))

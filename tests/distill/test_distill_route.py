@@ -6,6 +6,10 @@ runs nothing."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,3 +135,24 @@ def test_bad_input_is_refused_with_a_problem(server: ApiServer) -> None:
     with session_scope(server.runtime.factory) as session:
         assert session.scalars(select(Job).where(Job.kind == JobKind.DISTILL)).all() == []
         assert session.get(Run, failed_id).status == RunStatus.FAILED
+
+
+def test_discovery_runs_distill_asks_the_server(server: ApiServer) -> None:
+    with session_scope(server.runtime.factory) as session:
+        key, row = create_key(session, "owner")
+    run_id, warm_id, pending_id = scored_run(server, row.id)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISCOVERY_")}
+    env.update(DISCOVERY_API_URL=server.url, DISCOVERY_API_KEY=key, COLUMNS="200")
+
+    def discovery(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "service.cli", "runs", "distill", *args], env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    made = discovery(run_id, warm_id, "--width", "16", "--steps", "50", "--learning-rate", "1e-2")
+    assert made.returncode == 0, made.stderr
+    assert "lpo_network-16" in made.stdout and "pending" in made.stdout and warm_id in made.stdout
+    as_json = json.loads(discovery(run_id, warm_id, "--width", "16", "--steps", "50", "--learning-rate", "1e-2",
+                                   "--json").stdout)
+    assert as_json["distillation"]["learning_rate"] == 1e-2 and as_json["distillation"]["steps"] == 50
+    refused = discovery(run_id, pending_id)
+    assert refused.returncode == 2 and "409" in refused.stderr and "has no score yet" in refused.stderr
