@@ -50,7 +50,7 @@ def score_text(score: float | None, comparison: dict | None) -> str:
 
 # Distillation (`workers.distill`, `workers.targets.kernels.lpo_distill`): the grid, a fit, and how it went.
 MAX_GRID = 1024  # samples per axis: the paper's 1024 x 1024 map is 4 MiB of float32 (the tracer's result cap is 8)
-DEFAULT_STEPS = 300  # Adam steps of a fit (on 256 x 256: seconds on one CPU core; docs/meta_learners.md)
+DEFAULT_STEPS = 100  # Adam steps of a fit: on 256 x 256, width 128, ~11 s on one CPU core (docs/meta_learners.md)
 
 
 class GridSpec(BaseModel):
