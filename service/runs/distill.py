@@ -59,7 +59,7 @@ class FormulaStudent(BaseModel):
 class DistillRequest(BaseModel):
     """Distil the run's scored candidate `candidate_id` (its teacher) into a student."""
 
-    candidate_id: str = Field(min_length=1, max_length=64)
+    candidate_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     student: Annotated[NetworkStudent | FormulaStudent, Field(discriminator="kind")] = Field(
         default_factory=NetworkStudent)
 
