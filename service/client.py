@@ -14,7 +14,7 @@ import httpx
 from pydantic import BaseModel
 
 from service.keys import local_key_file
-from service.runs.views import CandidateDetail, CandidateSummary, RunOut
+from service.runs.views import CandidateDetail, CandidateSummary, RunOut, StudentOut
 from service.settings import Settings
 from workers.vocabulary import RUN_FINAL_STATUSES, EventType
 
@@ -106,6 +106,11 @@ class DiscoveryClient:
     def resume(self, run_id: str) -> RunOut:
         """Continue an interrupted run (its `discovery run` got Ctrl-C) on the server; ApiError (409) otherwise."""
         return RunOut.model_validate(self._call("POST", f"/v1/runs/{run_id}/resume").json())
+
+    def distill(self, run_id: str, candidate_id: str, student: dict[str, Any] | None = None) -> StudentOut:
+        """Distil the run's scored candidate into a student (default: a network of 128 hidden units)."""
+        body = {"candidate_id": candidate_id, **({"student": student} if student else {})}
+        return StudentOut.model_validate(self._call("POST", f"/v1/runs/{run_id}/distill", json=body).json())
 
     def wait(self, run_id: str, timeout: float = 24 * 3600.0, poll_seconds: float = 2.0,
              progress: Callable[[RunOut], None] | None = None) -> RunOut:

@@ -153,10 +153,12 @@ def train_request(target: str, env: str, profile: str, seeds: list[int], rates: 
         raise ValueError(f"target {target!r} has no network to train parameters of")
     if len(vectors) != len(batch):
         raise ValueError("a batch trains artifacts or parameter vectors, not both")
-    if any(v.shape != (network.parameter_count,) for v in vectors):
-        raise ValueError(f"{network.name} takes vectors of {network.parameter_count} values")
+    sized = network.of_size(vectors[0].size) if vectors[0].ndim == 1 else None  # a distilled student's width
+    if sized is None or any(v.shape != (sized.parameter_count,) for v in vectors):
+        raise ValueError(f"{network.name} takes vectors of {network.parameter_count} values (or, a batch of "
+                         "students, of one width's)")
     return TrainRequest(target=target, env=env, profile=profile, seeds=seeds, learning_rates=rates,
-                        parameters=[encode_parameters(v) for v in vectors], network=network.name)
+                        parameters=[encode_parameters(v) for v in vectors], network=sized.name)
 
 
 def train_artifacts(settings: Settings, target: str, env: str, profile: str, seeds: list[int], rates: list[float],

@@ -12,7 +12,7 @@ from celery import Celery
 from workers.vocabulary import TaskKind
 
 QUEUE_OF_KIND = {TaskKind.PROPOSE: "propose", TaskKind.EVALUATE: "evaluate", TaskKind.REEVALUATE: "evaluate",
-                 TaskKind.METATEST: "evaluate", TaskKind.WEBHOOK: "webhooks"}
+                 TaskKind.METATEST: "evaluate", TaskKind.DISTILL: "evaluate", TaskKind.WEBHOOK: "webhooks"}
 RUN_JOB_TASK = "discovery.run_job"
 DELIVER_WEBHOOK_TASK = "discovery.deliver_webhook"
 HARD_TIME_LIMIT_SECONDS = 3600

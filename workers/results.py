@@ -7,8 +7,9 @@ which stores them. `Outcome` is the one enumeration of how an evaluation ended.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from workers.trainer.protocol import EncodedArray
 from workers.vocabulary import Metric, Outcome, Verdict
 
 # PPO's loss parts, in the order of the trainer's diagnostics array (`workers.rl.ppo` computes them).
@@ -47,13 +48,74 @@ def score_text(score: float | None, comparison: dict | None) -> str:
             f"seed{'s' if comparison['seeds'] != 1 else ''})")
 
 
+# Distillation (`workers.distill`, `workers.targets.kernels.lpo_distill`): the grid, a fit, and how it went.
+MAX_GRID = 1024  # samples per axis: the paper's 1024 x 1024 map is 4 MiB of float32 (the tracer's result cap is 8)
+DEFAULT_STEPS = 100  # Adam steps of a fit: on 256 x 256, width 128, ~11 s on one CPU core (docs/meta_learners.md)
+
+
+class GridSpec(BaseModel):
+    """The distillation grid: `advantages` values of A in [-8, 8) by `ratios` values of log r in [-2, 2)."""
+
+    advantages: int = Field(256, ge=2, le=MAX_GRID)
+    ratios: int = Field(256, ge=2, le=MAX_GRID)
+
+    @property
+    def size(self) -> int:
+        return self.advantages * self.ratios
+
+
+class FitSpec(BaseModel):
+    """Fit a student of `width` to one teacher, given as numbers: its map on `grid` or its network's vector."""
+
+    width: int = Field(ge=1, le=MAX_GRID)
+    steps: int = Field(DEFAULT_STEPS, ge=1, le=100_000)
+    learning_rate: float = Field(1e-4, gt=0.0, le=0.1)
+    final_learning_rate: float = Field(1e-5, gt=0.0, le=0.1)
+    seed: int = Field(0, ge=0, lt=2**31)
+    grid: GridSpec = Field(default_factory=GridSpec)
+    teacher_map: EncodedArray | None = None  # float32 [grid.size]
+    teacher_parameters: EncodedArray | None = None  # float32 [(8 + 1) * teacher_width]
+    teacher_width: int | None = Field(None, ge=1, le=MAX_GRID)
+
+    @model_validator(mode="after")
+    def _one_teacher(self) -> FitSpec:
+        if (self.teacher_map is None) == (self.teacher_parameters is None):
+            raise ValueError("a fit has one teacher: its map or its network's parameters")
+        if (self.teacher_parameters is None) != (self.teacher_width is None):
+            raise ValueError("a network teacher's parameters need its width, and only they do")
+        return self
+
+
+class FitReport(BaseModel):
+    """How a fit went, in plain numbers (MSE of the student's map against the teacher's on the whole grid)."""
+
+    steps: int
+    initial_mse: float  # the student at its start (PPO's clip)
+    final_mse: float
+    max_abs_error: float
+    teacher_mean_square: float  # mean(teacher^2): the scale an MSE is small against
+    seconds: float
+
+
 class TraceRequest(BaseModel):
-    """One candidate (source text) to load, probe and export for the given platforms."""
+    """One candidate (source text) to load, probe and export for the given platforms. With `grid`, evaluate its
+    gradient map on that distillation grid instead of exporting it; with `fit` (and no code), fit a student network
+    to the numbers it carries: project code only (`workers.distill`)."""
 
     target: str
     code: str
     platforms: list[str] = Field(default_factory=lambda: ["cpu"])
     check_rules: bool = False  # also check the target's rules (a proposal, before it costs a training run)
+    grid: GridSpec | None = None
+    fit: FitSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> TraceRequest:
+        if self.grid is not None and self.fit is not None:
+            raise ValueError("a request evaluates a grid or fits a student, not both")
+        if self.fit is not None and self.code:
+            raise ValueError("a fit runs no candidate code")
+        return self
 
 
 class TraceResult(BaseModel):
@@ -70,6 +132,9 @@ class TraceResult(BaseModel):
     seconds: float = 0.0
     stdout: str = ""
     stderr: str = ""
+    # A grid request's map, or a fit's student vector (float32); the parent keeps them only through its own checks.
+    values: EncodedArray | None = None
+    fit_report: FitReport | None = None
 
 
 class SeedPlan(BaseModel):

@@ -64,6 +64,7 @@ class JobKind(StrEnum):
     EVALUATE = "evaluate"
     REEVALUATE = "reevaluate"
     METATEST = "metatest"
+    DISTILL = "distill"  # fit a student to a teacher (`service/runs/jobs/distill.py`), then its `evaluate` job
 
 
 class TaskKind(StrEnum):
@@ -73,6 +74,7 @@ class TaskKind(StrEnum):
     EVALUATE = "evaluate"
     REEVALUATE = "reevaluate"
     METATEST = "metatest"
+    DISTILL = "distill"
     WEBHOOK = "webhook"
 
 

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from service.api import metrics
 from service.api.admission import Admission
 from service.api.request_limits import BodyLimit, NoNulInUrl
-from service.api.routes import candidates, health, runs, targets
+from service.api.routes import candidates, distill, health, runs, targets
 from service.keys import KeyCache
 from service.runtime import Runtime, build_runtime
 from service.settings import Settings, get_settings
@@ -76,7 +76,7 @@ def create_app(runtime: Runtime | None = None, settings: Settings | None = None)
         log.exception("unhandled error on %s", request.url.path)
         return problem(500, "an internal error; it has been logged", request)
 
-    for module in (runs, candidates, targets, health):
+    for module in (runs, distill, candidates, targets, health):
         app.include_router(module.router)
     resolved = runtime.settings if runtime else (settings or get_settings())
     install_web_ui(app, resolved)

@@ -1,6 +1,6 @@
 """The commands that read and steer runs on a Discovery server (DISCOVERY_API_URL, DISCOVERY_API_KEY):
-`runs list/show/resume/extend/cancel/export/wandb` and `candidates show`. Without DISCOVERY_API_URL, `runs list`,
-`runs show` and `runs resume` work on this machine's database instead (`local_runs.py`)."""
+`runs list/show/resume/extend/distill/cancel/export/wandb` and `candidates show`. Without DISCOVERY_API_URL,
+`runs list`, `runs show` and `runs resume` work on this machine's database instead (`local_runs.py`)."""
 
 from __future__ import annotations
 
@@ -162,6 +162,30 @@ def runs_extend(run_id: Annotated[str, typer.Argument(help="run id")],
         return
     p = r["progress"]
     console.print(f"run {r['id']}: {r['status']}, candidates {p['candidates_done']}/{p['candidates_budget']}")
+
+
+@runs_app.command("distill")
+def runs_distill(run_id: Annotated[str, typer.Argument(help="run id")],
+                 candidate_id: Annotated[str, typer.Argument(help="the teacher: a scored candidate of the run")],
+                 width: Annotated[int, typer.Option(help="the student's hidden units (128: ES's network)")] = 128,
+                 steps: Annotated[int | None, typer.Option(help="Adam steps of the fit")] = None,
+                 grid: Annotated[int | None, typer.Option(help="grid samples per axis (the paper's: 1024)")] = None,
+                 learning_rate: Annotated[float | None, typer.Option(help="Adam's first rate [1e-4]")] = None,
+                 final_learning_rate: Annotated[float | None, typer.Option(help="Adam's last rate [1e-5]")] = None,
+                 formula: Annotated[bool, typer.Option("--formula", help="a symbolic student: an expression evolved "
+                                                       "to match the teacher's map, evaluated as code")] = False,
+                 as_json: JsonFlag = False) -> None:
+    """Distil a scored candidate into a student network fitted to its gradient map (or, with --formula, into an
+    expression); the student is a candidate of the run (its parent: the teacher), evaluated like any other."""
+    options = {"steps": steps, "grid": grid, "learning_rate": learning_rate, "final_learning_rate": final_learning_rate}
+    student = {"kind": "formula"} if formula else {
+        "kind": "network", "width": width, **{k: v for k, v in options.items() if v is not None}}
+    r = api_call("POST", f"/v1/runs/{run_id}/distill", json={"candidate_id": candidate_id, "student": student})
+    if as_json:
+        print(json.dumps(r))
+        return
+    console.print(f"student #{r['index']} {r['id']} ({r['network'] or 'a formula'}): {r['status']}, "
+                  f"parent {candidate_id}")
 
 
 @runs_app.command("cancel")

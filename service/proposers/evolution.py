@@ -487,6 +487,12 @@ class EvolutionProposer:
             f"({duplicates} duplicates){detail}"
         )
 
+    def mutate(self, rng: random.Random, target: Target, parent: HistoryEntry, second: HistoryEntry | None = None
+               ) -> tuple[str, list[str], str] | None:
+        """A mutated copy of `parent`'s code (crossed with `second`'s when given): its code, its changes and its
+        operator, or None (what symbolic distillation, `symbolic.py`, evolves with)."""
+        return self._child(rng, target, parent, second)
+
     @staticmethod
     def _done(proposal: Proposal, duplicates: int, attempts: dict[str, dict[str, int]]) -> Proposal:
         proposal.duplicates_skipped, proposal.attempts = duplicates, attempts

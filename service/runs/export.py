@@ -124,6 +124,7 @@ def best_download(session: Session, run: Run, verdict: str) -> tuple[str, str] |
     evaluations = list(session.scalars(select(Evaluation).where(Evaluation.candidate_id == best.id)))
     body = None
     network = TARGETS[run.target].network
+    network = network.resolve(best.network or network.name) if network is not None else None  # a student's width
     if best.kind == CandidateKind.NETWORK and best.parameters_sha256 and network is not None:
         stored = session.get(ParameterVector, best.parameters_sha256)
         body = network_module(network, np.frombuffer(stored.data, dtype="<f4"))

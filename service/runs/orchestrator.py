@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 Publish = Callable[[list[Task]], None]  # hands the tasks to the executor
 OPEN_JOB = (JobStatus.PENDING, JobStatus.CLAIMED)
-SEARCH_JOBS = (JobKind.PROPOSE, JobKind.EVALUATE, JobKind.REEVALUATE)
+SEARCH_JOBS = (JobKind.PROPOSE, JobKind.EVALUATE, JobKind.REEVALUATE, JobKind.DISTILL)
 
 
 def lock_run(session: Session, run_id: str) -> Run | None:

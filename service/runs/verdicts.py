@@ -66,7 +66,8 @@ def record_search(session: Session, run: Run, candidate: Candidate, rows: list[E
     candidate.outcome = failed.outcome if failed else Outcome.ok
     candidate.error = failed.error if failed else None
     candidate.score = comparison.score if comparison else None
-    candidate.stats = {"search": comparison.model_dump(mode="json")} if comparison else {}
+    kept = {k: v for k, v in (candidate.stats or {}).items() if k == "distillation"}  # a student's provenance
+    candidate.stats = kept | ({"search": comparison.model_dump(mode="json")} if comparison else {})
     candidate.evaluated_at = utcnow()
     candidate.eval_seconds = sum((r.compile_seconds or 0) + (r.train_seconds or 0) for r in rows)
     emit(session, run.id, EventType.CANDIDATE_EVALUATED,

@@ -332,3 +332,15 @@ class WebhookDeliveryOut(View):
     next_attempt_at: datetime | None
     delivered_at: datetime | None
     attempt_log: list[WebhookAttemptOut]
+
+
+class StudentOut(CandidateSummary):
+    """A distilled student (`POST /v1/runs/{id}/distill`): a candidate of the run whose parent is its teacher."""
+
+    kind: str = Field(description="`network`: a parameter vector of `network`, not readable code")
+    network: str | None = Field(description="the network it parameterises: `lpo_network` (128 hidden units) or "
+                                "`lpo_network-<width>`")
+    distillation: dict[str, Any] | None = Field(
+        None, description="the request (teacher, width, steps, learning rates, grid, seed) and, once fitted, the "
+        "fit's report (MSE of the gradient map before and after, largest error, seconds)",
+        validation_alias=stored("distillation", ("stats", "distillation")))

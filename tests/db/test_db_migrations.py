@@ -25,7 +25,7 @@ def test_upgrade_downgrade_upgrade(db_url: str) -> None:
         assert current_revision(engine) is None
         upgrade_database(db_url)
         assert set(inspect(engine).get_table_names()) == MODEL_TABLES | {"alembic_version"}
-        assert current_revision(engine) == head_revision() == "0010"
+        assert current_revision(engine) == head_revision() == "0011"
         assert database_is_current(engine)
 
         downgrade_database(db_url, "base")

@@ -168,7 +168,7 @@ def _classify(
         error = parsed.error or ""
         if parsed.outcome in (Outcome.error, Outcome.invalid) and any(m in error for m in MEMORY_MARKERS):
             parsed.outcome = Outcome.memory
-        if parsed.outcome == Outcome.ok and not parsed.artifact:
+        if parsed.outcome == Outcome.ok and not parsed.artifact and parsed.values is None:
             return ended(Outcome.error, "the tracer reported ok without an artifact")
         if parsed.artifact:
             try:  # the parent hashes the fingerprint from the artifact; the child's own word is dropped

@@ -4,21 +4,27 @@ Reads one `TraceRequest` as JSON from stdin, loads the candidate, probes it on f
 the target's rules and fingerprinting what it computes) and exports the candidate *function alone*
 with `jax.export` at symbolic shapes, batched over a leading lane axis, for the requested platforms.
 Its only output is one `TraceResult` (the artifact bytes, the probe's verdict and fingerprint) as
-size-capped JSON on the result descriptor. It never trains and imports no
-environment: it has no return, curve or score to report, and nothing it patches in this process
-reaches the trainer. The parent treats everything that comes back as untrusted data.
+size-capped JSON on the result descriptor. Two distillation modes (`workers.distill`): `grid` loads and
+probes the candidate, then answers with its gradient map on the grid (one float32 array) instead of an
+artifact; `fit` loads no candidate code and fits a student network to the numbers in the request.
+It never trains and imports no environment: it has no return, curve or score to report, and nothing
+it patches in this process reaches the trainer. The parent treats everything that comes back as untrusted data.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import importlib
 import os
 import sys
 import time
 import traceback
 
-from workers.results import TraceRequest, TraceResult
+import numpy as np
+
+from workers.results import FitReport, FitSpec, GridSpec, TraceRequest, TraceResult
+from workers.trainer.protocol import EncodedArray
 from workers.vocabulary import Outcome
 
 MAX_ERROR_CHARS = 4000
@@ -31,13 +37,16 @@ def last_traceback_lines(exc: BaseException, lines: int = TRACEBACK_LINES) -> st
 
 
 def trace(request: TraceRequest) -> TraceResult:
-    """Load, probe and export; every exception becomes an outcome."""
+    """Load, probe and export (or, for distillation, evaluate a grid or fit a student); every exception becomes an
+    outcome."""
     started = time.monotonic()
 
     def ended(outcome: Outcome, error: str | None = None, artifact: str | None = None,
-              fingerprint: str | None = None) -> TraceResult:
+              fingerprint: str | None = None, values: np.ndarray | None = None,
+              fit_report: FitReport | None = None) -> TraceResult:
         return TraceResult(outcome=outcome, error=error, artifact=artifact, fingerprint=fingerprint,
-                           seconds=time.monotonic() - started)
+                           seconds=time.monotonic() - started,
+                           values=EncodedArray.of(values) if values is not None else None, fit_report=fit_report)
 
     try:
         from workers.targets import CandidateError, get_target, load_function
@@ -46,11 +55,16 @@ def trace(request: TraceRequest) -> TraceResult:
             target = get_target(request.target)
         except KeyError as exc:
             return ended(Outcome.invalid, str(exc.args[0]))
+        if request.fit is not None:  # project code on numbers: no candidate code is loaded in this child
+            vector, report = fit_student(target, request.fit)
+            return ended(Outcome.ok, values=vector, fit_report=report)
         try:
             fn = load_function(request.code, target)
             outputs = target.probe(fn)
             if request.check_rules and target.check_rules is not None:
                 target.check_rules(fn)
+            if request.grid is not None:
+                return ended(Outcome.ok, values=grid_values(fn, target, request.grid))
         except CandidateError as exc:
             if isinstance(exc.__cause__, MemoryError):
                 raise exc.__cause__ from None
@@ -70,6 +84,44 @@ def trace(request: TraceRequest) -> TraceResult:
         return ended(Outcome.memory, f"MemoryError: {exc}"[:MAX_ERROR_CHARS])
     except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt from candidates too
         return ended(Outcome.error, last_traceback_lines(exc))
+
+
+def _distill_kernel(target):  # noqa: ANN001, ANN202 - the kernel module stays untyped here
+    from workers.targets import CandidateError
+
+    network = target.network
+    if network is None or not network.distill_kernel:
+        raise CandidateError(f"target {target.name!r} has no network to distil into")
+    return importlib.import_module(network.distill_kernel)
+
+
+def grid_values(fn, target, grid: GridSpec) -> np.ndarray:  # noqa: ANN001 - the candidate's function and target
+    """The candidate's gradient map on the distillation grid (only numbers leave this child)."""
+    kernel = _distill_kernel(target)
+    ratio, advantage = kernel.grid(grid.advantages, grid.ratios)
+    return kernel.gradient_map(fn, ratio, advantage)
+
+
+def fit_student(target, spec: FitSpec) -> tuple[np.ndarray, FitReport]:  # noqa: ANN001
+    """A student fitted to the teacher the request carries as numbers: its map, or its network's vector."""
+    from workers.trainer.parameters import decode_parameters
+
+    kernel = _distill_kernel(target)
+    ratio, advantage = kernel.grid(spec.grid.advantages, spec.grid.ratios)
+    if spec.teacher_parameters is not None:
+        count = target.network.sized(spec.teacher_width).parameter_count
+        teacher = kernel.network_map(decode_parameters(spec.teacher_parameters, count), spec.teacher_width, ratio,
+                                     advantage)
+    else:
+        teacher = spec.teacher_map.decode().astype(np.float32)
+        if teacher.shape != ratio.shape or not np.isfinite(teacher).all():
+            raise ValueError(f"the teacher's map must be {ratio.size} finite values")
+    fitted = kernel.fit(teacher, ratio, advantage, spec.width, spec.steps, spec.learning_rate,
+                        spec.final_learning_rate, spec.seed)
+    report = FitReport(steps=spec.steps, initial_mse=fitted.initial_mse, final_mse=fitted.final_mse,
+                       max_abs_error=fitted.max_abs_error, teacher_mean_square=fitted.teacher_mean_square,
+                       seconds=fitted.seconds)
+    return fitted.vector, report
 
 
 def export_artifact(fn, target, platforms: tuple[str, ...], probe_outputs):  # noqa: ANN001, ANN201 - jax types stay local

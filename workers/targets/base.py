@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import ModuleType
 from typing import Any
 
@@ -102,6 +102,9 @@ class Reference:
     code: str
 
 
+MAX_WIDTH = 1024  # the widest hidden layer a sized network (a distilled student) may have
+
+
 @dataclass(frozen=True)
 class Network:
     """A network of the project's own whose parameters a meta-learner (ES) searches: project code, so only a float
@@ -116,6 +119,43 @@ class Network:
     # The network as a standalone module in plain JAX, reading its flat vector from a module-level `PARAMETERS`
     # (a list of floats) that an export appends: what a network candidate's `best.py` is made of.
     source: str = ""
+    # Its hidden width (`parameter_count` is at this width; 0: the network has no width to choose). A network with
+    # a width has a sized variant per width (`sized`): a distilled student of another width, named `<name>-<width>`.
+    hidden: int = 0
+    # The module of its distillation (`grid`, `gradient_map`, `fit`; JAX, run only in the sandboxed tracer child),
+    # "" when the network cannot be distilled into.
+    distill_kernel: str = ""
+
+    def sized(self, width: int) -> Network:
+        """This network at another hidden width (itself at its own): the same layout, (parameters per unit) * width
+        parameters, named `<name>-<width>`."""
+        if not self.hidden or self.parameter_count % self.hidden:
+            raise ValueError(f"{self.name} has no hidden width to choose")
+        if width == self.hidden:
+            return self
+        if width < 1:
+            raise ValueError(f"a hidden width is a positive number, got {width}")
+        return replace(self, name=f"{self.name}-{width}", parameter_count=self.parameter_count // self.hidden * width,
+                       hidden=width)
+
+    def resolve(self, name: str) -> Network | None:
+        """The variant of this network called `name` (itself, or `<name>-<width>`), or None."""
+        if name == self.name:
+            return self
+        prefix = f"{self.name}-"
+        if self.hidden and name.startswith(prefix) and name[len(prefix):].isdigit():
+            width = int(name[len(prefix):])
+            return self.sized(width) if 0 < width <= MAX_WIDTH else None
+        return None
+
+    def of_size(self, size: int) -> Network | None:
+        """The variant of this network with `size` parameters, or None."""
+        if size == self.parameter_count:
+            return self
+        unit = self.parameter_count // self.hidden if self.hidden else 0
+        if unit and size % unit == 0 and 0 < size // unit <= MAX_WIDTH:
+            return self.sized(size // unit)
+        return None
 
 
 @dataclass(frozen=True)

@@ -40,13 +40,14 @@ def drift(ratio, advantage, epsilon):
 NETWORK_SOURCE = '''import jax
 import jax.numpy as jnp
 
-FEATURES, HIDDEN, OFFSET = 8, 128, 1e-4  # 1,152 parameters: W1 [8, 128] row-major, then W2 [128]
+FEATURES, OFFSET = 8, 1e-4  # (8 + 1) * width parameters: W1 [8, width] row-major, then W2 [width]
 
 
 def drift(ratio, advantage, epsilon):
     """ES-LPO's drift: relu(net(x) - 1e-4 + relu(PPO's clip drift)), the network's weights in PARAMETERS."""
     weights = jnp.asarray(PARAMETERS, jnp.float32)
-    hidden, output = weights[: FEATURES * HIDDEN].reshape(FEATURES, HIDDEN), weights[FEATURES * HIDDEN:]
+    units = len(PARAMETERS) // (FEATURES + 1)  # 128 for ES's network; a distilled student has a width of its own
+    hidden, output = weights[: FEATURES * units].reshape(FEATURES, units), weights[FEATURES * units:]
     ratio, advantage = jnp.asarray(ratio, jnp.float32), jnp.asarray(advantage, jnp.float32)
     shifted, log_ratio = ratio - 1.0, jnp.log(ratio)
     base = jnp.stack([shifted, shifted * shifted, log_ratio, log_ratio * log_ratio], axis=-1)
@@ -97,5 +98,5 @@ TARGET = Target(
         name="lpo_network", kernel="workers.targets.kernels.lpo_network", parameter_count=1152,
         description="the paper's MetaDrift (ES-LPO): Dense(128, no bias), tanh, Dense(1, no bias) on [r-1, (r-1)^2, "
                     "log r, (log r)^2 and each times A], a residual on PPO's clip: relu(net - 1e-4 + relu(ppo))",
-        source=NETWORK_SOURCE),
+        source=NETWORK_SOURCE, hidden=128, distill_kernel="workers.targets.kernels.lpo_distill"),
 )

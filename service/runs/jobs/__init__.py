@@ -6,7 +6,8 @@ artifact per candidate), and the job is marked done in the same transaction that
 result. A worker that claims an evaluation also claims the compatible evaluations waiting beside it
 (same run, kind and environment, up to `evaluate_batch_size`) and trains them as one batch.
 
-`claim.py` (leases, heartbeat, failures), `propose.py` and `evaluate.py` (the work of each kind).
+`claim.py` (leases, heartbeat, failures), `propose.py`, `evaluate.py`, `es.py` and `distill.py` (the work of each
+kind).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.proposers import ProposerUnavailable
 from service.runs.jobs.claim import Heartbeat, claim_batch, fail_job, fail_run, worker_id
+from service.runs.jobs.distill import run_distillation
 from service.runs.jobs.es import GenerationFailed, is_es_run, run_generation
 from service.runs.jobs.evaluate import evaluate_jobs
 from service.runs.jobs.propose import propose
@@ -41,6 +43,8 @@ def run_job(factory: sessionmaker[Session], settings: Settings, job_id: str, pub
         try:
             if kind == JobKind.PROPOSE:
                 (run_generation if is_es_run(factory, run_id) else propose)(factory, settings, job_id)
+            elif kind == JobKind.DISTILL:
+                run_distillation(factory, settings, job_id)
             else:
                 evaluate_jobs(factory, settings, job_ids)
         except ProposerUnavailable as exc:

@@ -66,7 +66,7 @@ def claim_batch(factory: sessionmaker[Session], job_id: str, owner: str, batch_s
         job = session.get(Job, job_id)
         assert job is not None
         job_ids = [job_id]
-        if job.kind != JobKind.PROPOSE:
+        if job.kind not in (JobKind.PROPOSE, JobKind.DISTILL):
             job_ids += claim_companions(session, job, owner, batch_size - 1)
         return job.run_id, JobKind(job.kind), job_ids
 
@@ -90,7 +90,7 @@ def fail_job(factory: sessionmaker[Session], job_id: str, error: str) -> None:
     with session_scope(factory) as session:
         job = session.get(Job, job_id)
         job.status, job.error, job.finished_at = JobStatus.FAILED, error, utcnow()
-        if job.kind == JobKind.EVALUATE and job.candidate_id:
+        if job.kind in (JobKind.EVALUATE, JobKind.DISTILL) and job.candidate_id:
             session.execute(update(Candidate).where(Candidate.id == job.candidate_id,
                                                     Candidate.status.in_([CandidateStatus.PENDING,
                                                                           CandidateStatus.EVALUATING]))

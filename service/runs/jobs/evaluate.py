@@ -155,7 +155,7 @@ def evaluate_jobs(factory: sessionmaker[Session], settings: Settings, job_ids: l
             _store(factory, item, env, phase, round_, anchor.seeds, result,
                    env_score(anchor.result, anchor, confidence, metric))
         trainable = [i for i in todo if i.candidate_id in artifacts]
-        for batch in _by_kind(trainable):
+        for batch in _by_kind(trainable, artifacts):
             results, anchor = evaluate_artifacts(settings, target, env, profile, protocol, plan,
                                                  [artifacts[i.candidate_id] for i in batch],
                                                  [i.rates.get(env) for i in batch], check_rules=True)
@@ -169,11 +169,14 @@ def evaluate_jobs(factory: sessionmaker[Session], settings: Settings, job_ids: l
         record_evaluation(factory, item.job_id, phase, round_)
 
 
-def _by_kind(items: list[_Pending]) -> list[list[_Pending]]:
-    """A batch as the trainer takes it: code candidates (artifacts) and network candidates (vectors) apart."""
+def _by_kind(items: list[_Pending], artifacts: dict[str, Trainable]) -> list[list[_Pending]]:
+    """A batch as the trainer takes it: code candidates (artifacts) and network candidates (vectors) apart, and
+    networks of one size (a distilled student's width) together."""
     code = [i for i in items if i.parameters_sha256 is None]
-    networks = [i for i in items if i.parameters_sha256 is not None]
-    return [group for group in (code, networks) if group]
+    sizes: dict[int, list[_Pending]] = {}
+    for item in (i for i in items if i.parameters_sha256 is not None):
+        sizes.setdefault(int(np.size(artifacts[item.candidate_id])), []).append(item)
+    return [group for group in (code, *sizes.values()) if group]
 
 
 def _stop_if_hopeless(factory: sessionmaker[Session], run_id: str, item: _Pending, env: str,

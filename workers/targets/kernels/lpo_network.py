@@ -18,6 +18,9 @@ The parameters are one flat float32 vector in the paper's layout (W1 row-major, 
 `jax.flatten_util.ravel_pytree` lays out the paper's flax parameters), validated before they reach JAX
 (`workers.trainer.parameters.validate_parameters`). This is project code: nothing untrusted runs here, only
 numbers come in.
+
+The hidden width is 128 (ES's network) unless a caller names another: a distilled student
+(`workers.targets.kernels.lpo_distill`) is the same layout at a width of its own, (8 + 1) * width parameters.
 """
 
 from __future__ import annotations
@@ -43,13 +46,18 @@ def ppo_clip_drift() -> Callable[..., Any]:
     return load_function(lpo.WARM_START, lpo.TARGET)
 
 
-def unflatten(vector: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(W1 [8, 128], W2 [128]) from the flat vector of exactly 1,152 values."""
-    if jnp.shape(vector) != (PARAMETER_COUNT,):
-        raise ValueError(f"the network takes a flat vector of {PARAMETER_COUNT} parameters, "
-                         f"got shape {jnp.shape(vector)}")
+def parameter_count(width: int = HIDDEN) -> int:
+    """How many parameters the network has at this hidden width: W1 [8, width] and W2 [width]."""
+    return (FEATURES + 1) * width
+
+
+def unflatten(vector: jax.Array, width: int = HIDDEN) -> tuple[jax.Array, jax.Array]:
+    """(W1 [8, width], W2 [width]) from the flat vector of exactly (8 + 1) * width values (1,152 at 128)."""
+    count = parameter_count(width)
+    if jnp.shape(vector) != (count,):
+        raise ValueError(f"the network takes a flat vector of {count} parameters, got shape {jnp.shape(vector)}")
     flat = jnp.asarray(vector, jnp.float32)
-    return flat[: FEATURES * HIDDEN].reshape(FEATURES, HIDDEN), flat[FEATURES * HIDDEN:]
+    return flat[: FEATURES * width].reshape(FEATURES, width), flat[FEATURES * width:]
 
 
 def features(ratio: jax.Array, advantage: jax.Array) -> jax.Array:
@@ -59,26 +67,27 @@ def features(ratio: jax.Array, advantage: jax.Array) -> jax.Array:
     return jnp.concatenate([base, base * advantage[..., None]], axis=-1)
 
 
-def network(vector: jax.Array, ratio: jax.Array, advantage: jax.Array) -> jax.Array:
+def network(vector: jax.Array, ratio: jax.Array, advantage: jax.Array, width: int = HIDDEN) -> jax.Array:
     """The network's output per sample (the shape of ratio): tanh(x @ W1) @ W2."""
-    hidden_kernel, output_kernel = unflatten(vector)
+    hidden_kernel, output_kernel = unflatten(vector, width)
     x = features(jnp.asarray(ratio, jnp.float32), jnp.asarray(advantage, jnp.float32))
     return jnp.tanh(x @ hidden_kernel) @ output_kernel
 
 
-def network_drift(vector: jax.Array, ratio: jax.Array, advantage: jax.Array, epsilon: jax.Array) -> jax.Array:
+def network_drift(vector: jax.Array, ratio: jax.Array, advantage: jax.Array, epsilon: jax.Array,
+                  width: int = HIDDEN) -> jax.Array:
     """relu(net(x) - 1e-4 + relu(ppo_clip_drift(ratio, advantage, epsilon))), per sample."""
     ppo = jax.nn.relu(ppo_clip_drift()(ratio, advantage, epsilon))
-    return jax.nn.relu(network(vector, ratio, advantage) - OFFSET + ppo)
+    return jax.nn.relu(network(vector, ratio, advantage, width) - OFFSET + ppo)
 
 
-def make_drift(vector: jax.Array) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
+def make_drift(vector: jax.Array, width: int = HIDDEN) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
     """The drift with these parameters, with the lpo target's signature drift(ratio, advantage, epsilon): what
     PPO's `Plugins.drift` takes. (For a population on the lane axis, vmap `network_drift` over the vectors.)"""
-    unflatten(vector)  # the shape is checked once, here, not at the first trace inside the training program
+    unflatten(vector, width)  # the shape is checked once, here, not at the first trace inside the training program
 
     def drift(ratio: jax.Array, advantage: jax.Array, epsilon: jax.Array) -> jax.Array:
-        return network_drift(vector, ratio, advantage, epsilon)
+        return network_drift(vector, ratio, advantage, epsilon, width)
 
     return drift
 
