@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -16,13 +16,14 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from service.api.app import create_app
-from service.db import session_scope, upgrade_database
+from service.db import make_engine, make_session_factory, session_scope, upgrade_database
 from service.db.models import Run
 from service.keys import create_key
 from service.runs.orchestrator import cancel
 from service.runtime import Runtime, build_runtime
 from service.settings import Settings
 from tests.conftest import free_port
+from workers.vocabulary import Task
 
 
 @dataclass
@@ -83,3 +84,27 @@ def api(postgres_database: Callable[[], str], cache_dir: Path) -> Iterator[ApiSe
     settings = Settings(database_url=postgres_database(), broker_url=None, cache_dir=cache_dir,
                         webhook_allowed_hosts="127.0.0.1")
     yield from serve(settings)
+
+
+@dataclass
+class RecordingExecutor:
+    """An executor that records what it is given to publish and runs nothing."""
+
+    published: list[Task] = field(default_factory=list)
+
+    def publish(self, jobs: list[Task]) -> None:
+        self.published += jobs
+
+    def close(self, wait: bool = True) -> None:
+        pass
+
+
+@pytest.fixture
+def recording_server(tmp_path: Path) -> Iterator[ApiServer]:
+    """The API on an SQLite database whose executor only records: routes are tested, no job runs."""
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'api.db'}", broker_url=None, cache_dir=tmp_path)
+    upgrade_database(settings.database_url)
+    runtime = Runtime(settings=settings, factory=make_session_factory(make_engine(settings.database_url)),
+                      executor=RecordingExecutor())
+    with uvicorn_in_thread(create_app(runtime)) as url:
+        yield ApiServer(url=url, runtime=runtime)

@@ -4,70 +4,39 @@ nothing, so no evaluation starts."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-
-import pytest
-
-from service.api.app import create_app
-from service.db import make_engine, make_session_factory, session_scope, upgrade_database
+from service.db import session_scope
 from service.db.models import Event, Job, Run
 from service.keys import create_key
 from service.runs.orchestrator import create_run, interrupt
 from service.runs.spec import RunSpec
-from service.runtime import Runtime
-from service.settings import Settings
-from tests.api.conftest import ApiServer, uvicorn_in_thread
-from workers.vocabulary import Task
+from tests.api.conftest import ApiServer, RecordingExecutor
 
 
-@dataclass
-class RecordingExecutor:
-    published: list[Task] = field(default_factory=list)
-
-    def publish(self, jobs: list[Task]) -> None:
-        self.published += jobs
-
-    def close(self, wait: bool = True) -> None:
-        pass
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ApiServer]:
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'api.db'}", broker_url=None, cache_dir=tmp_path)
-    upgrade_database(settings.database_url)
-    runtime = Runtime(settings=settings, factory=make_session_factory(make_engine(settings.database_url)),
-                      executor=RecordingExecutor())
-    with uvicorn_in_thread(create_app(runtime)) as url:
-        yield ApiServer(url=url, runtime=runtime)
-
-
-def stored_run(server: ApiServer, owner_key_id: str) -> str:
+def stored_run(recording_server: ApiServer, owner_key_id: str) -> str:
     """A run as `discovery run` leaves it: created and started (its warm start's evaluation pending)."""
-    with session_scope(server.runtime.factory) as session:
+    with session_scope(recording_server.runtime.factory) as session:
         run, _ = create_run(session, RunSpec(profile="smoke", budget={"candidates": 1}), owner_key_id=owner_key_id)
         run.status = "running"
         return run.id
 
 
-def test_resume_sets_an_interrupted_run_going_and_refuses_any_other(server: ApiServer) -> None:
-    with session_scope(server.runtime.factory) as session:
+def test_resume_sets_an_interrupted_run_going_and_refuses_any_other(recording_server: ApiServer) -> None:
+    with session_scope(recording_server.runtime.factory) as session:
         key, row = create_key(session, "owner")
         other, _ = create_key(session, "someone else")
-    run_id = stored_run(server, row.id)
-    executor = server.runtime.executor
+    run_id = stored_run(recording_server, row.id)
+    executor = recording_server.runtime.executor
     assert isinstance(executor, RecordingExecutor)
 
-    with server.client(key) as client:
+    with recording_server.client(key) as client:
         running = client.post(f"/v1/runs/{run_id}/resume")  # not interrupted: nothing to resume
         assert running.status_code == 409, running.text
         assert running.headers["content-type"].startswith("application/problem+json")
         assert "only an interrupted run can be resumed" in running.json()["detail"]
 
-        assert interrupt(server.runtime.factory, run_id)
+        assert interrupt(recording_server.runtime.factory, run_id)
         assert client.get(f"/v1/runs/{run_id}").json()["status"] == "interrupted"
-        with server.client(other) as stranger:  # ownership as on every run route: another key's run is absent
+        with recording_server.client(other) as stranger:  # ownership as on every run route: another key's run is absent
             assert stranger.post(f"/v1/runs/{run_id}/resume").status_code == 404
         assert client.post("/v1/runs/no-such-run/resume").status_code == 404
         assert executor.published == []
@@ -78,7 +47,7 @@ def test_resume_sets_an_interrupted_run_going_and_refuses_any_other(server: ApiS
         again = client.post(f"/v1/runs/{run_id}/resume")
         assert again.status_code == 409 and again.headers["content-type"].startswith("application/problem+json")
 
-    with session_scope(server.runtime.factory) as session:
+    with session_scope(recording_server.runtime.factory) as session:
         [job] = session.query(Job).filter(Job.run_id == run_id).all()
         assert job.status == "pending" and job.published_at is None  # the recording executor marks nothing
         assert session.get(Run, run_id).status == "running"

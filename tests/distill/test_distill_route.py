@@ -10,49 +10,22 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
-import pytest
 from sqlalchemy import select
 
-from service.api.app import create_app
-from service.db import make_engine, make_session_factory, session_scope, upgrade_database
+from service.db import session_scope
 from service.db.models import Candidate, Job, Run
 from service.keys import create_key
 from service.runs.orchestrator import create_run
 from service.runs.spec import RunSpec
-from service.runtime import Runtime
-from service.settings import Settings
-from tests.api.conftest import ApiServer, uvicorn_in_thread
-from workers.vocabulary import CandidateKind, CandidateStatus, JobKind, Outcome, RunStatus, Task, TaskKind
+from tests.api.conftest import ApiServer
+from workers.vocabulary import CandidateKind, CandidateStatus, JobKind, Outcome, RunStatus, TaskKind
 
 
-@dataclass
-class RecordingExecutor:
-    published: list[Task] = field(default_factory=list)
-
-    def publish(self, jobs: list[Task]) -> None:
-        self.published += jobs
-
-    def close(self, wait: bool = True) -> None:
-        pass
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ApiServer]:
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'api.db'}", broker_url=None, cache_dir=tmp_path)
-    upgrade_database(settings.database_url)
-    runtime = Runtime(settings=settings, factory=make_session_factory(make_engine(settings.database_url)),
-                      executor=RecordingExecutor())
-    with uvicorn_in_thread(create_app(runtime)) as url:
-        yield ApiServer(url=url, runtime=runtime)
-
-
-def scored_run(server: ApiServer, owner_key_id: str, status: RunStatus = RunStatus.RUNNING) -> tuple[str, str, str]:
+def scored_run(recording_server: ApiServer, owner_key_id: str,
+               status: RunStatus = RunStatus.RUNNING) -> tuple[str, str, str]:
     """(run, its scored warm start, a pending proposal) in a run with `status`."""
-    with session_scope(server.runtime.factory) as session:
+    with session_scope(recording_server.runtime.factory) as session:
         run, _ = create_run(session, RunSpec(profile="smoke", budget={"candidates": 1}), owner_key_id=owner_key_id)
         warm = session.scalar(select(Candidate).where(Candidate.run_id == run.id))
         warm.status, warm.outcome, warm.score = CandidateStatus.EVALUATED, Outcome.ok, 1.0
@@ -63,12 +36,12 @@ def scored_run(server: ApiServer, owner_key_id: str, status: RunStatus = RunStat
         return run.id, warm.id, pending.id
 
 
-def test_a_scored_teacher_gets_a_student_of_the_run(server: ApiServer) -> None:
-    with session_scope(server.runtime.factory) as session:
+def test_a_scored_teacher_gets_a_student_of_the_run(recording_server: ApiServer) -> None:
+    with session_scope(recording_server.runtime.factory) as session:
         key, row = create_key(session, "owner")
-    run_id, warm_id, _ = scored_run(server, row.id)
-    executor = server.runtime.executor
-    with server.client(key) as client:
+    run_id, warm_id, _ = scored_run(recording_server, row.id)
+    executor = recording_server.runtime.executor
+    with recording_server.client(key) as client:
         made = client.post(f"/v1/runs/{run_id}/distill", json={"candidate_id": warm_id,
                                                                "student": {"kind": "network", "width": 64}})
         assert made.status_code == 202, made.text
@@ -89,17 +62,17 @@ def test_a_scored_teacher_gets_a_student_of_the_run(server: ApiServer) -> None:
         assert formula.json()["kind"] == CandidateKind.CODE and formula.json()["network"] is None
         assert formula.json()["parent_ids"] == [warm_id] and "being searched" in client.get(
             f"/v1/candidates/{formula.json()['id']}").json()["code"]
-    with session_scope(server.runtime.factory) as session:
+    with session_scope(recording_server.runtime.factory) as session:
         jobs = session.scalars(select(Job).where(Job.run_id == run_id, Job.kind == JobKind.DISTILL)).all()
         assert sorted(j.candidate_id for j in jobs) == sorted([student["id"], other.json()["id"], formula.json()["id"]])
     assert {(t.id, t.kind) for t in executor.published} >= {(j.id, TaskKind.DISTILL) for j in jobs}
 
 
-def test_a_completed_run_runs_again_for_its_student(server: ApiServer) -> None:
-    with session_scope(server.runtime.factory) as session:
+def test_a_completed_run_runs_again_for_its_student(recording_server: ApiServer) -> None:
+    with session_scope(recording_server.runtime.factory) as session:
         key, row = create_key(session, "owner")
-    run_id, warm_id, _ = scored_run(server, row.id, RunStatus.COMPLETED)
-    with server.client(key) as client:
+    run_id, warm_id, _ = scored_run(recording_server, row.id, RunStatus.COMPLETED)
+    with recording_server.client(key) as client:
         made = client.post(f"/v1/runs/{run_id}/distill", json={"candidate_id": warm_id})
         assert made.status_code == 202, made.text
         assert client.get(f"/v1/runs/{run_id}").json()["status"] == RunStatus.RUNNING
@@ -111,14 +84,14 @@ def _problem(response, status: int, words: str = "") -> None:  # noqa: ANN001 - 
     assert words in response.json()["detail"], response.json()
 
 
-def test_bad_input_is_refused_with_a_problem(server: ApiServer) -> None:
-    with session_scope(server.runtime.factory) as session:
+def test_bad_input_is_refused_with_a_problem(recording_server: ApiServer) -> None:
+    with session_scope(recording_server.runtime.factory) as session:
         key, row = create_key(session, "owner")
         stranger, _ = create_key(session, "someone else")
-    run_id, warm_id, pending_id = scored_run(server, row.id)
-    failed_id, failed_warm, _ = scored_run(server, row.id, RunStatus.FAILED)
+    run_id, warm_id, pending_id = scored_run(recording_server, row.id)
+    failed_id, failed_warm, _ = scored_run(recording_server, row.id, RunStatus.FAILED)
     url = f"/v1/runs/{run_id}/distill"
-    with server.client(key) as client:
+    with recording_server.client(key) as client:
         _problem(client.post("/v1/runs/no-such-run/distill", json={"candidate_id": warm_id}), 404, "no run")
         _problem(client.post(url, json={"candidate_id": "no-such-candidate"}), 404, "no candidate")
         _problem(client.post(url, json={"candidate_id": failed_warm}), 404, "no candidate")  # another run's
@@ -130,19 +103,19 @@ def test_bad_input_is_refused_with_a_problem(server: ApiServer) -> None:
                      {"candidate_id": warm_id, "student": {"kind": "tree"}}, [warm_id]):
             _problem(client.post(url, json=body), 422)
         _problem(client.post(url, json={"candidate_id": warm_id, "student": {"kind": "formula", "children": 0}}), 422)
-    with server.client(stranger) as client:
+    with recording_server.client(stranger) as client:
         _problem(client.post(url, json={"candidate_id": warm_id}), 404, "no run")
-    with session_scope(server.runtime.factory) as session:
+    with session_scope(recording_server.runtime.factory) as session:
         assert session.scalars(select(Job).where(Job.kind == JobKind.DISTILL)).all() == []
         assert session.get(Run, failed_id).status == RunStatus.FAILED
 
 
-def test_discovery_runs_distill_asks_the_server(server: ApiServer) -> None:
-    with session_scope(server.runtime.factory) as session:
+def test_discovery_runs_distill_asks_the_server(recording_server: ApiServer) -> None:
+    with session_scope(recording_server.runtime.factory) as session:
         key, row = create_key(session, "owner")
-    run_id, warm_id, pending_id = scored_run(server, row.id)
+    run_id, warm_id, pending_id = scored_run(recording_server, row.id)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DISCOVERY_")}
-    env.update(DISCOVERY_API_URL=server.url, DISCOVERY_API_KEY=key, COLUMNS="200")
+    env.update(DISCOVERY_API_URL=recording_server.url, DISCOVERY_API_KEY=key, COLUMNS="200")
 
     def discovery(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "service.cli", "runs", "distill", *args], env=env,
