@@ -94,3 +94,17 @@ def test_a_population_trains_in_one_program_and_its_zero_member_as_the_warm_star
     assert server.network_program.cache_info().misses == misses and again.compile_seconds == 0.0
     np.testing.assert_array_equal(_returns(again, 1)[1], got[1])
     np.testing.assert_array_equal(_returns(again, 0)[1], _returns(response, 1)[1])
+
+
+def test_a_student_of_another_width_trains_as_that_network_and_is_gated_at_its_size() -> None:
+    """A distilled student names its width (`lpo_network-16`: (8 + 1) × 16 parameters); its zero vector trains as the
+    warm start does, and a vector of the default width is refused for it."""
+    width = 16
+    zero = np.zeros(9 * width, np.float32)
+    response = server.handle(_request([encode_parameters(zero), encode_parameters(np.zeros(PARAMETER_COUNT,
+                                                                                             np.float32))],
+                                      network=f"lpo_network-{width}"))
+    assert response.error is None and response.trained == [0] and list(response.refused) == [1]
+    warm = server.handle(TrainRequest(target="lpo", env=ENV, profile=PROFILE, seeds=SEEDS,
+                                      learning_rates=[LEARNING_RATE]))
+    np.testing.assert_array_equal(_returns(response, 0)[0], _returns(warm, 0)[0])

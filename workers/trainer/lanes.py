@@ -26,7 +26,7 @@ from jax.custom_batching import custom_vmap
 from workers.rl.plugins import Plugins
 from workers.rl.ppo import LanePlugins
 from workers.targets import Target
-from workers.targets.base import ModuleSpec
+from workers.targets.base import ModuleSpec, Network
 
 
 def _lane_call(spec: ModuleSpec, modules: list[export.Exported], lanes_per_candidate: int) -> Callable[..., Any]:
@@ -70,14 +70,14 @@ def candidate_plugin(target: Target, modules: list[dict[str, export.Exported]], 
     return target.assemble(calls)
 
 
-def network_lane_plugins(target: Target) -> LanePlugins:
-    """`per_lane(plugins, vector)`: the target's slot filled with its network at this lane's parameter vector (the
-    kernel's `make_plugin`, e.g. `lpo_network.make_drift`: `network_drift(vector, r, A, eps)`)."""
-    if target.network is None:
-        raise ValueError(f"target {target.name!r} has no network")
-    make_plugin = importlib.import_module(target.network.kernel).make_plugin
+def network_lane_plugins(target: Target, network: Network) -> LanePlugins:
+    """`per_lane(plugins, vector)`: the target's slot filled with `network` (the target's, or a sized variant of it:
+    a distilled student) at this lane's parameter vector (the kernel's `make_plugin`, e.g. `lpo_network.make_drift`:
+    `network_drift(vector, r, A, eps, width)`)."""
+    make_plugin = importlib.import_module(network.kernel).make_plugin
+    width = {"width": network.hidden} if network.hidden else {}
 
     def per_lane(plugins: Plugins, vector: jax.Array) -> Plugins:
-        return plugins._replace(**{target.plugin_field: make_plugin(vector)})
+        return plugins._replace(**{target.plugin_field: make_plugin(vector, **width)})
 
     return per_lane

@@ -99,22 +99,25 @@ NETWORK_PROGRAMS = 8  # compiled population programs kept per process (one per t
 
 
 @lru_cache(maxsize=NETWORK_PROGRAMS)
-def network_program(target_name: str, env: str, profile: str, lanes: int) -> tuple[Callable[..., Any], float]:
-    """The compiled lane program of the target's network for `lanes` lanes, and how long it took to compile: the
-    vectors, keys and rates are its inputs, so every generation of a run reuses it."""
+def network_program(target_name: str, network_name: str, env: str, profile: str, lanes: int
+                    ) -> tuple[Callable[..., Any], float]:
+    """The compiled lane program of the target's network (or its variant `network_name`, a student's width) for
+    `lanes` lanes, and how long it took to compile: the vectors, keys and rates are its inputs, so every generation
+    of a run reuses it."""
     config = get_config(env, profile)
     target = get_target(target_name)
-    assert target.network is not None
+    network = target.network.resolve(network_name) if target.network is not None else None
+    assert network is not None
     params, keys, lrs = lane_inputs(env, config, lanes, [0.0], [0])
-    vectors = jax.ShapeDtypeStruct((lanes, target.network.parameter_count), np.float32)
+    vectors = jax.ShapeDtypeStruct((lanes, network.parameter_count), np.float32)
     t0 = time.perf_counter()
-    program = make_lanes_train(env, config, warm_start_plugins(), network_lane_plugins(target))
+    program = make_lanes_train(env, config, warm_start_plugins(), network_lane_plugins(target, network))
     compiled = program.lower(params, keys, lrs, vectors).compile()
     return compiled, time.perf_counter() - t0
 
 
 def train_network_lanes(env: str, profile: str, seeds: list[int], learning_rates: list[float], target: Target,
-                        vectors: np.ndarray, repeats: int = 1) -> LaneArrays:
+                        vectors: np.ndarray, repeats: int = 1, network_name: str | None = None) -> LaneArrays:
     """Train a population of the target's network (`vectors`: [members, parameters], float32, already through the
     gate) × learning rate × seed in one program, member-major: member k owns lanes k·n .. (k+1)·n − 1 (n = rates ×
     seeds), each with its own vector. `compile_seconds` is 0 when the program was already compiled."""
@@ -123,7 +126,9 @@ def train_network_lanes(env: str, profile: str, seeds: list[int], learning_rates
     params, keys, lrs = lane_inputs(env, config, members, learning_rates, seeds)
     lane_vectors = np.repeat(np.asarray(vectors, np.float32), per_member, axis=0)  # [lanes, parameters]
     fresh = network_program.cache_info().misses
-    compiled, compile_seconds = network_program(target.name, env, profile, members * per_member)
+    assert target.network is not None
+    compiled, compile_seconds = network_program(target.name, network_name or target.network.name, env, profile,
+                                                members * per_member)
     if network_program.cache_info().misses == fresh:
         compile_seconds = 0.0
     return _run_lanes(compiled, (params, keys, lrs, lane_vectors), (members, len(learning_rates), len(seeds)),
@@ -166,12 +171,13 @@ def _verified_plugins(request: TrainRequest, target: Target, response: TrainResp
 def _decoded_vectors(request: TrainRequest, target: Target, response: TrainResponse) -> dict[int, np.ndarray]:
     """The parameter vectors that passed the gate (the others go to `response.refused`, never to JAX)."""
     assert request.parameters is not None
-    if target.network is None or target.network.name != request.network:
+    network = target.network.resolve(request.network or "") if target.network is not None else None
+    if network is None:
         raise ValueError(f"target {target.name!r} has no network {request.network!r}")
     vectors = {}
     for index, encoded in enumerate(request.parameters):
         try:
-            vectors[index] = decode_parameters(encoded, target.network.parameter_count, DEFAULT_BOUND)
+            vectors[index] = decode_parameters(encoded, network.parameter_count, DEFAULT_BOUND)
         except ValueError as exc:
             response.refused[index] = str(exc)
     return vectors
@@ -185,7 +191,8 @@ def _train(request: TrainRequest, target: Target, response: TrainResponse) -> tu
         if not trained:
             return trained, None
         return trained, train_network_lanes(request.env, request.profile, request.seeds, request.learning_rates,
-                                            target, np.stack([vectors[i] for i in trained]))
+                                            target, np.stack([vectors[i] for i in trained]),
+                                            network_name=request.network)
     if request.artifacts is None:
         trained, plugins = [0], warm_start_plugins()
     else:
