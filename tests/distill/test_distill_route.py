@@ -7,7 +7,6 @@ runs nothing."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -19,6 +18,7 @@ from service.keys import create_key
 from service.runs.orchestrator import create_run
 from service.runs.spec import RunSpec
 from tests.api.conftest import ApiServer
+from tests.conftest import process_env
 from workers.vocabulary import CandidateKind, CandidateStatus, JobKind, Outcome, RunStatus, TaskKind
 
 
@@ -114,7 +114,7 @@ def test_discovery_runs_distill_asks_the_server(recording_server: ApiServer) -> 
     with session_scope(recording_server.runtime.factory) as session:
         key, row = create_key(session, "owner")
     run_id, warm_id, pending_id = scored_run(recording_server, row.id)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DISCOVERY_")}
+    env = process_env()
     env.update(DISCOVERY_API_URL=recording_server.url, DISCOVERY_API_KEY=key, COLUMNS="200")
 
     def discovery(*args: str) -> subprocess.CompletedProcess[str]:
