@@ -21,7 +21,7 @@ from service.runs.runner import start_run
 from service.runs.spec import RunSpec
 from service.runtime import Runtime, build_runtime
 from service.settings import Settings
-from tests.runs.conftest import cache_dir, read_report, wait_for_final  # noqa: F401
+from tests.runs.conftest import read_report, wait_for_final
 from workers.rl.envs import get_config
 from workers.trainer.client import POOL
 from workers.trainer.protocol import EncodedArray, TrainRequest

@@ -89,9 +89,12 @@ def test_the_sandbox_exports_exactly_what_an_unsandboxed_trace_exports(target: s
 
     assert programs(sandboxed.artifact) == programs(here.artifact)
     assert sandboxed.fingerprint == here.fingerprint is not None  # what the warm start computes on the probe
-    # What a tracer can say: a verdict, an artifact and a fingerprint; there is no field for a return or a score.
+    # What a tracer can say: a verdict, an artifact and a fingerprint, and for distillation a grid's values (checked
+    # by the parent: exact shape, finite, bounded) and a fit's report (from a child that runs no candidate code);
+    # there is no field for a return or a score.
     assert set(type(sandboxed).model_fields) == {"outcome", "error", "artifact", "fingerprint", "seconds", "stdout",
-                                                 "stderr"}
+                                                 "stderr", "values", "fit_report"}
+    assert sandboxed.values is None and sandboxed.fit_report is None
 
 
 PROCESS_MODE = SandboxLimits(timeout_seconds=60, memory_mb=1024, isolation="process")
