@@ -53,7 +53,7 @@ def through_worker(settings: Settings, env: str, profile: str, seeds: list[int],
     artifacts = [t.artifact for t in traced if t.outcome is Outcome.ok and t.artifact]
     if len(artifacts) != len(codes):
         raise SystemExit(f"tracing failed: {[t.error for t in traced if t.outcome is not Outcome.ok]}")
-    rates = learning_rates(env, profile, "grid")
+    rates = learning_rates("lpo", env, profile, "grid")
     anchor = anchor_for(settings, "lpo", env, profile, rates, seeds)
     results = train_artifacts(settings, "lpo", env, profile, seeds, rates, artifacts, anchor)
     if any(r.result is None for r in results):
@@ -74,7 +74,7 @@ def main() -> None:
     codes = drifts()
     settings = Settings(cache_dir=Path(tempfile.mkdtemp(prefix="discovery-bench-")), database_url="sqlite://")
     for env in args.envs.split(","):
-        lrs = learning_rates(env, args.profile, "grid")
+        lrs = learning_rates("lpo", env, args.profile, "grid")
         bare = train_lanes(env, args.profile, seeds, lrs, warm_start_plugins(), candidates=CANDIDATES)
         bare_seconds = bare.train_seconds
         lanes = CANDIDATES * len(lrs) * len(seeds)

@@ -135,7 +135,7 @@ def anchor_for(settings: Settings, target: str, env: str, profile: str, rates: l
         with POOL.acquire(trainer_config(settings)) as trainer:
             return train_batch(trainer, request, None)[0]
 
-    return get_anchor(env, profile, seeds, rates, artifact_sha256(warm), settings.cache_dir, measure)
+    return get_anchor(target, env, profile, seeds, rates, artifact_sha256(warm), settings.cache_dir, measure)
 
 
 Trainable = str | np.ndarray  # a traced artifact (base64), or a parameter vector of the target's network
@@ -179,7 +179,7 @@ def _warm_rate(settings: Settings, target: str, env: str, profile: str, plan: Se
 
 def anchor_of(settings: Settings, target: str, env: str, profile: str, protocol: str, plan: SeedPlan) -> Anchor:
     """The anchor a phase's scores are measured against: at the warm start's rate under the protocol."""
-    grid = learning_rates(env, profile, protocol)
+    grid = learning_rates(target, env, profile, protocol)
     return anchor_for(settings, target, env, profile, [_warm_rate(settings, target, env, profile, plan, grid)])
 
 
@@ -189,7 +189,7 @@ def anchor_row(settings: Settings, target: str, env: str, profile: str, protocol
     anchor = anchor_of(settings, target, env, profile, protocol, plan)
     result = anchor.result.model_copy()
     steps, seconds = trained_cost(result)
-    grid = learning_rates(env, profile, protocol)
+    grid = learning_rates(target, env, profile, protocol)
     if plan.choose is not None and len(grid) > 1:
         chooser = anchor_for(settings, target, env, profile, grid, plan.choose)
         result.lr_choice = LearningRateChoice(seeds=plan.choose, learning_rates=grid,
@@ -215,7 +215,7 @@ def evaluate_artifacts(settings: Settings, target: str, env: str, profile: str, 
     the grid on `plan.choose`; its score is then measured on `plan.score` (never the seeds that chose it).
     With `check_rules` the trainer refuses candidates that break the target's rules.
     """
-    grid = learning_rates(env, profile, protocol)
+    grid = learning_rates(target, env, profile, protocol)
     anchor = anchor_of(settings, target, env, profile, protocol, plan)
     rates: list[float | None] = [rate if rate is not None else grid[0] if len(grid) == 1 else None
                                  for rate in chosen]

@@ -98,18 +98,22 @@ class AnchorError(RuntimeError):
     """The warm start itself failed to train: nothing can be scored against it."""
 
 
-def _key(env: str, profile: str, seeds: list[int], learning_rates: list[float], artifact_sha256: str) -> str:
-    digest = hashlib.sha256(f"v5|{env}|{profile}|{seeds}|{learning_rates}|{artifact_sha256}".encode()).hexdigest()
+def _key(target: str, env: str, profile: str, seeds: list[int], learning_rates: list[float],
+         artifact_sha256: str) -> str:
+    digest = hashlib.sha256(
+        f"v6|{target}|{env}|{profile}|{seeds}|{learning_rates}|{artifact_sha256}".encode()).hexdigest()
     return f"{env}-{profile}-{digest[:20]}"
 
 
-def get_anchor(env: str, profile: str, seeds: list[int], learning_rates: list[float], artifact_sha256: str,
-               cache_dir: Path, measure: Callable[[], EvaluationResult]) -> Anchor:
+def get_anchor(target: str, env: str, profile: str, seeds: list[int], learning_rates: list[float],
+               artifact_sha256: str, cache_dir: Path, measure: Callable[[], EvaluationResult]) -> Anchor:
     """The cached anchor, or `measure()` the warm start's artifact (with the random policy) and cache it.
 
-    The cache key names the artifact, so each target's warm start has anchors of its own.
+    The cache key names the target and its warm start's artifact: two targets that share a warm start (optimizer and
+    open) train it under different protocols, so each has anchors of its own.
     """
-    path = Path(cache_dir) / "anchors" / f"{_key(env, profile, seeds, learning_rates, artifact_sha256)}.json"
+    key = _key(target, env, profile, seeds, learning_rates, artifact_sha256)
+    path = Path(cache_dir) / "anchors" / f"{key}.json"
     if path.exists():
         return Anchor.model_validate_json(path.read_text())
     result = measure()

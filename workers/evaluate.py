@@ -30,6 +30,7 @@ from workers.rl.scoring import (
 )
 from workers.sandbox.host import SandboxLimits
 from workers.sandbox.isolate import trace_candidate
+from workers.targets import get_target
 from workers.trainer.client import TrainerFailed, TrainerProcess
 from workers.trainer.parameters import parameters_sha256
 from workers.trainer.protocol import TrainRequest, TrainResponse
@@ -166,7 +167,7 @@ def _split(trainer: TrainerProcess, request: TrainRequest, anchor: Anchor | None
 def evaluate_in_process(target: str, codes: list[str], env: str, profile: str, seeds: list[int],
                         with_random_baseline: bool = False) -> list[EvaluationResult]:
     """Trace and train `codes` as one batch in this very process, with no sandbox and no trainer process,
-    at the environment's published learning rate.
+    at the environment's published learning rate (or the target's own there, as OPEN's).
 
     For project code, tests and benchmarks only: candidate code runs here unisolated.
     """
@@ -176,7 +177,7 @@ def evaluate_in_process(target: str, codes: list[str], env: str, profile: str, s
     traced = [trace_here(TraceRequest(target=target, code=code)) for code in codes]
     ok = [t.artifact for t in traced if t.outcome is Outcome.ok and t.artifact]
     request = TrainRequest(target=target, env=env, profile=profile, seeds=seeds,
-                           learning_rates=[get_env_spec(env).lr], artifacts=ok,
+                           learning_rates=[get_config(env, profile, get_target(target).training).lr], artifacts=ok,
                            with_random_baseline=with_random_baseline)
     trained = iter(_results(request, handle(request), 0.0) if ok else [])
     return [next(trained) if t.outcome is Outcome.ok and t.artifact

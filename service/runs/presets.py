@@ -5,8 +5,10 @@ budget with 8 seeds and the published learning rate, 30 proposals from PPO's cli
 four MinAtar games and CartPole with 16 fresh seeds. `quick` is the service's everyday default.
 The proposer is not part of a preset: pick `--proposer llm --model NAME` for the paper's method. `es-lpo` is the
 exception, as it names a method: the paper's ES-LPO (OpenES over the lpo network, population 64, 800 generations,
-sigma and learning rate 0.03 decaying x0.99 to 0.01 and 1e-3) under the `paper` protocol. A request's proposer of
-another kind replaces a preset's.
+sigma and learning rate 0.03 decaying x0.99 to 0.01 and 1e-3) under the `paper` protocol. `paper-open` is the
+`paper` protocol on the `open` target: the learned optimiser trained as the paper's OPEN (its own learning rate per
+environment, noise on the actor only, the batch proportion per epoch, the actor's and critic's gradients clipped
+apart; `workers/targets/open.py`). A request's proposer of another kind replaces a preset's.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "budget": {"candidates": 12},
     },
 }
+PRESETS["paper-open"] = {**PRESETS["paper"], "target": "open"}
 PRESETS["es-lpo"] = {
     **PRESETS["paper"],
     "proposer": {"kind": "es", "every_k": 50, "seeds_per_member": 1,

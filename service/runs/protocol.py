@@ -11,17 +11,20 @@ import hashlib
 
 from service.db.models import Run
 from workers.results import SeedPlan
-from workers.rl.envs import get_config, get_env_spec
+from workers.rl.envs import get_config
+from workers.targets import TARGETS
 from workers.vocabulary import EvalPhase, LearningRateProtocol
 
 SEED_OFFSETS = {"train": 0, "reeval": 100, "test": 200, "train-lr": 300, "test-lr": 400}
 
 
-def learning_rates(env: str, profile: str, protocol: LearningRateProtocol | str) -> list[float]:
-    """`fixed`: the environment's published rate alone; `grid`: the profile's grid around it."""
+def learning_rates(target: str, env: str, profile: str, protocol: LearningRateProtocol | str) -> list[float]:
+    """`fixed`: the environment's published rate alone (or the target's own there, as OPEN's); `grid`: the
+    profile's grid around it."""
+    config = get_config(env, profile, TARGETS[target].training)
     if LearningRateProtocol(protocol) is LearningRateProtocol.FIXED:
-        return [get_env_spec(env).lr]
-    return get_config(env, profile).learning_rates()
+        return [config.lr]
+    return config.learning_rates()
 
 
 def _seeds(run: Run, purpose: str, count: int) -> list[int]:

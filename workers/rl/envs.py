@@ -15,6 +15,8 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from workers.targets.base import SERVICE_TRAINING, Training
+
 PROFILES = ("full", "quick", "smoke")
 Profile = Literal["full", "quick", "smoke"]
 
@@ -37,6 +39,7 @@ class PPOConfig(BaseModel, frozen=True):
     activation: Literal["tanh", "relu"] = "tanh"
     anneal_lr: bool = True
     log_points: int = 50  # learning-curve resolution (updates are grouped into this many points)
+    training: Training = SERVICE_TRAINING  # where the target's protocol departs from the service's loop
 
     @property
     def num_updates(self) -> int:
@@ -115,8 +118,11 @@ def get_env_spec(name: str) -> EnvSpec:
         raise KeyError(f"unknown environment {name!r}; known: {', '.join(ENVIRONMENTS)}") from None
 
 
-def get_config(env: str, profile: str) -> PPOConfig:
+def get_config(env: str, profile: str, training: Training = SERVICE_TRAINING) -> PPOConfig:
+    """The profile's PPO config on `env`, under a target's `training` protocol (its own learning rate there, if it
+    names one)."""
     spec = get_env_spec(env)
     if profile not in PROFILES:
         raise KeyError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
-    return PPOConfig(lr=spec.lr, **_FAMILY_PROFILES[spec.family][profile])  # type: ignore[arg-type]
+    return PPOConfig(lr=training.learning_rate(env, spec.lr), training=training,  # type: ignore[arg-type]
+                     **_FAMILY_PROFILES[spec.family][profile])

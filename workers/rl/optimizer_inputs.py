@@ -1,10 +1,12 @@
 """The optimizer target's inputs: what PPO hands the update rule at every gradient step (OPEN's inputs).
 
-The training loop (`workers.rl.ppo`) calls `optimizer_step` once per minibatch, after global-norm
-clipping. Here the rule's inputs are computed per parameter tensor: gradient momenta at six timescales
-(carried in `OptState` beside the rule's own state), the layer and batch proportions, each neuron's
-dormancy on the minibatch (`layer_outputs`, `neuron_dormancy`) and standard normal noise from the
-run's key; then the rule is called on every tensor.
+The training loop (`workers.rl.ppo`) calls `optimizer_step` once per minibatch, after `clip_gradients`.
+Here the rule's inputs are computed per parameter tensor: gradient momenta at six timescales (carried in
+`OptState` beside the rule's own state), the layer and batch proportions, each neuron's dormancy on the
+minibatch (`layer_outputs`, `neuron_dormancy`) and standard normal noise from the run's key; then the
+rule is called on every tensor. A target's `Training` protocol (`workers.targets.base`) chooses the
+paper's variants: the batch proportion per epoch, noise on the actor's tensors only, and the actor's and
+critic's gradients clipped separately.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from workers.targets.base import Training
 from workers.targets.optimizer import MOMENTUM_BETAS, STATE_SLOTS
 
 # The actor-critic's layers as `workers.rl.networks` names them (network + layer), input to output.
@@ -83,10 +86,37 @@ def layer_proportion(name: str) -> float:
     return 1.0
 
 
-def batch_proportion(epoch: jax.Array, minibatch: jax.Array, epochs: int, minibatches: int) -> jax.Array:
-    """Position of a gradient step within one update's epochs x minibatches: 0 at the first, 1 at the last."""
+def batch_proportion(epoch: jax.Array, minibatch: jax.Array, epochs: int, minibatches: int,
+                     per: Training = Training()) -> jax.Array:
+    """Position of a gradient step within one update: by default within its epochs x minibatches, 0 at the first
+    step and 1 at the last; under `per.batch_proportion == "epoch"` (OPEN's), the epoch's position alone, 0 in the
+    first epoch and 1 in the last."""
+    if per.batch_proportion == "epoch":
+        return epoch.astype(jnp.float32) / max(1, epochs - 1)
     steps = epochs * minibatches
     return (epoch * minibatches + minibatch).astype(jnp.float32) / max(1, steps - 1)
+
+
+def network_of(layer: str) -> str:
+    """Which network a parameter tensor's layer belongs to: `"critic"` for the critic's layers, else `"actor"`
+    (a Gaussian policy's log_std is the actor's)."""
+    return "critic" if layer.startswith("critic") else "actor"
+
+
+def clip_gradients(grads: Any, max_norm: float, training: Training = Training()) -> Any:
+    """Scale the gradients so that their global norm is at most `max_norm` (optax's `clip_by_global_norm`); under
+    `training.gradient_clipping == "per_network"` (OPEN's), the actor's and the critic's each on their own."""
+    if training.gradient_clipping == "global":
+        return _clip_by_global_norm(grads, max_norm)
+    parts = {network: {layer: g for layer, g in grads.items() if network_of(layer) == network} for network in NETWORKS}
+    clipped = {network: _clip_by_global_norm(part, max_norm) for network, part in parts.items()}
+    return {layer: clipped[network_of(layer)][layer] for layer in grads}
+
+
+def _clip_by_global_norm(grads: Any, max_norm: float) -> Any:
+    norm = jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree.leaves(grads)))
+    scale = jnp.minimum(1.0, max_norm / (norm + 1e-6))
+    return jax.tree.map(lambda g: g * scale, grads)
 
 
 def step_noise_key(noise_root: jax.Array, iteration: jax.Array) -> jax.Array:
@@ -95,8 +125,10 @@ def step_noise_key(noise_root: jax.Array, iteration: jax.Array) -> jax.Array:
 
 
 def apply_update(update: Callable[..., Any], params: Any, grads: Any, opt_state: Any,
-                 dormancy: dict[str, jax.Array], step: StepInputs) -> tuple[Any, Any]:
-    """One optimiser step: update the momenta, then call the rule on every tensor with OPEN's inputs."""
+                 dormancy: dict[str, jax.Array], step: StepInputs, training: Training = Training()
+                 ) -> tuple[Any, Any]:
+    """One optimiser step: update the momenta, then call the rule on every tensor with OPEN's inputs (under
+    `training.optimizer_noise == "actor"`, the critic's tensors get zeros for noise)."""
     betas = jnp.asarray(MOMENTUM_BETAS, jnp.float32)
     p_leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
     g_leaves = treedef.flatten_up_to(grads)
@@ -108,6 +140,8 @@ def apply_update(update: Callable[..., Any], params: Any, grads: Any, opt_state:
         momenta = b * s.momenta + (1.0 - b) * g
         neuron = dormancy.get(layer, jnp.ones(p.shape[-1:], p.dtype))  # log_std feeds no neuron: 1, the mean
         noise = jax.random.normal(jax.random.fold_in(step.noise_key, index), p.shape, p.dtype)
+        if training.optimizer_noise == "actor" and network_of(layer) == "critic":
+            noise = jnp.zeros_like(noise)
         delta, slots = update(g, p, tuple(s.slots), momenta, step.iteration, step.progress,
                               jnp.float32(layer_proportion(layer)), step.batch_proportion,
                               jnp.broadcast_to(neuron, p.shape), noise, step.lr)
@@ -117,7 +151,7 @@ def apply_update(update: Callable[..., Any], params: Any, grads: Any, opt_state:
 
 
 def optimizer_step(update: Callable[..., Any], params: Any, grads: Any, opt_state: Any, obs: jax.Array,
-                   activation: str, step: StepInputs) -> tuple[Any, Any]:
+                   activation: str, step: StepInputs, training: Training = Training()) -> tuple[Any, Any]:
     """The rule's step on a minibatch's (clipped) gradients: the neurons' dormancy on `obs`, then `apply_update`."""
     dormancy = neuron_dormancy(layer_outputs(params, obs, activation))
-    return apply_update(update, params, grads, opt_state, dormancy, step)
+    return apply_update(update, params, grads, opt_state, dormancy, step, training)

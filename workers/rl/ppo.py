@@ -35,6 +35,7 @@ from workers.rl.optimizer_inputs import (
     NOISE_STREAM,
     StepInputs,
     batch_proportion,
+    clip_gradients,
     init_opt_state,
     optimizer_step,
     step_noise_key,
@@ -272,12 +273,13 @@ def minibatch_step(setup: Setup, schedule: UpdateSchedule, epoch_idx: jax.Array,
     """One gradient step of `ppo_loss` through the optimiser rule; returns the minibatch's loss parts."""
     config, mb = setup.config, minibatch.batch
     grads, parts = jax.grad(lambda p: loss_on_batch(setup, p, mb), has_aux=True)(learner.params)
-    grads = clip_by_global_norm(grads, config.max_grad_norm)
+    grads = clip_gradients(grads, config.max_grad_norm, config.training)
     step = StepInputs(learner.iteration, schedule.progress,
-                      batch_proportion(epoch_idx, minibatch.index, config.update_epochs, config.num_minibatches),
+                      batch_proportion(epoch_idx, minibatch.index, config.update_epochs, config.num_minibatches,
+                                       config.training),
                       schedule.lr, step_noise_key(schedule.noise_root, learner.iteration))
     params, opt_state = optimizer_step(setup.plugins.update, learner.params, grads, learner.opt_state, mb.obs,
-                                       config.activation, step)
+                                       config.activation, step, config.training)
     learner = Learner(params, opt_state, learner.iteration + 1.0, learner.finite & jnp.isfinite(parts.total))
     return learner, parts.diagnostics()
 
@@ -376,13 +378,6 @@ def lane_inputs(env_name: str, config: PPOConfig, candidates: int, learning_rate
     keys = jnp.tile(jnp.stack([jax.random.PRNGKey(s) for s in seeds]), (repeats, 1))
     lrs = jnp.tile(jnp.repeat(jnp.asarray(learning_rates, jnp.float32), len(seeds)), candidates)
     return params, keys, lrs
-
-
-def clip_by_global_norm(grads: Any, max_norm: float) -> Any:
-    """Scale every gradient so that their global norm is at most `max_norm` (optax's `clip_by_global_norm`)."""
-    norm = jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree.leaves(grads)))
-    scale = jnp.minimum(1.0, max_norm / (norm + 1e-6))
-    return jax.tree.map(lambda g: g * scale, grads)
 
 
 def _tree_finite(tree: Any) -> jax.Array:

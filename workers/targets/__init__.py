@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from workers.targets import advantage, lpo, optimizer
+from workers.targets import advantage, lpo, open, optimizer
 from workers.targets.base import CandidateError, Target, TargetInput, load_function
 
-TARGETS: dict[str, Target] = {t.name: t for t in (lpo.TARGET, optimizer.TARGET, advantage.TARGET)}
+TARGETS: dict[str, Target] = {t.name: t for t in (lpo.TARGET, optimizer.TARGET, advantage.TARGET, open.TARGET)}
 
 
 def get_target(name: str) -> Target:

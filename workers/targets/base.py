@@ -19,7 +19,7 @@ import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from types import ModuleType
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -102,6 +102,33 @@ class Reference:
     code: str
 
 
+@dataclass(frozen=True)
+class Training:
+    """How PPO trains around a target's plug-in where it departs from the service's own loop: a protocol from a
+    paper, kept exact so its results can be reproduced. The defaults are the service's loop.
+
+    - `learning_rates`: (environment, rate) pairs that replace the environment's tuned rate for this target;
+    - `optimizer_noise`: which parameter tensors the update rule's `noise` reaches (`"actor"`: the critic's get
+      zeros);
+    - `batch_proportion`: `"step"`, the position of the gradient step within the update's epochs x minibatches;
+      `"epoch"`, the epoch's position within the update (every minibatch of an epoch shares it);
+    - `gradient_clipping`: `"global"`, one global norm over every gradient; `"per_network"`, the actor's and the
+      critic's gradients each clipped to the norm on their own.
+    """
+
+    learning_rates: tuple[tuple[str, float], ...] = ()
+    optimizer_noise: Literal["all", "actor"] = "all"
+    batch_proportion: Literal["step", "epoch"] = "step"
+    gradient_clipping: Literal["global", "per_network"] = "global"
+
+    def learning_rate(self, env: str, tuned: float) -> float:
+        """This target's rate on `env`: its own where it names one, else the environment's `tuned` rate."""
+        return dict(self.learning_rates).get(env, tuned)
+
+
+SERVICE_TRAINING = Training()
+
+
 MAX_WIDTH = 1024  # the widest hidden layer a sized network (a distilled student) may have
 
 
@@ -181,6 +208,7 @@ class Target:
     allowed_modules: frozenset[str] = JAX_MODULES  # what the static check lets a candidate import
     allowed_functions: frozenset[str] = JAX_FUNCTIONS  # what candidate code may name in those modules
     network: Network | None = None  # the network an `es` run searches (None: the target has none, no ES)
+    training: Training = SERVICE_TRAINING  # how PPO trains around the plug-in (the service's loop, or a paper's)
 
     @property
     def signature(self) -> str:

@@ -36,6 +36,7 @@ from workers.rl.plugins import Plugins, warm_start_plugins
 from workers.rl.ppo import lane_inputs, make_lanes_train
 from workers.rl.random_policy import random_policy_returns
 from workers.targets import Target, get_target
+from workers.targets.base import SERVICE_TRAINING, Training
 from workers.trainer.audit import audit_artifact, training_sizes
 from workers.trainer.lanes import candidate_plugin, network_lane_plugins
 from workers.trainer.parameters import DEFAULT_BOUND, decode_parameters
@@ -85,9 +86,9 @@ def _run_lanes(compiled: Callable[..., Any], inputs: tuple[Any, ...], shape: tup
 
 
 def train_lanes(env: str, profile: str, seeds: list[int], learning_rates: list[float], plugins: Plugins,
-                candidates: int = 1, repeats: int = 1) -> LaneArrays:
-    """Train every candidate × learning rate × seed in one program."""
-    config = get_config(env, profile)
+                candidates: int = 1, repeats: int = 1, training: Training = SERVICE_TRAINING) -> LaneArrays:
+    """Train every candidate × learning rate × seed in one program (under the target's `training` protocol)."""
+    config = get_config(env, profile, training)
     inputs = lane_inputs(env, config, candidates, learning_rates, seeds)
     t0 = time.perf_counter()
     compiled = make_lanes_train(env, config, plugins).lower(*inputs).compile()
@@ -104,8 +105,8 @@ def network_program(target_name: str, network_name: str, env: str, profile: str,
     """The compiled lane program of the target's network (or its variant `network_name`, a student's width) for
     `lanes` lanes, and how long it took to compile: the vectors, keys and rates are its inputs, so every generation
     of a run reuses it."""
-    config = get_config(env, profile)
     target = get_target(target_name)
+    config = get_config(env, profile, target.training)
     network = target.network.resolve(network_name) if target.network is not None else None
     assert network is not None
     params, keys, lrs = lane_inputs(env, config, lanes, [0.0], [0])
@@ -121,7 +122,7 @@ def train_network_lanes(env: str, profile: str, seeds: list[int], learning_rates
     """Train a population of the target's network (`vectors`: [members, parameters], float32, already through the
     gate) × learning rate × seed in one program, member-major: member k owns lanes k·n .. (k+1)·n − 1 (n = rates ×
     seeds), each with its own vector. `compile_seconds` is 0 when the program was already compiled."""
-    config = get_config(env, profile)
+    config = get_config(env, profile, target.training)
     members, per_member = len(vectors), len(learning_rates) * len(seeds)
     params, keys, lrs = lane_inputs(env, config, members, learning_rates, seeds)
     lane_vectors = np.repeat(np.asarray(vectors, np.float32), per_member, axis=0)  # [lanes, parameters]
@@ -200,7 +201,7 @@ def _train(request: TrainRequest, target: Target, response: TrainResponse) -> tu
         if not trained:
             return trained, None
     return trained, train_lanes(request.env, request.profile, request.seeds, request.learning_rates, plugins,
-                                candidates=len(trained))
+                                candidates=len(trained), training=target.training)
 
 
 def handle(request: TrainRequest) -> TrainResponse:
