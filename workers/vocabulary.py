@@ -3,7 +3,7 @@
 Statuses of runs, candidates, jobs and webhook deliveries; evaluation phases and the learning-rate
 protocol; what a job or a published task is; the events a run emits; how an evaluation ended, how a
 score was computed, which return it is made of, and what it says against the warm start. The database
-constrains its columns to these values (`service/db/models.py`); the models that cross process
+constrains its columns to these values (`service/db/models/`); the models that cross process
 boundaries (`workers/results.py`) use them.
 """
 

@@ -1,4 +1,4 @@
-"""Symbolic distillation without PySR: our AST evolution (`evolution.py`) with a distillation fitness.
+"""Symbolic distillation without PySR: our AST evolution (`evolution/`) with a distillation fitness.
 
 PySR needs Julia, which cannot be installed here, and `pyoperon` pulls scikit-learn, pandas and SciPy; so a formula
 student is searched by the evolution engine's own mutations (constants, operators, smooth functions, wraps,

@@ -219,7 +219,7 @@ def test_a_failed_crossover_does_not_add_a_mutation() -> None:
     no_drift = warm.model_copy(update={"code": "def other(x):\n    return x\n", "candidate_id": "other"})
     counts = []
     for seed in range(20):
-        child = proposer._child(random.Random(seed), target, warm, no_drift)
+        child = proposer.mutate(random.Random(seed), target, warm, no_drift)
         if child is not None:
             counts.append(len(child[1]))
     assert counts and set(counts) == {1}, counts
