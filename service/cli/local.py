@@ -122,9 +122,9 @@ def migrate() -> None:
 def run(
     spec_file: Annotated[Path | None, typer.Option("--spec", help="a run spec as YAML or JSON (the API's RunSpec); "
                                                    "flags win over it")] = None,
-    preset: Annotated[str | None, typer.Option(help="a named protocol (paper, quick, es-lpo); other flags win over "
-                                               "it")] = None,
-    target: Annotated[str | None, typer.Option(help="lpo, optimizer or advantage [lpo]")] = None,
+    preset: Annotated[str | None, typer.Option(help="a named protocol (paper, paper-open, quick, es-lpo); other "
+                                               "flags win over it")] = None,
+    target: Annotated[str | None, typer.Option(help="lpo, optimizer, open or advantage [lpo]")] = None,
     env: Annotated[list[str] | None, typer.Option(help="meta-train environment; repeat for several")] = None,
     test_env: Annotated[list[str] | None, typer.Option(help="meta-test environment; repeat for several "
                                                        "[the target's]")] = None,

@@ -193,7 +193,8 @@ PresetName = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
 
 class RunSpec(Strict):
     preset: PresetName | None = Field(default=None, description="a named protocol whose fields are the defaults "
-                                      "(`paper`, `quick`); every field given here wins over the preset's")
+                                      "(`paper`, `paper-open`, `quick`, `es-lpo`); every field given here wins over "
+                                      "the preset's")
     target: TargetName = "lpo"
     environments: Environments = Field(default_factory=Environments)
     profile: Literal["full", "quick", "smoke"] = "quick"
