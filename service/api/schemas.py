@@ -37,6 +37,20 @@ class ReferenceOut(BaseModel):
     code: str
 
 
+class TrainingOut(BaseModel):
+    """How PPO trains around the target's plug-in (`workers/targets/base.Training`)."""
+
+    learning_rates: dict[str, float] = Field(description="the rate each environment trains this target at under "
+                                             "`learning_rate: fixed` (a grid is around it): the environment's tuned "
+                                             "rate, or the target's own (OPEN's)")
+    optimizer_noise: str = Field(description="which tensors the update rule's noise reaches: `all`, or `actor` "
+                                 "(the critic's get zeros)")
+    batch_proportion: str = Field(description="`step`: the gradient step's position in the update's epochs x "
+                                  "minibatches; `epoch`: the epoch's position")
+    gradient_clipping: str = Field(description="`global`: one global norm; `per_network`: the actor's and the "
+                                   "critic's gradients each clipped on their own")
+
+
 class TargetOut(BaseModel):
     name: str
     signature: str
@@ -48,6 +62,7 @@ class TargetOut(BaseModel):
     default_train_envs: list[str]
     default_test_envs: list[str]
     references: list[ReferenceOut] = Field(description="known algorithms meta-tested beside the warm start")
+    training: TrainingOut
 
 
 class EnvironmentOut(BaseModel):

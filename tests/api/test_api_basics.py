@@ -54,7 +54,11 @@ def test_a_revoked_key_is_refused_within_the_key_cache_time(api: ApiServer) -> N
 def test_targets_and_environments_are_listed_with_their_warm_starts(api: ApiServer) -> None:
     client = api.client(api.new_key())
     targets = client.get("/v1/targets").json()
-    assert {t["name"] for t in targets} == {"lpo", "optimizer", "advantage"}
+    assert {t["name"] for t in targets} == {"lpo", "optimizer", "advantage", "open"}
+    training = {t["name"]: t["training"] for t in targets}
+    assert training["open"]["learning_rates"]["Breakout-MinAtar"] == 7e-3  # OPEN's own, not PPO's
+    assert training["optimizer"]["learning_rates"]["Breakout-MinAtar"] == 1e-2
+    assert (training["open"]["optimizer_noise"], training["open"]["gradient_clipping"]) == ("actor", "per_network")
     lpo = client.get("/v1/targets/lpo").json()
     assert lpo["signature"] == "def drift(ratio, advantage, epsilon):"
     assert "jnp.clip" in lpo["warm_start"] and any("ratio = 1" in r for r in lpo["rules"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException
 
 from service.api.deps import KeyDep
-from service.api.schemas import EnvironmentOut, Problem, ReferenceOut, TargetInputOut, TargetOut
+from service.api.schemas import EnvironmentOut, Problem, ReferenceOut, TargetInputOut, TargetOut, TrainingOut
 from workers.rl.envs import ENVIRONMENTS, PROFILES, get_config
 from workers.targets import TARGETS, Target
 
@@ -19,6 +19,10 @@ def target_out(target: Target) -> TargetOut:
         returns=target.returns, rules=list(target.rules), warm_start=target.warm_start,
         default_train_envs=list(target.default_train_envs), default_test_envs=list(target.default_test_envs),
         references=[ReferenceOut(name=r.name, description=r.description, code=r.code) for r in target.references],
+        training=TrainingOut(
+            learning_rates={name: target.training.learning_rate(name, env.lr) for name, env in ENVIRONMENTS.items()},
+            optimizer_noise=target.training.optimizer_noise, batch_proportion=target.training.batch_proportion,
+            gradient_clipping=target.training.gradient_clipping),
     )
 
 
