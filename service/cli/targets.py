@@ -36,7 +36,7 @@ def targets_list(as_json: JsonFlag = False) -> None:
 
 @targets_app.command("show")
 def targets_show(
-    name: Annotated[str, typer.Argument(help="lpo, optimizer or advantage")],
+    name: Annotated[str, typer.Argument(help="lpo, optimizer, open or advantage")],
     warm_start: Annotated[bool, typer.Option("--warm-start", help="print only the warm start's source (a template "
                                              "to start from)")] = False,
     as_json: JsonFlag = False,

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from workers.targets.base import Training
+from workers.targets.base import SERVICE_TRAINING, Training
 from workers.targets.optimizer import MOMENTUM_BETAS, STATE_SLOTS
 
 # The actor-critic's layers as `workers.rl.networks` names them (network + layer), input to output.
@@ -87,11 +87,11 @@ def layer_proportion(name: str) -> float:
 
 
 def batch_proportion(epoch: jax.Array, minibatch: jax.Array, epochs: int, minibatches: int,
-                     per: Training = Training()) -> jax.Array:
+                     training: Training = SERVICE_TRAINING) -> jax.Array:
     """Position of a gradient step within one update: by default within its epochs x minibatches, 0 at the first
-    step and 1 at the last; under `per.batch_proportion == "epoch"` (OPEN's), the epoch's position alone, 0 in the
-    first epoch and 1 in the last."""
-    if per.batch_proportion == "epoch":
+    step and 1 at the last; under `training.batch_proportion == "epoch"` (OPEN's), the epoch's position alone, 0 in
+    the first epoch and 1 in the last."""
+    if training.batch_proportion == "epoch":
         return epoch.astype(jnp.float32) / max(1, epochs - 1)
     steps = epochs * minibatches
     return (epoch * minibatches + minibatch).astype(jnp.float32) / max(1, steps - 1)
@@ -103,7 +103,7 @@ def network_of(layer: str) -> str:
     return "critic" if layer.startswith("critic") else "actor"
 
 
-def clip_gradients(grads: Any, max_norm: float, training: Training = Training()) -> Any:
+def clip_gradients(grads: Any, max_norm: float, training: Training = SERVICE_TRAINING) -> Any:
     """Scale the gradients so that their global norm is at most `max_norm` (optax's `clip_by_global_norm`); under
     `training.gradient_clipping == "per_network"` (OPEN's), the actor's and the critic's each on their own."""
     if training.gradient_clipping == "global":
@@ -125,7 +125,7 @@ def step_noise_key(noise_root: jax.Array, iteration: jax.Array) -> jax.Array:
 
 
 def apply_update(update: Callable[..., Any], params: Any, grads: Any, opt_state: Any,
-                 dormancy: dict[str, jax.Array], step: StepInputs, training: Training = Training()
+                 dormancy: dict[str, jax.Array], step: StepInputs, training: Training = SERVICE_TRAINING
                  ) -> tuple[Any, Any]:
     """One optimiser step: update the momenta, then call the rule on every tensor with OPEN's inputs (under
     `training.optimizer_noise == "actor"`, the critic's tensors get zeros for noise)."""
@@ -151,7 +151,7 @@ def apply_update(update: Callable[..., Any], params: Any, grads: Any, opt_state:
 
 
 def optimizer_step(update: Callable[..., Any], params: Any, grads: Any, opt_state: Any, obs: jax.Array,
-                   activation: str, step: StepInputs, training: Training = Training()) -> tuple[Any, Any]:
+                   activation: str, step: StepInputs, training: Training = SERVICE_TRAINING) -> tuple[Any, Any]:
     """The rule's step on a minibatch's (clipped) gradients: the neurons' dormancy on `obs`, then `apply_update`."""
     dormancy = neuron_dormancy(layer_outputs(params, obs, activation))
     return apply_update(update, params, grads, opt_state, dormancy, step, training)
