@@ -12,13 +12,19 @@ candidate) is measured here by one protocol, off the runs' clocks: its verified 
 Per method it prints: the pick, the verified score [interval] and verdict, the meta-test score [interval], the
 search's environment steps (every training of the method's own candidates and ES members, the warm start and the
 references aside) and the trainer seconds they took, the run's wall time (its own small meta-test included, the
-same for both), and the device the trainer ran on. Distillation of each one's best (item 2) is not built yet.
+same for both), and the device the trainer ran on. Then each pick is distilled (item 2) into a student network of
+`--student-width` units inside its run (`POST /v1/runs/{id}/distill`'s path: the teacher's gradient map from the
+sandbox, the fit in a fresh child, then the student evaluated, raced and meta-tested in the run like any candidate),
+and the student is measured by the same protocol: a row `<method> -> student` with the student's own evaluations'
+environment steps and trainer seconds (the fit samples no environment) and the distillation's wall time.
+`--no-distill` skips it.
 
 Run (CPU, small): .venv/bin/python bench/meta_learners.py --generations 2
      (smallest: --profile smoke --population 4 --generations 1 --verification-seeds 2 --metatest-seeds 1
       --anchor-seeds 8)
 Options: [--env CartPole-v1] [--test-env Acrobot-v1] [--profile quick] [--population 16] [--generations 8]
-         [--seeds-per-member 1] [--seeds 1] [--candidates N] [--seed 0] [--concurrency 2]
+         [--seeds-per-member 1] [--seeds 1] [--candidates N] [--seed 0] [--concurrency 2] [--student-width 128]
+         [--no-distill]
 """
 
 from __future__ import annotations
@@ -38,13 +44,15 @@ from sqlalchemy.orm import Session
 from service.db import session_scope, upgrade_database
 from service.db.models import Artifact, Candidate, ESGeneration, Evaluation, ParameterVector, Run
 from service.evaluation import Trainable, anchor_of, env_score, evaluate_artifacts
+from service.runs.distill import DistillRequest, NetworkStudent, request_distillation
+from service.runs.orchestrator import advance
 from service.runs.runner import start_run
 from service.runs.spec import RunSpec
-from service.runtime import build_runtime
+from service.runtime import Runtime, build_runtime
 from service.settings import Settings, get_settings
 from workers.results import Comparison, SeedPlan
 from workers.rl.envs import get_config
-from workers.vocabulary import RUN_FINAL_STATUSES, EvalPhase
+from workers.vocabulary import RUN_FINAL_STATUSES, EvalPhase, RunStatus
 
 METHODS = ("evolution", "es")
 VERIFY_SEED_BASE = 7_000_000  # the bench's own seeds: apart from every run's (seed·1000 + < 500) and the anchors'
@@ -84,6 +92,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--student-width", type=int, default=128, help="hidden units of each pick's student")
+    parser.add_argument("--no-distill", dest="distill", action="store_false", help="skip distilling the picks")
     return parser.parse_args()
 
 
@@ -107,27 +117,72 @@ def spec_of_method(method: str, args: argparse.Namespace) -> RunSpec:
     })
 
 
-def run_method(method: str, args: argparse.Namespace, settings: Settings) -> MethodReport:
+def wait_until_stopped(runtime: Runtime, run_id: str) -> str:
+    while True:
+        with session_scope(runtime.factory) as session:
+            status = session.get(Run, run_id).status
+        if status in RUN_FINAL_STATUSES:
+            return status
+        time.sleep(2)
+
+
+def run_method(method: str, args: argparse.Namespace, settings: Settings) -> list[MethodReport]:
+    """The method's report, then (unless `--no-distill`) its pick's student's."""
     runtime = build_runtime(settings, local_workers=args.concurrency, sweep_interval=5.0)
     started = time.monotonic()
     try:
         run_id = start_run(runtime, spec_of_method(method, args))
-        while True:
-            with session_scope(runtime.factory) as session:
-                if session.get(Run, run_id).status in RUN_FINAL_STATUSES:
-                    break
-            time.sleep(2)
+        status = wait_until_stopped(runtime, run_id)
         wall = time.monotonic() - started
         with session_scope(runtime.factory) as session:
             run = session.get(Run, run_id)
             steps, seconds, devices = search_cost(session, run)
             candidate, trainable = pick(session, run)
-            status, name = run.status, "-" if candidate is None else f"#{candidate.index} {candidate.name}"
+            name = "-" if candidate is None else f"#{candidate.index} {candidate.name}"
+        student = None
+        if args.distill and candidate is not None and status == RunStatus.COMPLETED:
+            student = distil(runtime, run_id, candidate.id, args.student_width)
     finally:
         runtime.executor.close()
-    verified = measure(settings, args, args.env, trainable, VERIFY_SEED_BASE, args.verification_seeds)
-    metatest = measure(settings, args, args.test_env, trainable, METATEST_SEED_BASE, args.metatest_seeds)
-    return MethodReport(method, status, name, verified, metatest, steps, seconds, wall, devices)
+    reports = [MethodReport(method, status, name, *measured(settings, args, trainable), steps, seconds, wall, devices)]
+    if student is not None:
+        reports.append(MethodReport(f"{method} -> student", *student[:2], *measured(settings, args, student[2]),
+                                    *student[3:]))
+    return reports
+
+
+def measured(settings: Settings, args: argparse.Namespace, trainable: Trainable | None
+             ) -> tuple[Comparison | str, Comparison | str]:
+    """The verified score on the meta-train environment and the meta-test score on the held-out one."""
+    return (measure(settings, args, args.env, trainable, VERIFY_SEED_BASE, args.verification_seeds),
+            measure(settings, args, args.test_env, trainable, METATEST_SEED_BASE, args.metatest_seeds))
+
+
+def distil(runtime: Runtime, run_id: str, teacher_id: str, width: int
+           ) -> tuple[str, str, Trainable | None, int, float, float, list[str]]:
+    """Distil the teacher into a student network in its run and wait for the run to settle again: the student's
+    (status, name, vector, environment steps, trainer seconds, wall seconds, devices)."""
+    started = time.monotonic()
+    # The fit's rates are raised from the paper's 1e-4 -> 1e-5, which barely moves a student in a CPU's steps.
+    request = DistillRequest(candidate_id=teacher_id, student=NetworkStudent(width=width, learning_rate=1e-2,
+                                                                             final_learning_rate=1e-3))
+    student_id, _ = request_distillation(runtime.factory, run_id, request)
+    advance(runtime.factory, run_id, runtime.publish)
+    wait_until_stopped(runtime, run_id)
+    with session_scope(runtime.factory) as session:
+        student = session.get(Candidate, student_id)
+        if student.parameters_sha256 is None:
+            return student.status, f"#{student.index} (no fit: {student.error})", None, 0, 0.0, 0.0, []
+        vector = session.get(ParameterVector, student.parameters_sha256)
+        rows = session.scalars(select(Evaluation).where(
+            Evaluation.candidate_id == student_id, Evaluation.phase.in_([EvalPhase.TRAIN, EvalPhase.REEVAL]))).all()
+        profile = session.get(Run, run_id).profile
+        steps = sum(len(e.seeds) * len(e.learning_rates) * get_config(e.env, profile).env_steps for e in rows)
+        seconds = sum((e.compile_seconds or 0.0) + (e.train_seconds or 0.0) for e in rows)
+        devices = sorted({e.device for e in rows if e.device})
+        return (student.status, f"#{student.index} {student.name}",
+                np.frombuffer(vector.data, dtype="<f4").astype(np.float32), steps, seconds,
+                time.monotonic() - started, devices)
 
 
 def search_cost(session: Session, run: Run) -> tuple[int, float, list[str]]:
@@ -198,15 +253,16 @@ def main() -> None:
         print(f"anchor {env}: the warm start's return {np.mean(anchor.result.per_seed()):.1f} on "
               f"{len(anchor.result.seeds)} seeds ({anchor.result.device or anchor.result.platform})", flush=True)
     print(f"anchors ready in {time.monotonic() - started:.0f} s", flush=True)
-    reports = [run_method(method, args, settings) for method in args.methods]
-    print(f"\n{'method':10} {'status':10} {'pick':28} {'verified on ' + args.env:42} "
+    reports = [report for method in args.methods for report in run_method(method, args, settings)]
+    print(f"\n{'method':20} {'status':10} {'pick':28} {'verified on ' + args.env:42} "
           f"{'meta-test on ' + args.test_env:42} {'env steps':>10} {'trainer s':>9} {'wall s':>7}  device")
     for r in reports:
-        print(f"{r.method:10} {r.status:10} {r.pick[:28]:28} {shown(r.verified):42} {shown(r.metatest):42} "
+        print(f"{r.method:20} {r.status:10} {r.pick[:28]:28} {shown(r.verified):42} {shown(r.metatest):42} "
               f"{r.env_steps:10,} {r.trainer_seconds:9.0f} {r.wall_seconds:7.0f}  {', '.join(r.devices) or '-'}")
     print(f"\nscores: normalised per seed against the warm start's anchor (warm start = 1.0, random policy = 0), "
           f"{args.verification_seeds} verification and {args.metatest_seeds} meta-test seeds, 95% intervals; env "
-          f"steps: the method's own trainings (search, its verification races, ES's generations)")
+          f"steps: the method's own trainings (search, its verification races, ES's generations; a student's: its "
+          f"own evaluations in the run, the fit samples no environment)")
     print(f"the paper's scale, on a GPU:\n  {PAPER_SCALE}")
 
 
