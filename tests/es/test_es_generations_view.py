@@ -17,6 +17,7 @@ import pytest
 from rich.console import Console
 from sqlalchemy import select
 
+from service.client import DiscoveryClient
 from service.db import session_scope
 from service.db.models import Candidate, ESGeneration, Job, Run
 from service.keys import create_key
@@ -104,6 +105,8 @@ def test_the_generations_route_pages_each_generations_fitness_to_the_owner_only(
         with session_scope(recording_server.runtime.factory) as session:
             told = ESState.from_dict(session.get(ESGeneration, (run_id, 1)).state)
         assert one["sigma"] == pytest.approx(told.sigma) and one["learning_rate"] == pytest.approx(told.lr)
+        with DiscoveryClient(recording_server.url, key) as python:  # the Python client reads every page
+            assert [g.generation for g in python.generations(run_id)] == [0, 1, 2]
         run = client.get(f"/v1/runs/{run_id}").json()
         assert run["progress"]["generations_done"] == 3 and run["progress"]["generations_budget"] == 3
         assert run["links"]["generations"] == url
