@@ -14,7 +14,7 @@ import httpx
 from pydantic import BaseModel
 
 from service.keys import local_key_file
-from service.runs.views import CandidateDetail, CandidateSummary, RunOut, StudentOut
+from service.runs.views import CandidateDetail, CandidateSummary, GenerationOut, RunOut, StudentOut
 from service.settings import Settings
 from workers.vocabulary import RUN_FINAL_STATUSES, EventType
 
@@ -107,6 +107,14 @@ class DiscoveryClient:
         """Continue an interrupted run (its `discovery run` got Ctrl-C) on the server; ApiError (409) otherwise."""
         return RunOut.model_validate(self._call("POST", f"/v1/runs/{run_id}/resume").json())
 
+    def extend(self, run_id: str, candidates: int | None = None, generations: int | None = None,
+               **more: float | int) -> RunOut:
+        """Give a completed run more budget: `candidates` (proposals), or for an es run `generations`; `tokens`,
+        `cost_usd` and `wall_seconds` as the API takes them."""
+        body = {"candidates": candidates, "generations": generations, **more}
+        return RunOut.model_validate(self._call("POST", f"/v1/runs/{run_id}/extend",
+                                                json={k: v for k, v in body.items() if v is not None}).json())
+
     def distill(self, run_id: str, candidate_id: str, student: dict[str, Any] | None = None) -> StudentOut:
         """Distil the run's scored candidate into a student (default: a network of 128 hidden units)."""
         body = {"candidate_id": candidate_id, **({"student": student} if student else {})}
@@ -143,6 +151,19 @@ class DiscoveryClient:
             cursor = page.get("next_cursor")
             if not cursor:
                 return
+
+    def generations(self, run_id: str) -> list[GenerationOut]:
+        """Every told generation of an es run (all pages): fitness per member, its mean with a 95% interval, spread,
+        min and max, sigma and learning rate after it, seeds and cost. Another proposer's run has none."""
+        items: list[GenerationOut] = []
+        cursor: str | None = None
+        while True:
+            params = {"limit": 500, **({"cursor": cursor} if cursor else {})}
+            page = self._call("GET", f"/v1/runs/{run_id}/generations", params=params).json()
+            items += [GenerationOut.model_validate(item) for item in page["items"]]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return items
 
     def candidate(self, candidate_id: str) -> CandidateDetail:
         """One candidate in full: code, lineage, every evaluation with its curves."""

@@ -1,5 +1,5 @@
-"""`runs list`, `runs show` and `runs resume` on this machine's database (the embedded SQLite default or
-DISCOVERY_DATABASE_URL) when no DISCOVERY_API_URL is set: a local user reads and continues their runs
+"""`runs list`, `runs show`, `runs generations` and `runs resume` on this machine's database (the embedded SQLite
+default or DISCOVERY_DATABASE_URL) when no DISCOVERY_API_URL is set: a local user reads and continues their runs
 without a server. They see what the API would show the CLI's identity (DISCOVERY_API_KEY, else this
 machine's local identity): the same read models (`service/runs/queries.py`), as the same JSON."""
 
@@ -70,6 +70,17 @@ def run(run_id: str) -> dict[str, Any]:
     if shown is None:
         fail(f"no run {run_id!r} of yours in {get_settings().database_url.split('@')[-1]}")
     return shown
+
+
+def generations(run_id: str) -> list[dict[str, Any]]:
+    """The run's told generations as GET /v1/runs/{id}/generations lists them (every page), or one line saying the
+    run is not the identity's."""
+    from service.runs.queries.generations import generations_page
+
+    page = _read(lambda session, owner: generations_page(session, owner, run_id, limit=10**6))
+    if not page.run_owned:
+        fail(f"no run {run_id!r} of yours in {get_settings().database_url.split('@')[-1]}")
+    return [item.model_dump(mode="json") for item in page.items]
 
 
 def resume(run_id: str, as_json: bool) -> None:

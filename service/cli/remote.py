@@ -1,6 +1,7 @@
 """The commands that read and steer runs on a Discovery server (DISCOVERY_API_URL, DISCOVERY_API_KEY):
-`runs list/show/resume/extend/distill/cancel/export/wandb` and `candidates show`. Without DISCOVERY_API_URL,
-`runs list`, `runs show` and `runs resume` work on this machine's database instead (`local_runs.py`)."""
+`runs list/show/generations/resume/extend/distill/cancel/export/wandb` and `candidates show`. Without
+DISCOVERY_API_URL, `runs list`, `runs show`, `runs generations` and `runs resume` work on this machine's database
+instead (`local_runs.py`)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,13 @@ from rich.table import Table
 from service.cli import local_runs
 from service.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, JsonFlag, api_call, console, fail, score_text, scored_text
 from service.cli.compare import comparison_table, cost_text, readable_text
+from service.cli.generations import TABLE_NOTE, fetch_generations, generations_table
 from service.runs.provenance import provenance_text, trained_on_text
 
 runs_app = typer.Typer(help="Runs on a Discovery server (DISCOVERY_API_URL, DISCOVERY_API_KEY); without "
-                       "DISCOVERY_API_URL, list, show and resume use this machine's database.", no_args_is_help=True)
+                       "DISCOVERY_API_URL, list, show, generations and resume use this machine's database.",
+                       no_args_is_help=True)
+SHOWN_GENERATIONS = 10  # the newest generations `runs show` lists for an es run
 
 
 candidates_app = typer.Typer(help="Candidates on a Discovery server.", no_args_is_help=True)
@@ -73,9 +77,13 @@ def runs_show(run_ids: Annotated[list[str], typer.Argument(help="run id; several
                   f"{r['seeds_per_eval']} search / up to {r['verification_seeds']} verification / "
                   f"{r['metatest_seeds']} meta-test seeds, metric {r['metric']})")
     p, spent = r["progress"], r["spent"]
-    console.print(f"candidates {p['candidates_done']}/{p['candidates_budget']} (in flight {p['in_flight']}), "
-                  f"tokens {spent['tokens']}, cost ${spent['cost_usd']:.4f}, duplicates skipped "
-                  f"{spent['duplicates_skipped']}")
+    if p.get("generations_budget") is not None:
+        console.print(f"generations {p['generations_done']}/{p['generations_budget']}, network candidates "
+                      f"{p['candidates_done']} (in flight {p['in_flight']})")
+    else:
+        console.print(f"candidates {p['candidates_done']}/{p['candidates_budget']} (in flight {p['in_flight']}), "
+                      f"tokens {spent['tokens']}, cost ${spent['cost_usd']:.4f}, duplicates skipped "
+                      f"{spent['duplicates_skipped']}")
     console.print(cost_text(r))
     if r["best"]:
         b = r["best"]
@@ -126,11 +134,39 @@ def runs_show(run_ids: Annotated[list[str], typer.Argument(help="run id; several
             table.add_row(str(i["island"]), str(i["proposals"]), score_text(i["best_score"]),
                           i["best_candidate_id"] or "-")
         console.print(table)
+    if p.get("generations_budget") is not None:
+        _show_generations(r["id"], SHOWN_GENERATIONS)
     if r["error"]:
         console.print(f"error: {r['error']}")
     console.print(f"made with: {provenance_text(r.get('provenance'))}", style="dim")
     console.print("trained on: " + trained_on_text((t["platform"], t["device"]) for t in r.get("trained_on") or []),
                   style="dim")
+
+
+def _show_generations(run_id: str, last: int | None) -> None:
+    told = fetch_generations(run_id)
+    if not told:
+        console.print("no generation told yet")
+        return
+    shown = told[-last:] if last else told
+    which = f"the last {len(shown)} of {len(told)}" if len(shown) < len(told) else f"all {len(told)}"
+    console.print(generations_table(shown, f"ES generations ({which})"))
+    console.print(TABLE_NOTE, style="dim")
+
+
+@runs_app.command("generations")
+def runs_generations(run_id: Annotated[str, typer.Argument(help="run id (an es run)")],
+                     last: Annotated[int | None, typer.Option(help="only the newest N generations")] = None,
+                     as_json: JsonFlag = False) -> None:
+    """An es run's told generations: each one's fitness (mean with its 95% interval, spread, min, max, diverged
+    members), the strategy's sigma and learning rate after it, and its environment steps and trainer seconds."""
+    if last is not None and last < 1:
+        fail(f"--last must be at least 1, got {last}")
+    if as_json:
+        told = fetch_generations(run_id)
+        print(json.dumps(told[-last:] if last else told))
+        return
+    _show_generations(run_id, last)
 
 
 @runs_app.command("resume")
@@ -149,19 +185,26 @@ def runs_resume(run_id: Annotated[str, typer.Argument(help="run id")], as_json: 
 
 @runs_app.command("extend")
 def runs_extend(run_id: Annotated[str, typer.Argument(help="run id")],
-                candidates: Annotated[int, typer.Option(help="proposals to add")],
+                candidates: Annotated[int | None, typer.Option(help="proposals to add (llm, evolution)")] = None,
+                generations: Annotated[int | None, typer.Option(help="generations to add (an es run)")] = None,
                 tokens: Annotated[int | None, typer.Option(help="tokens to add to the token budget")] = None,
                 cost_usd: Annotated[float | None, typer.Option(help="USD to add to the cost budget")] = None,
                 as_json: JsonFlag = False) -> None:
-    """Give a completed run more budget: it continues from its history."""
-    more = {k: v for k, v in (("candidates", candidates), ("tokens", tokens), ("cost_usd", cost_usd))
-            if v is not None}
+    """Give a completed run more budget: it continues from its history (an es run: --generations; another:
+    --candidates)."""
+    if (candidates is None) == (generations is None):
+        fail("give --candidates (proposals to add) or, for an es run, --generations: one of them")
+    more = {k: v for k, v in (("candidates", candidates), ("generations", generations), ("tokens", tokens),
+                              ("cost_usd", cost_usd)) if v is not None}
     r = api_call("POST", f"/v1/runs/{run_id}/extend", json=more)
     if as_json:
         print(json.dumps(r))
         return
     p = r["progress"]
-    console.print(f"run {r['id']}: {r['status']}, candidates {p['candidates_done']}/{p['candidates_budget']}")
+    if p.get("generations_budget") is not None:
+        console.print(f"run {r['id']}: {r['status']}, generations {p['generations_done']}/{p['generations_budget']}")
+    else:
+        console.print(f"run {r['id']}: {r['status']}, candidates {p['candidates_done']}/{p['candidates_budget']}")
 
 
 @runs_app.command("distill")

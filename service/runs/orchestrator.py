@@ -26,7 +26,7 @@ from service.db.models import Candidate, Job, Run, WebhookEndpoint
 from service.proposers import ast_hash
 from service.runs.events import emit
 from service.runs.provenance import provenance
-from service.runs.spec import Budget, ESProposerSpec, Extension, RunSpec, spec_of
+from service.runs.spec import MAX_GENERATIONS, Budget, ESProposerSpec, Extension, RunSpec, spec_of
 from service.webhooks import new_secret
 from workers.targets import TARGETS
 from workers.vocabulary import (
@@ -249,39 +249,77 @@ def advance(factory: sessionmaker[Session], run_id: str, publish: Publish) -> No
 MAX_CANDIDATES = 1000  # a run's proposals, extensions included (the same cap as Budget.candidates)
 
 
+def extension_mismatch(run: Run, more: Extension) -> str | None:
+    """Why `more` does not fit the run's kind of budget (an es run's is its generations, any other's its
+    proposals), or None when it does."""
+    if spec_of(run).proposer.kind == "es":
+        if more.generations is None:
+            return ("an es run's budget is its generations: extend it with generations, not candidates "
+                    f"(run {run.id} searches with es)")
+    elif more.generations is not None:
+        return (f"only an es run has generations to extend; run {run.id} searches with {run.proposer.get('kind')}: "
+                "extend it with candidates")
+    return None
+
+
+def _extended_budget(run: Run, proposals: int, more: Extension) -> str | None:
+    """Set the run's budget to `more` past what it has proposed (an es run's generations in `proposer`, another's
+    candidates in `budget`); why not, when it would pass the most a run may have."""
+    budget = Budget.model_validate(run.budget)
+    proposer = spec_of(run).proposer
+    if isinstance(proposer, ESProposerSpec):
+        assert more.generations is not None  # extension_mismatch
+        if proposals + more.generations > MAX_GENERATIONS:
+            return f"a run has at most {MAX_GENERATIONS} generations; this one has asked {proposals}"
+        es = proposer.es.model_copy(update={"generations": proposals + more.generations})
+        run.proposer = proposer.model_copy(update={"es": es}).model_dump(mode="json")
+    else:
+        assert more.candidates is not None  # extension_mismatch
+        if proposals + more.candidates > MAX_CANDIDATES:
+            return f"a run has at most {MAX_CANDIDATES} proposals; this one has made {proposals}"
+        # Exactly `more.candidates` more, even when another budget ended the run before its candidates did.
+        budget.candidates = proposals + more.candidates
+    # A limit the run does not have stays unlimited.
+    if more.tokens is not None and budget.tokens is not None:
+        budget.tokens += more.tokens
+    if more.cost_usd is not None and budget.cost_usd is not None:
+        budget.cost_usd += more.cost_usd
+    if more.wall_seconds is not None and budget.wall_seconds is not None and run.started_at is not None:
+        budget.wall_seconds = (utcnow() - run.started_at).total_seconds() + more.wall_seconds
+    run.budget = budget.model_dump(mode="json")
+    return None
+
+
 def extend(factory: sessionmaker[Session], run_id: str, more: Extension) -> str | None:
     """Give a completed run more budget and set it running again from its history; why not, when it cannot be.
 
     Proposal indices continue where they stopped (the jobs count them), so the run gains exactly
-    `more.candidates` proposals; at its new end the meta-test adds what it has not measured yet (a new best).
+    `more.candidates` proposals, or an es run exactly `more.generations` generations (asked from the state its last
+    generation told, its sigma and learning rate going on decaying); at its new end the meta-test adds what it has
+    not measured yet (a new best).
     """
     with session_scope(factory) as session:
         run = lock_run(session, run_id)
         if run is None:
             return f"no run {run_id!r}"
+        mismatch = extension_mismatch(run, more)
+        if mismatch is not None:
+            return mismatch
         if run.status != RunStatus.COMPLETED:
             return f"only a completed run can be extended; run {run_id} is {run.status}"
         proposals = session.scalar(select(func.count()).select_from(Job).where(
             Job.run_id == run.id, Job.kind == JobKind.PROPOSE)) or 0
-        if proposals + more.candidates > MAX_CANDIDATES:
-            return f"a run has at most {MAX_CANDIDATES} proposals; this one has made {proposals}"
-        # Exactly `more.candidates` more, even when another budget ended the run before its candidates did.
-        budget = Budget.model_validate(run.budget)
-        budget.candidates = proposals + more.candidates
-        # A limit the run does not have stays unlimited.
-        if more.tokens is not None and budget.tokens is not None:
-            budget.tokens += more.tokens
-        if more.cost_usd is not None and budget.cost_usd is not None:
-            budget.cost_usd += more.cost_usd
-        if more.wall_seconds is not None and budget.wall_seconds is not None and run.started_at is not None:
-            budget.wall_seconds = (utcnow() - run.started_at).total_seconds() + more.wall_seconds
-        run.budget = budget.model_dump(mode="json")
+        too_many = _extended_budget(run, proposals, more)
+        if too_many is not None:
+            session.rollback()
+            return too_many
         spent = budget_spent(run, proposals)
         if spent is not None:
             session.rollback()
             return f"the run's {spent} budget is still spent: extend it too"
         run.status, run.finished_at, run.error = RunStatus.RUNNING, None, None
-        emit(session, run.id, EventType.RUN_STARTED, {**run_summary(run), "extended_by": more.model_dump()})
+        emit(session, run.id, EventType.RUN_STARTED, {**run_summary(run),
+                                                       "extended_by": more.model_dump()})
         return None
 
 

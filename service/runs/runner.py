@@ -19,14 +19,16 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from service.db import make_engine, make_session_factory, session_scope, upgrade_database
 from service.db.models import Candidate, Evaluation, Run
 from service.keys import UnknownKey, cli_owner
 from service.runs.orchestrator import advance, create_run, interrupt, resume
 from service.runs.queries.cost import run_cost
+from service.runs.queries.generations import generations_told
 from service.runs.queries.runs import discovery_of
-from service.runs.spec import RunSpec, spec_of
+from service.runs.spec import ESProposerSpec, RunSpec, spec_of
 from service.runs.views import Discovery, RunCost
 from service.runtime import Runtime, build_runtime
 from service.settings import Settings
@@ -97,8 +99,10 @@ def run_to_completion(settings: Settings, spec: RunSpec, console: Console) -> tu
     with _closing(runtime), sigterm_interrupts():
         owner = _cli_owner_id(runtime)
         run_id = start_run(runtime, spec, owner_key_id=owner)
+        budget = (f"{spec.proposer.es.generations} generations of {spec.proposer.es.population}"
+                  if isinstance(spec.proposer, ESProposerSpec) else f"{spec.budget.candidates} candidates")
         console.print(f"run {run_id}: {spec.target} on {', '.join(spec.environments.train)}, "
-                      f"{spec.proposer.kind} proposer, {spec.budget.candidates} candidates, profile {spec.profile}")
+                      f"{spec.proposer.kind} proposer, {budget}, profile {spec.profile}")
         return run_id, _watch(runtime, run_id, console)
 
 
@@ -160,17 +164,33 @@ def _watch(runtime: Runtime, run_id: str, console: Console) -> str:
     return status
 
 
+def _progress_total(run: Run) -> tuple[str, int]:
+    """What the bar counts and up to what: an es run's generations (its budget), another run's candidates (the
+    proposals and the warm start)."""
+    proposer = spec_of(run).proposer
+    if isinstance(proposer, ESProposerSpec):
+        return "generations", proposer.es.generations
+    return "candidates", spec_of(run).budget.candidates + 1
+
+
+def _done(session: Session, run_id: str, counted: str) -> int:
+    if counted == "generations":
+        return generations_told(session, run_id)
+    return session.scalar(select(func.count()).select_from(Candidate).where(
+        Candidate.run_id == run_id, Candidate.reference.is_(None), Candidate.finished)) or 0
+
+
 def _progress(runtime: Runtime, run_id: str, console: Console) -> str:
     with session_scope(runtime.factory) as session:
-        total = spec_of(session.get(Run, run_id)).budget.candidates + 1
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        counted, total = _progress_total(session.get(Run, run_id))
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} "
+                                                                            "{task.fields[counted]}"),
                   TextColumn("best {task.fields[best]}"), TimeElapsedColumn(), console=console) as progress:
-        task = progress.add_task("candidates", total=total, best="-")
+        task = progress.add_task(counted, total=total, best="-", counted=counted)
         while True:
             with session_scope(runtime.factory) as session:
                 run = session.get(Run, run_id)
-                done = session.scalar(select(func.count()).select_from(Candidate).where(
-                    Candidate.run_id == run_id, Candidate.reference.is_(None), Candidate.finished))
+                done = _done(session, run_id, counted)
                 status, best, stopped = run.status, run.best_score, run.stopped
             progress.update(task, completed=done, best=f"{best:.3f}" if best is not None else "-",
                             description=status)

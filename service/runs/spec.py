@@ -148,16 +148,31 @@ class Budget(Strict):
     wall_seconds: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
 
 
-class Extension(Strict):
-    """More budget for a completed run: it continues from its history (POST /v1/runs/{id}/extend)."""
+MAX_GENERATIONS = 100_000  # an es run's generations, extensions included
 
-    candidates: int = Field(ge=1, le=1000, description="proposals to add")
+
+class Extension(Strict):
+    """More budget for a completed run: it continues from its history (POST /v1/runs/{id}/extend). An es run's
+    budget is its generations (`generations`), any other run's its proposals (`candidates`): give the one the run
+    has."""
+
+    candidates: int | None = Field(default=None, ge=1, le=1000,
+                                   description="proposals to add (a run of the llm or evolution proposer)")
+    generations: int | None = Field(default=None, ge=1, le=MAX_GENERATIONS,
+                                    description="ES generations to add (an es run), asked from the state its last "
+                                                "generation told")
     tokens: int | None = Field(default=None, ge=1,
                                description="LLM tokens to add to the token budget (for a run with one)")
     cost_usd: float | None = Field(default=None, gt=0, description="USD to add to the cost budget (for a run with one)")
     wall_seconds: float | None = Field(default=None, gt=0, le=7 * 24 * 3600,
                                        description="more wall time, counted from now (for a run with a wall-time "
                                                    "budget)")
+
+    @model_validator(mode="after")
+    def one_budget(self) -> Extension:
+        if (self.candidates is None) == (self.generations is None):
+            raise ValueError("give candidates (proposals to add) or, for an es run, generations: one of them")
+        return self
 
 
 class EarlyStoppingSpec(Strict):

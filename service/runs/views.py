@@ -28,8 +28,12 @@ def stored(name: str, *paths: tuple[str, ...]) -> AliasChoices:
 
 class Progress(View):
     candidates_done: int
-    candidates_budget: int
+    candidates_budget: int = Field(description="`budget.candidates` (an es run's budget is its generations)")
     in_flight: int
+    generations_done: int | None = Field(default=None, description="an es run's told generations (null for "
+                                         "another proposer's run)")
+    generations_budget: int | None = Field(default=None, description="an es run's generations budget, "
+                                           "`proposer.es.generations` (null for another proposer's run)")
 
 
 class Spent(View):
@@ -332,6 +336,31 @@ class WebhookDeliveryOut(View):
     next_attempt_at: datetime | None
     delivered_at: datetime | None
     attempt_log: list[WebhookAttemptOut]
+
+
+class GenerationOut(View):
+    """One told generation of an es run: its population's fitness, the strategy after it, and what it cost."""
+
+    generation: int = Field(description="0 is the first; the network candidate 'after N generations' is the mean "
+                            "told by generation N - 1")
+    members: int = Field(description="the population")
+    diverged: int = Field(description="members whose training diverged or failed (no finite fitness; ranked last)")
+    fitness: list[float | None] = Field(description="each member's fitness (its final return normalised against "
+                                        "the run's anchor, over its seeds and the meta-train environments; 1.0 = "
+                                        "the warm start), member 2i and 2i + 1 an antithetic pair; null: diverged")
+    fitness_mean: float | None = Field(description="the mean over the members with a finite fitness")
+    fitness_ci: tuple[float, float] | None = Field(
+        description="95% interval of the population's expected fitness (Student's t over the antithetic pairs' "
+                    "means, the pairs whose members both trained; null with fewer than two such pairs)")
+    fitness_std: float | None = Field(description="the members' spread (sample standard deviation)")
+    fitness_min: float | None
+    fitness_max: float | None
+    sigma: float = Field(description="the strategy's noise scale after this generation (the next one asks with it)")
+    learning_rate: float = Field(description="the strategy's Adam learning rate after this generation")
+    seeds: list[int] = Field(description="the training seeds every member shared")
+    env_steps: int = Field(description="environment steps the population trained")
+    trainer_seconds: float
+    created_at: datetime
 
 
 class StudentOut(CandidateSummary):

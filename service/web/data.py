@@ -29,10 +29,12 @@ from service.runs.queries.candidates import (
     lineage,
     warm_start_evaluations,
 )
+from service.runs.queries.generations import all_generations
 from service.runs.queries.runs import last_event_id, recent_runs, run_out
 from service.runs.spec import LLMProposerSpec, RunSpec, SearchSpec, spec_of
-from service.runs.views import MetaTestCell, RunOut
+from service.runs.views import GenerationOut, MetaTestCell, RunOut
 from service.web.charts import FAIL_COLOR, Chart, RefLine, Series, render
+from service.web.generations import generations_chart, newest
 from workers.vocabulary import EvalPhase
 
 LEADERBOARD_LIMIT = 200
@@ -137,6 +139,9 @@ class RunPage:
     index_of: dict[str, int] = field(default_factory=dict)
     island_chart: Markup | None = None  # with more than one island: each island's best so far
     search_settings: list[str] = field(default_factory=list)
+    generations_chart: Markup | None = None  # an es run: the fitness of each generation
+    generations: list[GenerationOut] = field(default_factory=list)  # an es run: the newest generations, newest first
+    generations_told: int = 0
 
     @cached_property
     def spec(self) -> RunSpec:
@@ -195,11 +200,14 @@ def run_page(session: Session, run: Run, sort: str = "score", order: str = "desc
     summary = run_out(session, run)
     linked = {p for c in board for p in c.parent_ids} | {c.duplicate_of for c in board if c.duplicate_of}
     linked |= {i.best_candidate_id for i in summary.islands if i.best_candidate_id}
+    told = all_generations(session, run.id) if summary.progress.generations_budget is not None else []
     return RunPage(run=run, summary=summary, chart=run_chart(session, run), leaderboard=board,
                    total_candidates=total, sort=sort, order=order, index_of=indices(session, linked),
                    last_event_id=last_event_id(session, run.id),
                    island_chart=island_chart(session, run, len(summary.islands)) if summary.islands else None,
-                   search_settings=search_settings(spec_of(run).search))
+                   search_settings=search_settings(spec_of(run).search),
+                   generations_chart=generations_chart(told) if summary.progress.generations_budget is not None
+                   else None, generations=newest(told), generations_told=len(told))
 
 
 # --- one candidate -----------------------------------------------------------------------------------

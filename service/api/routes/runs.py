@@ -1,5 +1,5 @@
-"""Runs: create (idempotent), list, get, cancel, extend, resume, live events (SSE), candidates, the best as a .py
-file, webhook deliveries."""
+"""Runs: create (idempotent), list, get, cancel, extend, resume, live events (SSE), candidates, an es run's
+generations, the best as a .py file, webhook deliveries."""
 
 from __future__ import annotations
 
@@ -19,14 +19,15 @@ from service.api.schemas import Page, Problem
 from service.db.models import ApiKey, Run
 from service.runs import export
 from service.runs.events import event_stream
-from service.runs.orchestrator import advance, cancel, extend, request_hash, resume
+from service.runs.orchestrator import advance, cancel, extend, extension_mismatch, request_hash, resume
 from service.runs.queries.candidates import candidates_page
+from service.runs.queries.generations import generations_page
 from service.runs.queries.ownership import owned_run, owns_delivery
 from service.runs.queries.runs import discovery_of, run_by_idempotency_key, run_out, runs_page, webhook_secret
 from service.runs.queries.webhooks import deliveries
 from service.runs.runner import RunRefused, start_run
 from service.runs.spec import Extension, RunSpec
-from service.runs.views import CandidateSummary, RunListItem, RunOut, WebhookDeliveryOut
+from service.runs.views import CandidateSummary, GenerationOut, RunListItem, RunOut, WebhookDeliveryOut
 from service.webhooks import resend
 from workers.vocabulary import EventType, Task, TaskKind
 
@@ -121,10 +122,15 @@ def cancel_run(run_id: str, key: KeyDep, session: SessionDep, runtime: RuntimeDe
     return run_out(session, found(owned_run(session, key, run_id), "run", run_id))
 
 
-@router.post("/runs/{run_id}/extend", response_model=RunOut, responses={**NOT_FOUND, 409: {"model": Problem}})
+@router.post("/runs/{run_id}/extend", response_model=RunOut,
+             responses={**NOT_FOUND, 409: {"model": Problem}, 422: {"model": Problem}})
 def extend_run(run_id: str, more: Extension, key: KeyDep, session: SessionDep, runtime: RuntimeDep) -> RunOut:
-    """Give a completed run more budget: it continues from its history, proposal numbers going on from its last."""
-    found(owned_run(session, key, run_id), "run", run_id)
+    """Give a completed run more budget: it continues from its history, proposal numbers going on from its last.
+    An es run takes `generations` (its budget), any other run `candidates`; the other is refused (422)."""
+    run = found(owned_run(session, key, run_id), "run", run_id)
+    mismatch = extension_mismatch(run, more)
+    if mismatch is not None:
+        raise HTTPException(422, mismatch)
     refused = extend(runtime.factory, run_id, more)
     if refused is not None:
         raise HTTPException(409, refused)
@@ -180,6 +186,27 @@ def _candidates_page(session: Session, key: ApiKey, run_id: str, status: str | N
                      sort: Literal["time", "score"], limit: int, position: int | None) -> Page[CandidateSummary]:
     page = candidates_page(session, key, run_id, status=status, outcome=outcome, sort=sort, limit=limit,
                            position=position)
+    if not page.run_owned:
+        raise HTTPException(404, f"no run {run_id!r}")
+    next_cursor = _encode_cursor(page.next_position) if page.next_position is not None else None
+    return Page(items=page.items, next_cursor=next_cursor)
+
+
+@router.get("/runs/{run_id}/generations", response_model=Page[GenerationOut], responses=NOT_FOUND)
+async def list_generations(run_id: str, key: KeyDep, runtime: RuntimeDep,
+                           limit: Annotated[int, Query(ge=1, le=500)] = 100,
+                           cursor: Annotated[str | None, Query(description="from next_cursor of the previous page")]
+                           = None) -> Page[GenerationOut]:
+    """An es run's told generations in order: each one's fitness per member and its summary (mean with its 95%
+    interval, spread, min, max, diverged members), the strategy's sigma and learning rate after it, its seeds and
+    cost. Another proposer's run has none (an empty page)."""
+    after = int(_decode_cursor(cursor, POSITION_CURSOR)[0]) if cursor else None
+    return await read(runtime, _generations_page, key, run_id, limit, after)
+
+
+def _generations_page(session: Session, key: ApiKey, run_id: str, limit: int,
+                      after: int | None) -> Page[GenerationOut]:
+    page = generations_page(session, key.id, run_id, limit, after)
     if not page.run_owned:
         raise HTTPException(404, f"no run {run_id!r}")
     next_cursor = _encode_cursor(page.next_position) if page.next_position is not None else None

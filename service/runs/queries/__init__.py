@@ -5,6 +5,7 @@
 - `stats`: per operator, model and island of a run.
 - `candidates`: candidate lists and pages, a candidate in full with its lineage, the series the charts draw.
 - `webhooks`: a run's deliveries and their attempts.
+- `generations`: an es run's told generations, each one's fitness with its interval, sigma, learning rate and cost.
 - `cost`: the environment steps and trainer seconds a candidate and a run consumed, by phase.
 
 They return the views of `service.runs.views` (or rows and ORM objects for the UI's templates); the API's routes

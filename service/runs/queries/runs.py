@@ -9,11 +9,11 @@ from typing import Any
 from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
-from service.db.models import ApiKey, Candidate, Evaluation, Event, Job, Run, WebhookEndpoint, is_proposal
+from service.db.models import ApiKey, Candidate, ESGeneration, Evaluation, Event, Job, Run, WebhookEndpoint, is_proposal
 from service.runs.orchestrator import SEARCH_JOBS, discovery_message
 from service.runs.queries.cost import COST_VALUES, cost_columns, cost_of
 from service.runs.queries.stats import island_stats, model_stats, operator_stats
-from service.runs.spec import spec_of
+from service.runs.spec import ESProposerSpec, spec_of
 from service.runs.views import (
     BestCandidate,
     Discovery,
@@ -71,6 +71,7 @@ RUN_FIGURES = select(
     select(Candidate.es_generation).where(Candidate.id == _BEST).scalar_subquery(),
     _ENDPOINT.with_only_columns(WebhookEndpoint.url).scalar_subquery(),
     _ENDPOINT.with_only_columns(WebhookEndpoint.events).scalar_subquery(),
+    select(func.count()).select_from(ESGeneration).where(ESGeneration.run_id == _RUN).scalar_subquery(),
     *cost_columns(_RUN),
 )
 RUN_META_TESTS = select(Evaluation.candidate_id, Evaluation.env, Evaluation.normalised_score, Evaluation.score_basis,
@@ -96,7 +97,8 @@ def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> Ru
     spec = spec_of(run)
     figures = session.execute(RUN_FIGURES, ids).one()
     (done, in_flight, warm_id, best_index, best_name, best_stats, best_kind, best_generation, endpoint_url,
-     endpoint_events) = figures[:-COST_VALUES]
+     endpoint_events, told) = figures[:-COST_VALUES]
+    es = spec.proposer if isinstance(spec.proposer, ESProposerSpec) else None
     tests = session.execute(RUN_META_TESTS, ids).all()
     by_key = {(e.candidate_id, e.env): e for e in tests}
     references = {e.reference: e.candidate_id for e in tests if e.reference is not None}
@@ -112,7 +114,8 @@ def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> Ru
         verification_seeds=run.verification_seeds, confidence=run.confidence, metric=run.metric,
         discovery=discovery_of(run),
         progress=Progress(candidates_done=done or 0, candidates_budget=spec.budget.candidates,
-                          in_flight=in_flight or 0),
+                          in_flight=in_flight or 0, generations_done=told if es else None,
+                          generations_budget=es.es.generations if es else None),
         spent=Spent(candidates=done or 0, tokens=run.tokens_used, cost_usd=run.cost_usd,
                     duplicates_skipped=run.duplicates_skipped, seconds=seconds),
         best=BestCandidate(candidate_id=run.best_candidate_id, index=best_index, name=best_name,
@@ -134,7 +137,8 @@ def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> Ru
         if endpoint_url is not None else None,
         created_at=run.created_at, started_at=run.started_at, finished_at=run.finished_at,
         links={"self": f"/v1/runs/{run.id}", "candidates": f"/v1/runs/{run.id}/candidates",
-               "events": f"/v1/runs/{run.id}/events", "best": f"/v1/runs/{run.id}/best.py"},
+               "events": f"/v1/runs/{run.id}/events", "best": f"/v1/runs/{run.id}/best.py",
+               **({"generations": f"/v1/runs/{run.id}/generations"} if es else {})},
     )
 
 

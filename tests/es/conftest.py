@@ -1,0 +1,3 @@
+"""The API fixture the es route tests share with tests/api."""
+
+from tests.api.conftest import recording_server  # noqa: F401
