@@ -15,8 +15,9 @@ from rich.table import Table
 
 from service.cli import local_runs
 from service.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, JsonFlag, api_call, console, fail, score_text, scored_text
-from service.cli.compare import comparison_table, cost_text, readable_text
+from service.cli.compare import comparison_table
 from service.cli.generations import TABLE_NOTE, fetch_generations, generations_table
+from service.cli.run_tables import islands_table, meta_test_table, models_table, operators_table, run_header
 from service.runs.provenance import provenance_text, trained_on_text
 
 runs_app = typer.Typer(help="Runs on a Discovery server (DISCOVERY_API_URL, DISCOVERY_API_KEY); without "
@@ -71,69 +72,12 @@ def runs_show(run_ids: Annotated[list[str], typer.Argument(help="run id; several
     if as_json:
         print(json.dumps(r))
         return
-    preset = f", preset {r['preset']}" if r["preset"] else ""
-    console.print(f"run {r['id']}: {r['status'].upper()}  {r['target']} on {', '.join(r['environments']['train'])}"
-                  f"  ({r['proposer']['kind']}, profile {r['profile']}{preset}, {r['learning_rate']} learning rate, "
-                  f"{r['seeds_per_eval']} search / up to {r['verification_seeds']} verification / "
-                  f"{r['metatest_seeds']} meta-test seeds, metric {r['metric']})")
-    p, spent = r["progress"], r["spent"]
-    if p.get("generations_budget") is not None:
-        console.print(f"generations {p['generations_done']}/{p['generations_budget']}, network candidates "
-                      f"{p['candidates_done']} (in flight {p['in_flight']})")
-    else:
-        console.print(f"candidates {p['candidates_done']}/{p['candidates_budget']} (in flight {p['in_flight']}), "
-                      f"tokens {spent['tokens']}, cost ${spent['cost_usd']:.4f}, duplicates skipped "
-                      f"{spent['duplicates_skipped']}")
-    console.print(cost_text(r))
-    if r["best"]:
-        b = r["best"]
-        console.print(f"best: #{b['index']} {b['name']} ({b['candidate_id']}), verified score "
-                      f"{scored_text(b['score'], b['score_ci'], b['verdict'], b['seeds'])}, {readable_text(b)}",
-                      markup=False)
-    console.print(f"verdict: {r['discovery']['message']}", markup=False)
-    if r["meta_test"]:
-        references = list(r["meta_test"][0]["references"])
-        table = Table(title="meta-test (normalised score; * a return ratio: the warm start was within noise of random)")
-        for column in ("environment", "best", "warm start", *references):
-            table.add_column(column)
-
-        def cell(value: dict | None) -> str:
-            value = value or {}
-            flag = "*" if value.get("score_basis") == "return_ratio" else ""
-            return scored_text(value.get("normalised_score"), value.get("score_ci"), value.get("verdict")) + flag
-
-        for row in r["meta_test"]:
-            table.add_row(row["env"], cell(row["best"]), cell(row["warm_start"]),
-                          *(cell(row["references"][name]) for name in references))
-        console.print(table)
-    if r["operators"]:
-        table = Table(title="evolution operators (children turned down by the probe before training; proposals "
-                            "within 20% of the warm start)")
-        for column in ("operator", "tried", "broke a rule", "behavioural duplicate", "proposed", "within 20%",
-                       "above 1.0", "success"):
-            table.add_column(column)
-        for o in r["operators"]:
-            success = "-" if o["success_rate"] is None else f"{o['success_rate']:.0%}"
-            table.add_row(o["operator"], *(str(o[k]) for k in ("tried", "broke_a_rule", "behavioural_duplicates",
-                                                              "proposed", "within_20_percent", "above_warm_start")),
-                          success)
-        console.print(table)
-    if len(r["models"]) > 1:
-        table = Table(title="models of the ensemble (improved: scored above its parent, the bandit's reward)")
-        for column in ("model", "proposals", "trained ok", "improved", "tokens", "cost", "best"):
-            table.add_column(column)
-        for m in r["models"]:
-            table.add_row(m["model"], str(m["proposals"]), str(m["evaluated"]), str(m["improved"]), str(m["tokens"]),
-                          f"${m['cost_usd']:.4f}", score_text(m["best_score"]))
-        console.print(table)
-    if r["islands"]:
-        table = Table(title=f"islands (migrating their best every {r['search']['migration_interval']} proposals each)")
-        for column in ("island", "proposals", "best", "best candidate"):
-            table.add_column(column)
-        for i in r["islands"]:
-            table.add_row(str(i["island"]), str(i["proposals"]), score_text(i["best_score"]),
-                          i["best_candidate_id"] or "-")
-        console.print(table)
+    for line in run_header(r):
+        console.print(line, markup=False)
+    for table in (meta_test_table(r), operators_table(r), models_table(r), islands_table(r)):
+        if table is not None:
+            console.print(table)
+    p = r["progress"]
     if p.get("generations_budget") is not None:
         _show_generations(r["id"], SHOWN_GENERATIONS)
     if r["error"]:
