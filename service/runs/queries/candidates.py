@@ -5,22 +5,25 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, Literal
 
-from sqlalchemy import Row, String, cast, func, select
-from sqlalchemy.orm import Session
+from pydantic import TypeAdapter
+from sqlalchemy import Integer, Row, Select, String, bindparam, cast, func, select
+from sqlalchemy.orm import Session, aliased
 
 from service.db.models import ApiKey, Candidate, Evaluation, LlmCall, Run, is_proposal
-from service.runs.queries.cost import CANDIDATE_COST
+from service.runs.queries.cost import CANDIDATE_COST, candidate_cost
+from service.runs.queries.rows import views_of
 from service.runs.views import CandidateDetail, CandidateSummary, EvaluationOut, LlmCallOut
 
 # What a candidate list shows: loaded as columns, not whole rows (code and thought stay in the database).
-SUMMARY_COLUMNS = (Candidate.id, Candidate.run_id, Candidate.index, Candidate.name, Candidate.is_warm_start,
-                   Candidate.reference, Candidate.status, Candidate.outcome, Candidate.score, Candidate.verified_score,
-                   Candidate.verdict, Candidate.stats,
-                   Candidate.parent_ids, Candidate.error, Candidate.duplicate_of, Candidate.operator,
-                   Candidate.model, Candidate.island, Candidate.stopped_early, Candidate.kind, *CANDIDATE_COST,
-                   Candidate.created_at, Candidate.evaluated_at)
+SUMMARY_FIELDS = ("id", "run_id", "index", "name", "is_warm_start", "reference", "status", "outcome", "score",
+                  "verified_score", "verdict", "stats", "parent_ids", "error", "duplicate_of", "operator", "model",
+                  "island", "stopped_early", "kind", "created_at", "evaluated_at")
+SUMMARY_COLUMNS = (*(getattr(Candidate, name) for name in SUMMARY_FIELDS), *CANDIDATE_COST)
+CANDIDATE_SUMMARIES = TypeAdapter(list[CandidateSummary])
+_OWNED_RUN = select(Run.id).where(Run.id == bindparam("run_id"), Run.owner_key_id == bindparam("owner_key_id"))
 
 
 @dataclass
@@ -30,32 +33,45 @@ class CandidatesPage:
     run_owned: bool  # False only when the page is empty because the key owns no such run
 
 
+@cache
+def _page_statement(by_status: bool, by_outcome: bool, sort: Literal["time", "score"], after: bool) -> Select[Any]:
+    """A page of a run's candidates with the filters asked for, built once per combination (values bound per
+    call). The page is chosen on the candidates' own columns; only its rows' cost is summed (summed for every
+    candidate of the run, it was most of the statement's time)."""
+    owned = _OWNED_RUN.scalar_subquery()
+    query = select(*(getattr(Candidate, name) for name in SUMMARY_FIELDS)).where(Candidate.run_id == owned)
+    if by_status:
+        query = query.where(Candidate.status == bindparam("status"))
+    if by_outcome:
+        query = query.where(Candidate.outcome == bindparam("outcome"))
+    if sort == "time":
+        if after:
+            query = query.where(Candidate.index > bindparam("position"))
+        query = query.order_by(Candidate.index)
+    else:
+        query = query.order_by(Candidate.counted_score.desc().nulls_last(), Candidate.index).offset(
+            bindparam("offset", type_=Integer))
+    row = aliased(Candidate, query.limit(bindparam("limit", type_=Integer)).subquery("page"))
+    page = select(*(getattr(row, name) for name in SUMMARY_FIELDS), *candidate_cost(row))
+    if sort == "time":
+        return page.order_by(row.index)
+    return page.order_by(row.counted_score.desc().nulls_last(), row.index)
+
+
 def candidates_page(session: Session, key: ApiKey, run_id: str, *, status: str | None, outcome: str | None,
                     sort: Literal["time", "score"], limit: int, position: int | None) -> CandidatesPage:
     """One page of a run's candidates, by index after `position` or by the score that counts from offset
     `position`; the ownership check is in the same statement."""
-    owned = select(Run.id).where(Run.id == run_id, Run.owner_key_id == key.id).scalar_subquery()
-    query = select(*SUMMARY_COLUMNS).where(Candidate.run_id == owned)
-    if status:
-        query = query.where(Candidate.status == status)
-    if outcome:
-        query = query.where(Candidate.outcome == outcome)
-    if sort == "time":
-        if position is not None:
-            query = query.where(Candidate.index > position)
-        rows = session.execute(query.order_by(Candidate.index).limit(limit + 1)).all()
-        next_position = rows[limit - 1].index if len(rows) > limit else None
-    else:
-        offset = position or 0
-        rows = session.execute(query.order_by(Candidate.counted_score.desc().nulls_last(), Candidate.index)
-                               .offset(offset).limit(limit + 1)).all()
-        next_position = offset + limit if len(rows) > limit else None
+    values = {"run_id": run_id, "owner_key_id": key.id, "status": status, "outcome": outcome, "position": position,
+              "offset": position or 0, "limit": limit + 1}
+    result = session.execute(_page_statement(bool(status), bool(outcome), sort, position is not None), values)
+    rows = result.all()
+    items = views_of(result, rows[:limit], CANDIDATE_SUMMARIES)
+    next_position = None
+    if len(rows) > limit:
+        next_position = items[-1].index if sort == "time" else (position or 0) + limit
     # An empty page of the key's run, or no run of the key's: only then is it worth telling apart.
-    run_owned = bool(rows) or session.scalar(select(Run.id).where(Run.id == run_id, Run.owner_key_id == key.id)) \
-        is not None
-    # Validated from plain dicts: a result row answers every field it lacks (an alias tried first) with an
-    # exception, which cost a read of 50 candidates some 3 ms of CPU.
-    items = [CandidateSummary.model_validate(row._asdict()) for row in rows[:limit]]
+    run_owned = bool(rows) or session.scalar(_OWNED_RUN, {"run_id": run_id, "owner_key_id": key.id}) is not None
     return CandidatesPage(items, next_position, run_owned)
 
 

@@ -4,14 +4,17 @@ and what a run found (`discovery_of`)."""
 from __future__ import annotations
 
 from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select
+from pydantic import TypeAdapter
+from sqlalchemy import Integer, Select, and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from service.db.models import ApiKey, Candidate, Evaluation, Event, Job, Run, WebhookEndpoint, is_proposal
 from service.runs.orchestrator import SEARCH_JOBS, discovery_message
 from service.runs.queries.cost import COST_VALUES, cost_columns, cost_of
+from service.runs.queries.rows import views_of
 from service.runs.queries.stats import island_stats, model_stats, operator_stats
 from service.runs.spec import spec_of
 from service.runs.views import (
@@ -138,22 +141,36 @@ def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> Ru
     )
 
 
+_PROPOSER = func.coalesce(Run.proposer["kind"].as_string(), "?").label("proposer")
+_RUNS = select(Run.id, Run.status, Run.target, _PROPOSER, Run.profile,
+               Run.budget["candidates"].as_integer().label("candidates_budget"), Run.best_score, Run.best_verdict,
+               Run.created_at, Run.finished_at).where(Run.owner_key_id == bindparam("owner_key_id"))
+RUN_LIST_ITEMS = TypeAdapter(list[RunListItem])
+
+
+@cache
+def _runs_statement(by_status: bool, by_target: bool, after: bool) -> Select[Any]:
+    """The list of runs with the filters asked for, built once per combination (its values bound per call)."""
+    query = _RUNS
+    if by_status:
+        query = query.where(Run.status == bindparam("status"))
+    if by_target:
+        query = query.where(Run.target == bindparam("target"))
+    if after:
+        created_at, run_id = bindparam("after_created_at"), bindparam("after_id")
+        query = query.where(or_(Run.created_at < created_at, and_(Run.created_at == created_at, Run.id < run_id)))
+    return query.order_by(Run.created_at.desc(), Run.id.desc()).limit(bindparam("limit", type_=Integer))
+
+
 def runs_page(session: Session, owner_key_id: str, status: str | None, target: str | None, limit: int,
               after: tuple[datetime, str] | None = None) -> tuple[list[RunListItem], bool]:
     """The owner's runs, newest first, after (created_at, id) `after`: up to `limit`, and whether more follow."""
-    proposer = func.coalesce(Run.proposer["kind"].as_string(), "?").label("proposer")
-    query = select(Run.id, Run.status, Run.target, proposer,
-                   Run.profile, Run.budget["candidates"].as_integer().label("candidates_budget"), Run.best_score,
-                   Run.best_verdict, Run.created_at, Run.finished_at).where(Run.owner_key_id == owner_key_id)
-    if status:
-        query = query.where(Run.status == status)
-    if target:
-        query = query.where(Run.target == target)
+    values: dict[str, Any] = {"owner_key_id": owner_key_id, "status": status, "target": target, "limit": limit + 1}
     if after:
-        created_at, run_id = after
-        query = query.where(or_(Run.created_at < created_at, and_(Run.created_at == created_at, Run.id < run_id)))
-    rows = session.execute(query.order_by(Run.created_at.desc(), Run.id.desc()).limit(limit + 1)).all()
-    return [RunListItem.model_validate(row._asdict()) for row in rows[:limit]], len(rows) > limit
+        values["after_created_at"], values["after_id"] = after
+    result = session.execute(_runs_statement(bool(status), bool(target), bool(after)), values)
+    rows = result.all()
+    return views_of(result, rows[:limit], RUN_LIST_ITEMS), len(rows) > limit
 
 
 def recent_runs(session: Session, key: ApiKey, limit: int) -> list[tuple[Run, int]]:
