@@ -75,6 +75,14 @@ def candidates_page(session: Session, key: ApiKey, run_id: str, *, status: str |
     return CandidatesPage(items, next_position, run_owned)
 
 
+# A candidate in full: statements built once, bound per call. Its children name it in their parent_ids.
+CHILDREN = select(Candidate.id, Candidate.index, Candidate.name, Candidate.parent_ids).where(
+    Candidate.run_id == bindparam("run_id"), cast(Candidate.parent_ids, String).contains(bindparam("candidate_id"))
+).order_by(Candidate.index)
+EVALUATIONS = select(Evaluation).where(Evaluation.candidate_id == bindparam("candidate_id")).order_by(
+    Evaluation.created_at)
+
+
 @dataclass
 class Lineage:
     parents: list[Candidate]
@@ -92,16 +100,13 @@ def lineage(session: Session, candidate: Candidate) -> Lineage:
                                             candidate.code.splitlines(keepends=True),
                                             fromfile=f"#{first.index} {first.name}",
                                             tofile=f"#{candidate.index} {candidate.name}"))
-    children = session.execute(select(Candidate.id, Candidate.index, Candidate.name, Candidate.parent_ids).where(
-        Candidate.run_id == candidate.run_id, cast(Candidate.parent_ids, String).contains(candidate.id))
-        .order_by(Candidate.index)).all()
+    children = session.execute(CHILDREN, {"run_id": candidate.run_id, "candidate_id": candidate.id}).all()
     return Lineage(parents=parents, children=[c for c in children if candidate.id in c.parent_ids], diff=diff)
 
 
 def evaluations_of(session: Session, candidate: Candidate) -> list[Evaluation]:
     """The candidate's evaluation rows in the order they were written."""
-    return list(session.scalars(select(Evaluation).where(Evaluation.candidate_id == candidate.id)
-                                .order_by(Evaluation.created_at)))
+    return list(session.scalars(EVALUATIONS, {"candidate_id": candidate.id}))
 
 
 def candidate_detail(session: Session, c: Candidate) -> CandidateDetail:

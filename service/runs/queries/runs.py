@@ -1,8 +1,9 @@
-"""Runs: the summary the API returns and the run page shows (`run_out`, two queries), the list of a key's runs,
-and what a run found (`discovery_of`)."""
+"""Runs: the summary the API returns and the run page shows (`run_out`, two queries; `owned_run_out` reads the run
+itself in the first), the list of a key's runs, and what a run found (`discovery_of`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -14,7 +15,7 @@ from sqlalchemy.orm import Session
 from service.db.models import ApiKey, Candidate, Evaluation, Event, Job, Run, WebhookEndpoint, is_proposal
 from service.runs.orchestrator import SEARCH_JOBS, discovery_message
 from service.runs.queries.cost import COST_VALUES, cost_columns, cost_of
-from service.runs.queries.rows import views_of
+from service.runs.queries.rows import json_rows, views_of
 from service.runs.queries.stats import island_stats, model_stats, operator_stats
 from service.runs.spec import spec_of
 from service.runs.views import (
@@ -57,10 +58,15 @@ def made_by(proposer: str, kind: str, es_generation: int | None) -> str:
 
 
 # run_out's statements, built once (bound per call): building them per request cost more CPU than running them.
+# The figures are read from the run's row (its best candidate is the row's), in one statement with the run itself
+# where the run is looked up by id (`owned_run_out`).
 _RUN = bindparam("run_id")
-_BEST = bindparam("best_id")
+_BEST = Run.best_candidate_id
 _ENDPOINT = select(WebhookEndpoint.url, WebhookEndpoint.events).where(WebhookEndpoint.run_id == _RUN).limit(1)
-RUN_FIGURES = select(
+_DEVICES = (select(Evaluation.platform, Evaluation.device, func.count().label("evaluations")).join(Candidate)
+            .where(Candidate.run_id == _RUN, Evaluation.platform.is_not(None))
+            .group_by(Evaluation.platform, Evaluation.device).subquery())
+FIGURES = (
     select(func.count()).select_from(Candidate).where(
         Candidate.run_id == _RUN, is_proposal(), Candidate.finished).scalar_subquery(),
     select(func.count()).select_from(Job).where(
@@ -74,32 +80,41 @@ RUN_FIGURES = select(
     select(Candidate.es_generation).where(Candidate.id == _BEST).scalar_subquery(),
     _ENDPOINT.with_only_columns(WebhookEndpoint.url).scalar_subquery(),
     _ENDPOINT.with_only_columns(WebhookEndpoint.events).scalar_subquery(),
+    select(json_rows(platform=_DEVICES.c.platform, device=_DEVICES.c.device, evaluations=_DEVICES.c.evaluations)
+           ).scalar_subquery(),  # where it was trained
     *cost_columns(_RUN),
 )
+RUN_FIGURES = select(*FIGURES).where(Run.id == _RUN)
+OWNED_RUN_AND_FIGURES = select(Run, *FIGURES).where(Run.id == _RUN, Run.owner_key_id == bindparam("owner_key_id"))
 RUN_META_TESTS = select(Evaluation.candidate_id, Evaluation.env, Evaluation.normalised_score, Evaluation.score_basis,
                         Evaluation.final_return, Evaluation.outcome, Evaluation.stats, Candidate.reference
                         ).join(Candidate).where(Candidate.run_id == _RUN, Evaluation.phase == EvalPhase.TEST)
+TRAINED_ON = TypeAdapter(list[TrainedOn])
 
 
-_TRAINED = func.count().label("evaluations")
-RUN_DEVICES = (select(Evaluation.platform, Evaluation.device, _TRAINED).join(Candidate)
-               .where(Candidate.run_id == _RUN, Evaluation.platform.is_not(None))
-               .group_by(Evaluation.platform, Evaluation.device).order_by(_TRAINED.desc()))
-
-
-def trained_on(session: Session, run_id: str) -> list[TrainedOn]:
-    """The platforms and devices the trainer ran the run's evaluations on, most evaluations first."""
-    return [TrainedOn.model_validate(row._asdict()) for row in session.execute(RUN_DEVICES, {"run_id": run_id})]
+def trained_on(devices: list[dict[str, Any]] | None) -> list[TrainedOn]:
+    """The platforms and devices the trainer ran the run's evaluations on (as `FIGURES` reads them), most
+    evaluations first."""
+    return TRAINED_ON.validate_python(sorted(devices or [], key=lambda device: -device["evaluations"]))
 
 
 def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> RunOut:
-    """The run as the API shows it: one row of figures, the meta-test rows, where it was trained, and the
-    search's breakdowns where the run has them."""
-    ids = {"run_id": run.id, "best_id": run.best_candidate_id}
+    """The run as the API shows it: one row of figures, the meta-test rows, and the search's breakdowns where
+    the run has them."""
+    return _run_out(session, run, session.execute(RUN_FIGURES, {"run_id": run.id}).one(), webhook_secret)
+
+
+def owned_run_out(session: Session, key: ApiKey, run_id: str) -> RunOut | None:
+    """`run_out` of the key's run, None when the key owns no such run: the run and its figures in one statement."""
+    row = session.execute(OWNED_RUN_AND_FIGURES, {"run_id": run_id, "owner_key_id": key.id}).one_or_none()
+    return None if row is None else _run_out(session, row[0], row[1:])
+
+
+def _run_out(session: Session, run: Run, figures: Sequence[Any], webhook_secret: str | None = None) -> RunOut:
+    ids = {"run_id": run.id}
     spec = spec_of(run)
-    figures = session.execute(RUN_FIGURES, ids).one()
     (done, in_flight, warm_id, best_index, best_name, best_stats, best_kind, best_generation, endpoint_url,
-     endpoint_events) = figures[:-COST_VALUES]
+     endpoint_events, devices) = figures[:-COST_VALUES]
     tests = session.execute(RUN_META_TESTS, ids).all()
     by_key = {(e.candidate_id, e.env): e for e in tests}
     references = {e.reference: e.candidate_id for e in tests if e.reference is not None}
@@ -132,7 +147,7 @@ def run_out(session: Session, run: Run, webhook_secret: str | None = None) -> Ru
         cost=cost_of(figures[-COST_VALUES:]),
         operators=operator_stats(session, run, spec), search=run.search, models=model_stats(session, run, spec),
         islands=island_stats(session, run, spec),
-        error=run.error, provenance=run.config.get("provenance"), trained_on=trained_on(session, run.id),
+        error=run.error, provenance=run.config.get("provenance"), trained_on=trained_on(devices),
         webhook=WebhookOut(url=endpoint_url, events=endpoint_events, secret=webhook_secret)
         if endpoint_url is not None else None,
         created_at=run.created_at, started_at=run.started_at, finished_at=run.finished_at,
