@@ -64,14 +64,17 @@ def candidates_page(session: Session, key: ApiKey, run_id: str, *, status: str |
     `position`; the ownership check is in the same statement."""
     values = {"run_id": run_id, "owner_key_id": key.id, "status": status, "outcome": outcome, "position": position,
               "offset": position or 0, "limit": limit + 1}
-    result = session.execute(_page_statement(bool(status), bool(outcome), sort, position is not None), values)
+    # Columns only: on the session's connection, past the ORM's execution (a tenth of a millisecond a statement).
+    result = session.connection().execute(_page_statement(bool(status), bool(outcome), sort, position is not None),
+                                          values)
     rows = result.all()
     items = views_of(result, rows[:limit], CANDIDATE_SUMMARIES)
     next_position = None
     if len(rows) > limit:
         next_position = items[-1].index if sort == "time" else (position or 0) + limit
     # An empty page of the key's run, or no run of the key's: only then is it worth telling apart.
-    run_owned = bool(rows) or session.scalar(_OWNED_RUN, {"run_id": run_id, "owner_key_id": key.id}) is not None
+    run_owned = bool(rows) or session.connection().scalar(_OWNED_RUN, {"run_id": run_id, "owner_key_id": key.id}) \
+        is not None
     return CandidatesPage(items, next_position, run_owned)
 
 
@@ -100,7 +103,7 @@ def lineage(session: Session, candidate: Candidate) -> Lineage:
                                             candidate.code.splitlines(keepends=True),
                                             fromfile=f"#{first.index} {first.name}",
                                             tofile=f"#{candidate.index} {candidate.name}"))
-    children = session.execute(CHILDREN, {"run_id": candidate.run_id, "candidate_id": candidate.id}).all()
+    children = session.connection().execute(CHILDREN, {"run_id": candidate.run_id, "candidate_id": candidate.id}).all()
     return Lineage(parents=parents, children=[c for c in children if candidate.id in c.parent_ids], diff=diff)
 
 

@@ -115,7 +115,7 @@ def _run_out(session: Session, run: Run, figures: Sequence[Any], webhook_secret:
     spec = spec_of(run)
     (done, in_flight, warm_id, best_index, best_name, best_stats, best_kind, best_generation, endpoint_url,
      endpoint_events, devices) = figures[:-COST_VALUES]
-    tests = session.execute(RUN_META_TESTS, ids).all()
+    tests = session.connection().execute(RUN_META_TESTS, ids).all()  # columns only (the figures flushed)
     by_key = {(e.candidate_id, e.env): e for e in tests}
     references = {e.reference: e.candidate_id for e in tests if e.reference is not None}
     reference_names = [r.name for r in TARGETS[run.target].references]
@@ -183,7 +183,8 @@ def runs_page(session: Session, owner_key_id: str, status: str | None, target: s
     values: dict[str, Any] = {"owner_key_id": owner_key_id, "status": status, "target": target, "limit": limit + 1}
     if after:
         values["after_created_at"], values["after_id"] = after
-    result = session.execute(_runs_statement(bool(status), bool(target), bool(after)), values)
+    # Columns only: on the session's connection, past the ORM's execution (a tenth of a millisecond a statement).
+    result = session.connection().execute(_runs_statement(bool(status), bool(target), bool(after)), values)
     rows = result.all()
     return views_of(result, rows[:limit], RUN_LIST_ITEMS), len(rows) > limit
 
