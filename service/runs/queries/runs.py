@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 from sqlalchemy import Integer, Select, and_, bindparam, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from service.db.models import ApiKey, Candidate, Evaluation, Event, Job, Run, WebhookEndpoint, is_proposal
 from service.runs.orchestrator import SEARCH_JOBS, discovery_message
@@ -58,10 +58,11 @@ def made_by(proposer: str, kind: str, es_generation: int | None) -> str:
 
 
 # run_out's statements, built once (bound per call): building them per request cost more CPU than running them.
-# The figures are read from the run's row (its best candidate is the row's), in one statement with the run itself
-# where the run is looked up by id (`owned_run_out`).
+# The figures are read beside the run's row (joined to its best candidate), in one statement with the run itself
+# where the run is looked up by id (`owned_run_out`). Kept under 4,096 characters: psycopg parses a longer
+# statement's placeholders again at every execution.
 _RUN = bindparam("run_id")
-_BEST = Run.best_candidate_id
+_BEST = aliased(Candidate, name="best")
 _ENDPOINT = select(WebhookEndpoint.url, WebhookEndpoint.events).where(WebhookEndpoint.run_id == _RUN).limit(1)
 _DEVICES = (select(Evaluation.platform, Evaluation.device, func.count().label("evaluations")).join(Candidate)
             .where(Candidate.run_id == _RUN, Evaluation.platform.is_not(None))
@@ -73,19 +74,17 @@ FIGURES = (
         Job.run_id == _RUN, Job.kind.in_(list(SEARCH_JOBS)),
         Job.status.in_([JobStatus.PENDING, JobStatus.CLAIMED])).scalar_subquery(),
     select(Candidate.id).where(Candidate.run_id == _RUN, Candidate.is_warm_start).scalar_subquery(),
-    select(Candidate.index).where(Candidate.id == _BEST).scalar_subquery(),
-    select(Candidate.name).where(Candidate.id == _BEST).scalar_subquery(),
-    select(Candidate.stats).where(Candidate.id == _BEST).scalar_subquery(),
-    select(Candidate.kind).where(Candidate.id == _BEST).scalar_subquery(),
-    select(Candidate.es_generation).where(Candidate.id == _BEST).scalar_subquery(),
+    _BEST.index, _BEST.name, _BEST.stats, _BEST.kind, _BEST.es_generation,
     _ENDPOINT.with_only_columns(WebhookEndpoint.url).scalar_subquery(),
     _ENDPOINT.with_only_columns(WebhookEndpoint.events).scalar_subquery(),
     select(json_rows(platform=_DEVICES.c.platform, device=_DEVICES.c.device, evaluations=_DEVICES.c.evaluations)
            ).scalar_subquery(),  # where it was trained
     *cost_columns(_RUN),
 )
-RUN_FIGURES = select(*FIGURES).where(Run.id == _RUN)
-OWNED_RUN_AND_FIGURES = select(Run, *FIGURES).where(Run.id == _RUN, Run.owner_key_id == bindparam("owner_key_id"))
+RUN_FIGURES = select(*FIGURES).select_from(Run).outerjoin(_BEST, _BEST.id == Run.best_candidate_id).where(
+    Run.id == _RUN)
+OWNED_RUN_AND_FIGURES = select(Run, *FIGURES).outerjoin(_BEST, _BEST.id == Run.best_candidate_id).where(
+    Run.id == _RUN, Run.owner_key_id == bindparam("owner_key_id"))
 RUN_META_TESTS = select(Evaluation.candidate_id, Evaluation.env, Evaluation.normalised_score, Evaluation.score_basis,
                         Evaluation.final_return, Evaluation.outcome, Evaluation.stats, Candidate.reference
                         ).join(Candidate).where(Candidate.run_id == _RUN, Evaluation.phase == EvalPhase.TEST)
