@@ -10,10 +10,10 @@ from typing import Any, Literal
 
 from pydantic import TypeAdapter
 from sqlalchemy import Integer, Row, Select, String, bindparam, cast, func, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from service.db.models import ApiKey, Candidate, Evaluation, LlmCall, Run, is_proposal
-from service.runs.queries.cost import CANDIDATE_COST, candidate_cost
+from service.runs.queries.cost import CANDIDATE_COST
 from service.runs.queries.rows import views_of
 from service.runs.views import CandidateDetail, CandidateSummary, EvaluationOut, LlmCallOut
 
@@ -36,10 +36,11 @@ class CandidatesPage:
 @cache
 def _page_statement(by_status: bool, by_outcome: bool, sort: Literal["time", "score"], after: bool) -> Select[Any]:
     """A page of a run's candidates with the filters asked for, built once per combination (values bound per
-    call). The page is chosen on the candidates' own columns; only its rows' cost is summed (summed for every
-    candidate of the run, it was most of the statement's time)."""
+    call). The page is chosen on the ids and sort keys alone, then only its rows are read in full and their cost
+    summed (summed for every candidate of the run, the cost was most of the statement's time)."""
     owned = _OWNED_RUN.scalar_subquery()
-    query = select(*(getattr(Candidate, name) for name in SUMMARY_FIELDS)).where(Candidate.run_id == owned)
+    query = select(Candidate.id, Candidate.index, Candidate.counted_score.label("counted_score")).where(
+        Candidate.run_id == owned)
     if by_status:
         query = query.where(Candidate.status == bindparam("status"))
     if by_outcome:
@@ -51,11 +52,9 @@ def _page_statement(by_status: bool, by_outcome: bool, sort: Literal["time", "sc
     else:
         query = query.order_by(Candidate.counted_score.desc().nulls_last(), Candidate.index).offset(
             bindparam("offset", type_=Integer))
-    row = aliased(Candidate, query.limit(bindparam("limit", type_=Integer)).subquery("page"))
-    page = select(*(getattr(row, name) for name in SUMMARY_FIELDS), *candidate_cost(row))
-    if sort == "time":
-        return page.order_by(row.index)
-    return page.order_by(row.counted_score.desc().nulls_last(), row.index)
+    page = query.limit(bindparam("limit", type_=Integer)).subquery("page")
+    in_order = (page.c.index,) if sort == "time" else (page.c.counted_score.desc().nulls_last(), page.c.index)
+    return select(*SUMMARY_COLUMNS).join(page, page.c.id == Candidate.id).order_by(*in_order)
 
 
 def candidates_page(session: Session, key: ApiKey, run_id: str, *, status: str | None, outcome: str | None,

@@ -12,7 +12,6 @@ from typing import Any
 
 from sqlalchemy import BindParameter, ScalarSelect, bindparam, func, select
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.util import AliasedClass
 from sqlalchemy.sql.elements import Label
 
 from service.db.models import Candidate, ESGeneration, Evaluation
@@ -20,21 +19,16 @@ from service.runs.views import PhaseCost, RunCost
 from workers.vocabulary import EvalPhase
 
 
-def _candidate_sum(candidate: type[Candidate] | AliasedClass[Candidate], column: object, name: str) -> Label[object]:
+def _candidate_sum(column: object, name: str) -> Label[object]:
     """A correlated sum over the evaluations of the candidate of the enclosing query, 0 when it has none."""
     total: ScalarSelect[object] = select(func.coalesce(func.sum(column), 0)).where(
-        Evaluation.candidate_id == candidate.id).correlate(candidate).scalar_subquery()
+        Evaluation.candidate_id == Candidate.id).correlate(Candidate).scalar_subquery()
     return total.label(name)
 
 
-def candidate_cost(candidate: type[Candidate] | AliasedClass[Candidate]) -> tuple[Label[object], Label[object]]:
-    """Beside a candidate's columns in a list (`queries.candidates`): its cost over every phase, `env_steps` and
-    `trainer_seconds`, for `Candidate` or an alias of it (a page's rows)."""
-    return (_candidate_sum(candidate, Evaluation.env_steps, "env_steps"),
-            _candidate_sum(candidate, Evaluation.trainer_seconds, "trainer_seconds"))
-
-
-CANDIDATE_COST = candidate_cost(Candidate)
+# Beside a candidate's columns in a list (`queries.candidates.SUMMARY_COLUMNS`): its cost over every phase.
+CANDIDATE_COST = (_candidate_sum(Evaluation.env_steps, "env_steps"),
+                  _candidate_sum(Evaluation.trainer_seconds, "trainer_seconds"))
 
 
 PHASES = (EvalPhase.TRAIN, EvalPhase.REEVAL, EvalPhase.TEST)
