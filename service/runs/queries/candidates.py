@@ -81,6 +81,7 @@ def candidates_page(session: Session, key: ApiKey, run_id: str, *, status: str |
 CHILDREN = select(Candidate.id, Candidate.index, Candidate.name, Candidate.parent_ids).where(
     Candidate.run_id == bindparam("run_id"), cast(Candidate.parent_ids, String).contains(bindparam("candidate_id"))
 ).order_by(Candidate.index)
+PARENTS = select(Candidate).where(Candidate.id.in_(bindparam("ids", expanding=True)))  # in one statement
 EVALUATIONS = select(Evaluation).where(Evaluation.candidate_id == bindparam("candidate_id")).order_by(
     Evaluation.created_at)
 
@@ -94,7 +95,9 @@ class Lineage:
 
 def lineage(session: Session, candidate: Candidate) -> Lineage:
     """A candidate's parents (in its order), its children (by index) and the diff against its first parent."""
-    parents = [p for p in (session.get(Candidate, pid) for pid in candidate.parent_ids) if p is not None]
+    found = {p.id: p for p in session.scalars(PARENTS, {"ids": list(candidate.parent_ids)})} \
+        if candidate.parent_ids else {}
+    parents = [found[pid] for pid in candidate.parent_ids if pid in found]
     diff = None
     if parents:
         first = parents[0]
