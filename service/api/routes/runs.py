@@ -23,7 +23,14 @@ from service.runs.orchestrator import advance, cancel, extend, extension_mismatc
 from service.runs.queries.candidates import candidates_page
 from service.runs.queries.generations import generations_page
 from service.runs.queries.ownership import owned_run, owns_delivery
-from service.runs.queries.runs import discovery_of, run_by_idempotency_key, run_out, runs_page, webhook_secret
+from service.runs.queries.runs import (
+    discovery_of,
+    owned_run_out,
+    run_by_idempotency_key,
+    run_out,
+    runs_page,
+    webhook_secret,
+)
 from service.runs.queries.webhooks import deliveries
 from service.runs.runner import RunRefused, start_run
 from service.runs.spec import Extension, RunSpec
@@ -110,7 +117,7 @@ async def get_run(run_id: str, key: KeyDep, runtime: RuntimeDep) -> RunOut:
 
 
 def _owned_run_out(session: Session, key: ApiKey, run_id: str) -> RunOut:
-    return run_out(session, found(owned_run(session, key, run_id), "run", run_id))
+    return found(owned_run_out(session, key, run_id), "run", run_id)
 
 
 @router.post("/runs/{run_id}/cancel", response_model=RunOut, responses={**NOT_FOUND, 409: {"model": Problem}})

@@ -7,8 +7,11 @@
 - `webhooks`: a run's deliveries and their attempts.
 - `generations`: an es run's told generations, each one's fitness with its interval, sigma, learning rate and cost.
 - `cost`: the environment steps and trainer seconds a candidate and a run consumed, by phase.
+- `rows`: result rows into views in one validation, and a few rows as one JSON value beside other figures.
 
 They return the views of `service.runs.views` (or rows and ORM objects for the UI's templates); the API's routes
-and the UI's pages only shape them. A candidate that has finished is `Candidate.finished`; the score that counts
+and the UI's pages only shape them. The statements a read sends on every request are built once, their values
+bound per call (building one cost more CPU than running it), and a column-only read goes to the session's
+connection, past the ORM. A candidate that has finished is `Candidate.finished`; the score that counts
 is `Candidate.counted_score`.
 """

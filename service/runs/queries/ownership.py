@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from service.db.models import ApiKey, Candidate, Run, WebhookDelivery, WebhookEndpoint
@@ -14,10 +14,13 @@ def owned_run(session: Session, key: ApiKey, run_id: str) -> Run | None:
     return run if run is not None and run.owner_key_id == key.id else None
 
 
+OWNED_CANDIDATE = select(Candidate).join(Run, Run.id == Candidate.run_id).where(
+    Candidate.id == bindparam("candidate_id"), Run.owner_key_id == bindparam("owner_key_id"))  # built once
+
+
 def owned_candidate(session: Session, key: ApiKey, candidate_id: str) -> Candidate | None:
     """The candidate if `key` owns its run, else None."""
-    return session.scalar(select(Candidate).join(Run, Run.id == Candidate.run_id)
-                          .where(Candidate.id == candidate_id, Run.owner_key_id == key.id))
+    return session.scalar(OWNED_CANDIDATE, {"candidate_id": candidate_id, "owner_key_id": key.id})
 
 
 def owns_delivery(session: Session, key: ApiKey, delivery_id: str) -> bool:
