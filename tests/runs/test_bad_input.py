@@ -19,7 +19,7 @@ from tests.runs.conftest import REPO, count_rows
 
 
 @pytest.mark.parametrize(("request_body", "message"), [
-    ({"target": "nope"}, "Input should be 'lpo', 'optimizer' or 'advantage'"),
+    ({"target": "nope"}, "Input should be 'lpo', 'optimizer', 'advantage' or 'open'"),
     ({"environments": {"train": ["NoSuchEnv-v0"]}}, "environments.train.0\n  Input should be 'CartPole-v1'"),
     ({"environments": {"train": ["CartPole-v1"], "test": ["Nope-v9"]}}, "environments.test.0\n  Input should be"),
     ({"budget": {"candidates": 0}}, "greater than or equal to 1"),
@@ -57,7 +57,7 @@ def test_start_run_refuses_an_llm_proposer_without_endpoint(sqlite_url: str, cac
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--target", "nope"], "error: target: Input should be 'lpo', 'optimizer' or 'advantage'"),
+    (["--target", "nope"], "error: target: Input should be 'lpo', 'optimizer', 'advantage' or 'open'"),
     (["--proposer", "llm"], "error: --proposer llm needs --model NAME"),
 ])
 def test_discovery_run_bad_input_exits_2_with_one_line(args: list[str], message: str, tmp_path: Path) -> None:
