@@ -32,6 +32,7 @@ ADAM_BETA1 = 0.9
 ADAM_BETA2 = 0.999
 ADAM_EPSILON = 1e-8
 MIRROR_TOLERANCE = 1e-5  # how far a pair's midpoint may sit from the mean (members may come back as float32)
+MAX_GENERATIONS = 100_000  # an es run's generations, extensions included
 
 
 class ESSettings(BaseModel):
@@ -40,7 +41,7 @@ class ESSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     population: int = Field(default=64, ge=2, le=4096)  # even: antithetic pairs
-    generations: int = Field(default=800, ge=1)
+    generations: int = Field(default=800, ge=1, le=MAX_GENERATIONS)
     sigma_init: float = Field(default=0.03, gt=0.0)
     sigma_decay: float = Field(default=0.99, gt=0.0, le=1.0)
     sigma_limit: float = Field(default=0.01, gt=0.0)

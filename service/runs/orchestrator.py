@@ -24,9 +24,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.db import session_scope, utcnow
 from service.db.models import Candidate, Job, Run, WebhookEndpoint
 from service.proposers import ast_hash
+from service.proposers.es import MAX_GENERATIONS
 from service.runs.events import emit
 from service.runs.provenance import provenance
-from service.runs.spec import MAX_GENERATIONS, Budget, ESProposerSpec, Extension, RunSpec, spec_of
+from service.runs.spec import Budget, ESProposerSpec, Extension, RunSpec, spec_of
 from service.webhooks import new_secret
 from workers.targets import TARGETS
 from workers.vocabulary import (

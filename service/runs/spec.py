@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, mod
 
 from service.db.models import Run
 from service.proposers.base import MutationName
-from service.proposers.es import ESSettings
+from service.proposers.es import MAX_GENERATIONS, ESSettings
 from service.runs.presets import PRESETS, with_preset
 from workers.rl.envs import ENVIRONMENTS
 from workers.targets import TARGETS
@@ -148,7 +148,6 @@ class Budget(Strict):
     wall_seconds: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
 
 
-MAX_GENERATIONS = 100_000  # an es run's generations, extensions included
 
 
 class Extension(Strict):

@@ -37,7 +37,7 @@ def test_fields_given_refine_the_presets_es_block_and_another_kind_replaces_it()
 
 def test_a_target_without_a_network_refuses_es() -> None:
     assert TARGETS["lpo"].network is not None
-    for name in ("optimizer", "advantage"):
+    for name in ("optimizer", "advantage", "open"):
         assert TARGETS[name].network is None
         with pytest.raises(ValidationError, match="has no network"):
             RunSpec.model_validate({"target": name, "proposer": {"kind": "es"}})
@@ -69,3 +69,9 @@ def test_the_cli_runs_es(tmp_path: Path) -> None:
     refused = subprocess.run([*command, "--proposer", "es", "--target", "optimizer"], cwd=REPO, env=env,
                              capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "has no network" in refused.stderr
+
+
+@pytest.mark.parametrize("generations", [0, -1, 100_001, 10**9])
+def test_an_es_run_asks_between_one_and_a_hundred_thousand_generations(generations: int) -> None:
+    with pytest.raises(ValidationError, match="generations"):
+        RunSpec.model_validate({"proposer": {"kind": "es", "es": {"generations": generations}}})
