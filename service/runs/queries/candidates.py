@@ -12,8 +12,9 @@ from pydantic import TypeAdapter
 from sqlalchemy import Integer, Row, Select, String, bindparam, cast, func, select
 from sqlalchemy.orm import Session
 
-from service.db.models import ApiKey, Candidate, Evaluation, LlmCall, Run, is_proposal
+from service.db.models import ApiKey, Candidate, Evaluation, LlmCall, is_proposal
 from service.runs.queries.cost import CANDIDATE_COST
+from service.runs.queries.ownership import OWNED_RUN_ID, owns_run
 from service.runs.queries.rows import views_of
 from service.runs.views import CandidateDetail, CandidateSummary, EvaluationOut, LlmCallOut
 
@@ -23,7 +24,6 @@ SUMMARY_FIELDS = ("id", "run_id", "index", "name", "is_warm_start", "reference",
                   "island", "stopped_early", "kind", "created_at", "evaluated_at")
 SUMMARY_COLUMNS = (*(getattr(Candidate, name) for name in SUMMARY_FIELDS), *CANDIDATE_COST)
 CANDIDATE_SUMMARIES = TypeAdapter(list[CandidateSummary])
-_OWNED_RUN = select(Run.id).where(Run.id == bindparam("run_id"), Run.owner_key_id == bindparam("owner_key_id"))
 
 
 @dataclass
@@ -38,7 +38,7 @@ def _page_statement(by_status: bool, by_outcome: bool, sort: Literal["time", "sc
     """A page of a run's candidates with the filters asked for, built once per combination (values bound per
     call). The page is chosen on the ids and sort keys alone, then only its rows are read in full and their cost
     summed (summed for every candidate of the run, the cost was most of the statement's time)."""
-    owned = _OWNED_RUN.scalar_subquery()
+    owned = OWNED_RUN_ID.scalar_subquery()
     query = select(Candidate.id, Candidate.index, Candidate.counted_score.label("counted_score")).where(
         Candidate.run_id == owned)
     if by_status:
@@ -72,8 +72,7 @@ def candidates_page(session: Session, key: ApiKey, run_id: str, *, status: str |
     if len(rows) > limit:
         next_position = items[-1].index if sort == "time" else (position or 0) + limit
     # An empty page of the key's run, or no run of the key's: only then is it worth telling apart.
-    run_owned = bool(rows) or session.connection().scalar(_OWNED_RUN, {"run_id": run_id, "owner_key_id": key.id}) \
-        is not None
+    run_owned = bool(rows) or owns_run(session, key.id, run_id)
     return CandidatesPage(items, next_position, run_owned)
 
 

@@ -17,7 +17,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service.db.models import ESGeneration, Run
+from service.db.models import ESGeneration
+from service.runs.queries.ownership import OWNED_RUN_ID, owns_run
 from service.runs.views import GenerationOut
 
 # Student's t, two-sided 95% (the 0.975 quantile), for 1 to 30 degrees of freedom.
@@ -79,13 +80,12 @@ def generations_page(session: Session, owner_key_id: str, run_id: str, limit: in
                      after: int | None = None) -> GenerationsPage:
     """The run's told generations in order, after generation `after`, up to `limit`; the ownership check is in the
     same statement (a run of another key reads as absent). Another proposer's run has none."""
-    owned = select(Run.id).where(Run.id == run_id, Run.owner_key_id == owner_key_id).scalar_subquery()
-    query = select(*GENERATION_COLUMNS).where(ESGeneration.run_id == owned)
+    query = select(*GENERATION_COLUMNS).where(ESGeneration.run_id == OWNED_RUN_ID.scalar_subquery())
     if after is not None:
         query = query.where(ESGeneration.generation > after)
-    rows = session.execute(query.order_by(ESGeneration.generation).limit(limit + 1)).all()
-    run_owned = bool(rows) or session.scalar(select(Run.id).where(Run.id == run_id,
-                                                                   Run.owner_key_id == owner_key_id)) is not None
+    rows = session.execute(query.order_by(ESGeneration.generation).limit(limit + 1),
+                           {"run_id": run_id, "owner_key_id": owner_key_id}).all()
+    run_owned = bool(rows) or owns_run(session, owner_key_id, run_id)
     items = [generation_out(row) for row in rows[:limit]]
     return GenerationsPage(items, items[-1].generation if len(rows) > limit else None, run_owned)
 

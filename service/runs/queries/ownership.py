@@ -14,6 +14,16 @@ def owned_run(session: Session, key: ApiKey, run_id: str) -> Run | None:
     return run if run is not None and run.owner_key_id == key.id else None
 
 
+# The run's id if the key owns it (`run_id`, `owner_key_id` bound per call): a page's ownership check, as a
+# subquery of the page's own statement, or alone to tell an empty page of the key's run from no run of the key's.
+OWNED_RUN_ID = select(Run.id).where(Run.id == bindparam("run_id"), Run.owner_key_id == bindparam("owner_key_id"))
+
+
+def owns_run(session: Session, owner_key_id: str, run_id: str) -> bool:
+    """Whether the key `owner_key_id` owns the run `run_id`."""
+    return session.connection().scalar(OWNED_RUN_ID, {"run_id": run_id, "owner_key_id": owner_key_id}) is not None
+
+
 OWNED_CANDIDATE = select(Candidate).join(Run, Run.id == Candidate.run_id).where(
     Candidate.id == bindparam("candidate_id"), Run.owner_key_id == bindparam("owner_key_id"))  # built once
 
